@@ -1,0 +1,132 @@
+"""Global Attention Mechanism (GAM).
+
+Paper: Yichao Liu, Zongru Shao, Nico Hoffmann, "Global Attention Mechanism: Retain Information to
+Enhance Channel-Spatial Interactions", arXiv:2112.05561 (2021).
+
+Reference implementation: none. We found no code released by the authors (searched GitHub code,
+issues and paper pages; the "code" links point to third-party copies such as dengbuqi/GAM_Pytorch).
+This module follows the paper text and its Figs. 1-3.
+
+Definition (paper Eqs. 1-2, sequential like CBAM)::
+
+    F2 = Mc(F1) * F1          Mc: permute (N,C,H,W)->(N,H,W,C), MLP C -> C/r -> C with ReLU,
+                                  permute back, sigmoid (Fig. 2) -- no pooling
+    F3 = Ms(F2) * F2          Ms: 7x7 conv C -> C/r, BN, ReLU, 7x7 conv C/r -> C, BN, sigmoid
+                                  (Fig. 3) -- no pooling, zero "same" padding
+
+Defaults: ``rd_ratio=1/4`` (r = 4, the rate every circulating implementation uses; we could not
+confirm it in the paper text), hidden width ``floor(C * rd_ratio)`` (``rd_channels`` overrides
+it), ``act_layer='relu'``, ``gate_layer='sigmoid'`` (both gates), ``group=False``.
+
+Grouped variant (``group=True``): the paper says the pooling-free spatial submodule can add many
+parameters, so "to prevent a significant increase in the parameters, we adopt group convolution
+with channel shuffle in ResNet50" (quoted from memory and secondary summaries; we could not load
+the paper text here). It gives neither the number of groups nor where the shuffle goes. Our
+reading, in the ShuffleNet sense: both 7x7 convs use ``groups`` groups, and the channels are
+shuffled between them (after the first conv's BN + ReLU) so that every output group of the second
+conv sees every input group (fully so when ``hidden / groups >= groups``, e.g. C=64, r=4, g=4).
+``groups=4`` by default; it must divide both C and the hidden width (else ConfigError).
+
+Parameters: MLP ``2*C*Cr + Cr + C`` (Linear layers with bias), convs ``2 * 49*C*Cr / g``
+(no bias: each is followed by BN), BNs ``2*Cr + 2*C``; ``g = 1`` unless ``group=True``.
+
+Initialisation: PyTorch defaults (there is no reference code to follow).
+
+Placement in the paper: the module is CBAM-style (sequential channel then spatial gate) and is
+evaluated inside ResNet and MobileNet; we assume CBAM's slot, the end of the residual branch before
+the addition, which is the attn-bench slot (we did not find a drawing of the block integration).
+
+Deviations from the paper: none known. Choices the paper leaves open: the conv biases (dropped,
+redundant before BN), the grouped variant's group count and shuffle position (above).
+
+Traps in circulating copies, and what we do instead:
+* dengbuqi/GAM_Pytorch and many blog copies drop the channel sigmoid (``x * mlp(x)``), which makes
+  Mc an unbounded, sign-changing map; Fig. 2 ends in a sigmoid, so we apply it.
+* dengbuqi/GAM_Pytorch uses ``padding_mode='replicate'``; nothing in the paper suggests it and
+  every other conv attention (CBAM, BAM) zero-pads, so we zero-pad.
+* The popular ``group=True`` copy uses ``groups=rate`` and calls ``channel_shuffle`` on the final
+  sigmoid map. That only permutes which map multiplies which channel (a fixed relabelling the
+  convs can absorb); no information crosses groups, since each output channel still depends on a
+  single input group. We shuffle between the two grouped convs instead.
+* Copies compute ``int(C / rate)`` without checking it; for ``C < r`` that builds zero-width
+  layers. We raise ConfigError.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from timm.layers import create_act_layer
+from torch import nn
+
+from attn_bench.errors import check
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet channel shuffle: view channels as (groups, C/groups), transpose, flatten."""
+    n, c, h, w = x.shape
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+def _hidden_channels(channels: int, rd_ratio: float, rd_channels: int | None) -> int:
+    if rd_channels is not None:
+        check(rd_channels >= 1, f"gam: rd_channels={rd_channels} must be >= 1")
+        return int(rd_channels)
+    check(0 < rd_ratio <= 1, f"gam: rd_ratio={rd_ratio} must be in (0, 1]")
+    hidden = math.floor(channels * rd_ratio + 1e-9)
+    check(hidden >= 1, f"gam: rd_ratio={rd_ratio} gives {hidden} hidden channels for {channels} channels; need >= 1")
+    return hidden
+
+
+class GAM(nn.Module):
+    """Channel MLP gate on every pixel, then a two-layer 7x7 conv spatial gate (module docstring)."""
+
+    def __init__(
+        self,
+        channels: int,
+        rd_ratio: float = 1 / 4,
+        rd_channels: int | None = None,
+        group: bool = False,
+        groups: int = 4,
+        act_layer: str = "relu",
+        gate_layer: str = "sigmoid",
+    ):
+        super().__init__()
+        check(channels >= 1, f"gam: channels={channels} must be >= 1")
+        hidden = _hidden_channels(channels, rd_ratio, rd_channels)
+        g = int(groups) if group else 1
+        if group:
+            check(groups >= 1, f"gam: groups={groups} must be >= 1")
+            check(
+                channels % g == 0 and hidden % g == 0,
+                f"gam: groups={groups} must divide both channels ({channels}) and hidden channels ({hidden})",
+            )
+        self.groups = g
+        # channel submodule: MLP along the channel axis of every pixel
+        self.fc1 = nn.Linear(channels, hidden)
+        self.act1 = create_act_layer(act_layer)
+        self.fc2 = nn.Linear(hidden, channels)
+        self.channel_gate = create_act_layer(gate_layer)
+        # spatial submodule
+        self.conv1 = nn.Conv2d(channels, hidden, kernel_size=7, padding=3, groups=g, bias=False)
+        self.bn1 = nn.BatchNorm2d(hidden)
+        self.act2 = create_act_layer(act_layer)
+        self.conv2 = nn.Conv2d(hidden, channels, kernel_size=7, padding=3, groups=g, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.spatial_gate = create_act_layer(gate_layer)
+
+    def channel_attention(self, x: torch.Tensor) -> torch.Tensor:
+        """Mc(x), shape (N, C, H, W)."""
+        y = self.fc2(self.act1(self.fc1(x.permute(0, 2, 3, 1))))
+        return self.channel_gate(y.permute(0, 3, 1, 2))
+
+    def spatial_attention(self, x: torch.Tensor) -> torch.Tensor:
+        """Ms(x), shape (N, C, H, W)."""
+        y = self.act2(self.bn1(self.conv1(x)))
+        if self.groups > 1:
+            y = channel_shuffle(y, self.groups)
+        return self.spatial_gate(self.bn2(self.conv2(y)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * self.channel_attention(x)
+        return x * self.spatial_attention(x)

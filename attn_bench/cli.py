@@ -1,0 +1,128 @@
+"""The ``attn-bench`` command.
+
+``attn-bench [overrides]`` trains (a Hydra app; ``-m`` sweeps); ``attn-bench blocks`` lists the
+attention blocks; ``attn-bench profile`` and ``attn-bench report`` are their own subcommands.
+User mistakes end as one line on stderr and exit status 2; real crashes keep their traceback.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from importlib import resources
+
+from omegaconf import OmegaConf
+from rich.console import Console
+
+from attn_bench.errors import ConfigError
+
+CONFIG_MODULE = "attn_bench.configs"
+CONFIG_GROUPS = ("model", "data", "trainer", "experiment")
+USAGE_EXIT = 2
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def dirname_for(overrides: str) -> str:
+    """A directory name for a set of overrides: readable, filesystem-safe, bounded in length."""
+    name = re.sub(r"[^A-Za-z0-9=,.+_\-\[\]]", "_", overrides) or "default"
+    if len(name) > 120:
+        name = f"{name[:100]}-{hashlib.sha1(overrides.encode()).hexdigest()[:10]}"
+    return name
+
+
+OmegaConf.register_new_resolver("ab_dirname", dirname_for, replace=True)
+
+
+def fail(message: str) -> int:
+    _err.print(f"[bold red]attn-bench: error:[/] {message}")
+    return USAGE_EXIT
+
+
+def group_options(group: str) -> list[str]:
+    folder = resources.files(CONFIG_MODULE) / group
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Catch unknown group options and block names before Hydra or any job starts."""
+    from attn_bench.attention import list_blocks
+
+    for arg in overrides:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            continue
+        key = key.lstrip("+~")
+        values = [v.strip() for v in value.split(",")]
+        if key in CONFIG_GROUPS:
+            valid = group_options(key)
+            bad = [v for v in values if v not in valid and v != "null"]
+            if bad:
+                raise ConfigError(f"unknown {key} '{bad[0]}'; valid choices: {', '.join(valid)}")
+        elif key == "model.attn":
+            bad = [v for v in values if v not in list_blocks()]
+            if bad:
+                raise ConfigError(f"unknown attention block '{bad[0]}'; valid choices: {', '.join(list_blocks())}")
+
+
+def _train_app(argv: list[str]) -> int:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from attn_bench.training.run import run_training
+
+    @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")
+    def train(cfg) -> float | None:
+        hc = HydraConfig.get()
+        try:
+            metrics = run_training(cfg, hc.runtime.output_dir, hc.job.config.override_dirname.exclude_keys)
+        except ConfigError as err:
+            if hc.mode == RunMode.MULTIRUN:
+                raise
+            sys.exit(fail(str(err)))
+        return metrics["final"]["top1"]
+
+    sys.argv = [sys.argv[0]] + argv
+    train()
+    return 0
+
+
+def _blocks_command(argv: list[str]) -> int:
+    from rich.table import Table
+
+    from attn_bench.attention import block_defaults, get_block_class, list_blocks
+
+    table = Table(title="attention blocks (model.attn=<name>, arguments as +model.attn_args.<arg>=<value>)")
+    for col in ("name", "class", "paper", "defaults"):
+        table.add_column(col)
+    table.add_row("none", "-", "baseline: the backbone with every attention slot empty", "")
+    for name in list_blocks(include_baseline=False):
+        cls = get_block_class(name)
+        paper = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        defaults = ", ".join(f"{k}={v!r}" for k, v in block_defaults(name).items())
+        table.add_row(name, cls.__name__, paper, defaults)
+    Console().print(table)
+    return 0
+
+
+SUBCOMMANDS = {
+    "blocks": _blocks_command,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            return SUBCOMMANDS[argv[0]](argv[1:])
+        check_overrides(argv)
+        return _train_app(argv)
+    except ConfigError as err:
+        return fail(str(err))
+    except KeyboardInterrupt:
+        _err.print("attn-bench: interrupted; run the same command again to resume")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

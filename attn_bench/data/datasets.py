@@ -1,0 +1,176 @@
+"""Datasets by name: synthetic (embedded), cifar10, cifar100, imagefolder.
+
+Every dataset can be had as :class:`ImageTensors` (all images decoded once into a uint8 tensor,
+for the in-memory path) and, except synthetic, as a torchvision ``Dataset`` with PIL transforms
+(the standard DataLoader path for large data).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from attn_bench.data.synthetic import CLASSES as SYNTHETIC_CLASSES
+from attn_bench.data.synthetic import make_synthetic
+from attn_bench.errors import ConfigError
+
+DATASETS = ("synthetic", "cifar10", "cifar100", "imagefolder")
+
+
+@dataclass
+class ImageTensors:
+    images: torch.Tensor  # uint8 (N, 3, H, W)
+    labels: torch.Tensor  # int64 (N,)
+
+    def __len__(self) -> int:
+        return self.labels.numel()
+
+    def subset_per_class(self, per_class: int | None) -> "ImageTensors":
+        """The first ``per_class`` images of every class (all when ``None``)."""
+        if per_class is None:
+            return self
+        keep = torch.tensor(_first_per_class(self.labels, per_class))
+        return ImageTensors(self.images[keep], self.labels[keep])
+
+
+def check_dataset_name(name: str) -> None:
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset '{name}'; valid choices: {', '.join(DATASETS)}")
+
+
+# --- torchvision CIFAR ------------------------------------------------------------------------
+
+_CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+
+
+def _cifar(cfg: DictConfig, train: bool, transform=None):
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if cfg.name == "cifar10" else datasets.CIFAR100
+    root = Path(cfg.root).expanduser()
+    try:
+        return cls(str(root), train=train, download=bool(cfg.download), transform=transform)
+    except Exception as err:  # torchvision raises RuntimeError when absent, URLError/OSError offline
+        how = (
+            f"put the python-version archive contents ('{_CIFAR_FOLDERS[cfg.name]}/') there, "
+            f"point data.root at a folder that has them, or set data.download=true on a machine with network"
+        )
+        reason = "download failed: " + str(err).splitlines()[0] if cfg.download else "files not found"
+        raise ConfigError(f"{cfg.name}: {reason} under '{root}'; {how}") from None
+
+
+def _cifar_tensors(cfg: DictConfig, train: bool) -> ImageTensors:
+    ds = _cifar(cfg, train)
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+    return ImageTensors(images, torch.tensor(ds.targets, dtype=torch.int64))
+
+
+# --- ImageFolder ------------------------------------------------------------------------------
+
+
+def _split_dir(cfg: DictConfig, train: bool) -> Path:
+    root = Path(cfg.root).expanduser()
+    names = [cfg.train_split] if train else list(cfg.eval_splits)
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    raise ConfigError(
+        f"imagefolder: no {'/'.join(names)} folder under '{root}'; expected '{root}/<split>/<class>/<image>' "
+        f"(set data.root, data.train_split or data.eval_splits)"
+    )
+
+
+def _imagefolder(cfg: DictConfig, train: bool, transform=None):
+    from torchvision import datasets
+
+    folder = _split_dir(cfg, train)
+    try:
+        ds = datasets.ImageFolder(str(folder), transform=transform)
+    except (FileNotFoundError, OSError) as err:
+        raise ConfigError(f"imagefolder: cannot read '{folder}': {err}") from None
+    if len(ds.classes) != cfg.num_classes:
+        raise ConfigError(f"imagefolder: '{folder}' has {len(ds.classes)} class folders but data.num_classes="
+                          f"{cfg.num_classes}; set data.num_classes={len(ds.classes)}")
+    return ds
+
+
+def _per_class(cfg: DictConfig, train: bool) -> int | None:
+    return cfg.get("subset_per_class") if train else cfg.get("eval_subset_per_class")
+
+
+def _first_per_class(targets: list[int] | torch.Tensor, per_class: int | None) -> list[int]:
+    """Indices of the first ``per_class`` samples of every class, in dataset order."""
+    targets = torch.as_tensor(targets)
+    if per_class is None:
+        return list(range(len(targets)))
+    keep = torch.cat([torch.nonzero(targets == c).flatten()[:per_class] for c in targets.unique()])
+    return keep.sort().values.tolist()
+
+
+def _cache_path(cfg: DictConfig, folder: Path, count: int) -> Path:
+    key = f"{folder.resolve()}|{count}|{cfg.img_size}"
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+    cache_dir = Path(os.path.expanduser(cfg.cache_dir))
+    return cache_dir / f"{folder.parent.name}-{folder.name}-{cfg.img_size}px-{digest}.pt"
+
+
+def _decode(ds, indices: list[int], size: int) -> ImageTensors:
+    from torchvision.transforms.functional import pil_to_tensor, resize
+
+    images = torch.empty(len(indices), 3, size, size, dtype=torch.uint8)
+    for row, i in enumerate(indices):
+        img = ds.loader(ds.samples[i][0]).convert("RGB")
+        if img.size != (size, size):
+            img = resize(img, [size, size], antialias=True)
+        images[row] = pil_to_tensor(img)
+    labels = torch.tensor([ds.targets[i] for i in indices], dtype=torch.int64)
+    return ImageTensors(images, labels)
+
+
+def _imagefolder_tensors(cfg: DictConfig, train: bool) -> ImageTensors:
+    """Decode the split once (the subset only, when one is asked for) and cache it on disk."""
+    from attn_bench.io import atomic_torch_save
+
+    ds = _imagefolder(cfg, train)
+    indices = _first_per_class(ds.targets, _per_class(cfg, train))
+    path = _cache_path(cfg, _split_dir(cfg, train), len(indices))
+    if path.exists():
+        cached = torch.load(path, weights_only=True)
+        return ImageTensors(cached["images"], cached["labels"])
+    tensors = _decode(ds, indices, int(cfg.img_size))
+    atomic_torch_save({"images": tensors.images, "labels": tensors.labels}, path)
+    return tensors
+
+
+# --- public -----------------------------------------------------------------------------------
+
+
+def load_tensors(cfg: DictConfig, train: bool) -> ImageTensors:
+    """The whole split decoded into memory (for the in-memory path)."""
+    check_dataset_name(cfg.name)
+    if cfg.name == "synthetic":
+        if cfg.num_classes != len(SYNTHETIC_CLASSES):
+            raise ConfigError(f"synthetic data has {len(SYNTHETIC_CLASSES)} classes; data.num_classes must be 10")
+        count = cfg.train_size if train else cfg.test_size
+        images, labels = make_synthetic(int(count), seed=int(cfg.generator_seed) + (0 if train else 1))
+        tensors = ImageTensors(images, labels)
+    elif cfg.name in _CIFAR_FOLDERS:
+        tensors = _cifar_tensors(cfg, train)
+    else:
+        return _imagefolder_tensors(cfg, train)  # subset already applied before decoding
+    return tensors.subset_per_class(_per_class(cfg, train))
+
+
+def load_dataset(cfg: DictConfig, train: bool, transform):
+    """A torchvision ``Dataset`` with PIL ``transform`` (for the standard DataLoader path)."""
+    check_dataset_name(cfg.name)
+    if cfg.name == "synthetic":
+        raise ConfigError("data.loader=torch is not available for synthetic data (it lives in memory); use memory")
+    ds = _cifar(cfg, train, transform) if cfg.name in _CIFAR_FOLDERS else _imagefolder(cfg, train, transform)
+    if _per_class(cfg, train) is not None:
+        ds = torch.utils.data.Subset(ds, _first_per_class(ds.targets, _per_class(cfg, train)))
+    return ds

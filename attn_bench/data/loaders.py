@@ -1,0 +1,197 @@
+"""Batches for the trainer: an in-memory tensor path and the standard torchvision DataLoader path.
+
+The in-memory path keeps the whole split as uint8 on the training device and augments whole
+batches as tensors (pad-and-crop, flip, normalise), with no per-sample PIL work. Its order and
+augmentation are a pure function of (seed, epoch), which makes mid-epoch resume exact: a resumed
+epoch regenerates the same plan and skips the batches already done.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sequence
+
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+
+from attn_bench.data.datasets import ImageTensors, load_dataset, load_tensors
+from attn_bench.errors import ConfigError
+
+LOADERS = ("auto", "memory", "torch")
+
+
+def _random_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator, flip: bool) -> torch.Tensor:
+    """Random crop after zero padding and random horizontal flip, for a whole batch at once.
+
+    One ``gather`` over the flattened padded images: several times faster than per-sample
+    slicing or 4-D advanced indexing on a CPU.
+    """
+    n, c, h, w = x.shape
+    offsets = torch.randint(0, 2 * pad + 1, (2, n), generator=gen)
+    flips = torch.rand(n, generator=gen) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
+    rows = offsets[0].view(n, 1) + torch.arange(h)
+    cols = offsets[1].view(n, 1) + torch.arange(w)
+    cols = torch.where(flips.view(n, 1), cols.flip(1), cols)
+    index = rows.view(n, h, 1) * (w + 2 * pad) + cols.view(n, 1, w)
+    index = index.to(x.device).view(n, 1, h * w).expand(n, c, h * w)
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    return padded.flatten(2).gather(2, index).view(n, c, h, w)
+
+
+class MemoryLoader:
+    """Iterates ``ImageTensors`` in batches on ``device``; this rank's share only under DDP."""
+
+    def __init__(
+        self,
+        data: ImageTensors,
+        batch_size: int,
+        device: torch.device,
+        mean: Sequence[float],
+        std: Sequence[float],
+        train: bool,
+        seed: int = 0,
+        drop_last: bool = True,
+        pad: int = 4,
+        flip: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        channels_last: bool = False,
+    ):
+        self.images = data.images.to(device)
+        self.labels = data.labels.to(device)
+        self.batch_size, self.device, self.train, self.seed = batch_size, device, train, seed
+        self.drop_last, self.pad, self.flip = drop_last and train, pad, flip
+        self.rank, self.world_size, self.channels_last = rank, world_size, channels_last
+        # uint8 -> normalised float as one multiply-add: x * scale + shift
+        std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
+        self.scale = 1.0 / (255.0 * std_t)
+        self.shift = -torch.tensor(mean, device=device).view(1, -1, 1, 1) / std_t
+        self.epoch = 0
+
+    @property
+    def num_samples(self) -> int:
+        return len(self._indices())
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+
+    def _indices(self) -> torch.Tensor:
+        n = self.labels.numel()
+        order = torch.randperm(n, generator=self._generator()) if self.train else torch.arange(n)
+        if self.train and self.world_size > 1:  # equal shares, as DistributedSampler(drop_last=True)
+            order = order[: n - n % self.world_size]
+        return order[self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        n = self.num_samples
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def iterate(self, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of this epoch from ``start_batch`` on (earlier ones are planned, not computed)."""
+        indices = self._indices()
+        gen = self._generator()
+        gen.manual_seed(gen.initial_seed() + 7919)  # augmentation stream, separate from the order
+        for b in range(len(self)):
+            idx = indices[b * self.batch_size : (b + 1) * self.batch_size].to(self.device)
+            x = self.images[idx]
+            if self.train:
+                # Always draw the batch's random numbers so that skipping keeps the stream aligned.
+                x = _random_crop_flip(x, self.pad, gen, self.flip)
+            if b < start_batch:
+                continue
+            x = torch.addcmul(self.shift, x.float(), self.scale)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.labels[idx]
+
+    def __iter__(self):
+        return self.iterate()
+
+
+class TorchLoader:
+    """The standard path: torchvision dataset + PIL transforms + DataLoader workers."""
+
+    def __init__(self, dataset, batch_size: int, device: torch.device, train: bool, seed: int, drop_last: bool,
+                 num_workers: int, rank: int = 0, world_size: int = 1, channels_last: bool = False):
+        self.device, self.channels_last, self.train, self.seed = device, channels_last, train, seed
+        if world_size > 1 and train:
+            self.sampler = DistributedSampler(dataset, world_size, rank, shuffle=True, seed=seed, drop_last=True)
+        elif world_size > 1:  # every eval sample exactly once over all ranks (no padding duplicates)
+            self.sampler = list(range(rank, len(dataset), world_size))
+        elif train:
+            self.sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+        else:
+            self.sampler = SequentialSampler(dataset)
+        self.loader = DataLoader(
+            dataset, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
+            pin_memory=device.type == "cuda", drop_last=drop_last and train,
+            persistent_workers=num_workers > 0,
+        )
+        self.num_samples = len(self.sampler)
+
+    def set_epoch(self, epoch: int) -> None:
+        if isinstance(self.sampler, DistributedSampler):
+            self.sampler.set_epoch(epoch)
+        elif isinstance(self.sampler, RandomSampler):
+            self.sampler.generator.manual_seed(self.seed * 1_000_003 + epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def iterate(self, start_batch: int = 0):
+        for b, (x, y) in enumerate(self.loader):
+            if b < start_batch:
+                continue
+            x = x.to(self.device, non_blocking=True)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y.to(self.device, non_blocking=True)
+
+    def __iter__(self):
+        return self.iterate()
+
+
+def _pil_transforms(cfg: DictConfig, train: bool):
+    from torchvision import transforms as T
+
+    size = int(cfg.img_size)
+    normalize = [T.ToTensor(), T.Normalize(list(cfg.mean), list(cfg.std))]
+    if cfg.name in ("cifar10", "cifar100") or size <= 64:
+        aug = [T.RandomCrop(size, padding=int(cfg.crop_padding)), T.RandomHorizontalFlip()] if train else []
+        resize = [] if cfg.name != "imagefolder" else [T.Resize((size, size))]
+        return T.Compose(resize + aug + normalize)
+    if train:
+        return T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip()] + normalize)
+    return T.Compose([T.Resize(int(round(size / cfg.eval_crop_pct))), T.CenterCrop(size)] + normalize)
+
+
+def resolve_loader_kind(cfg: DictConfig) -> str:
+    kind = cfg.loader
+    if kind not in LOADERS:
+        raise ConfigError(f"unknown data.loader '{kind}'; valid choices: {', '.join(LOADERS)}")
+    if kind == "auto":
+        return "memory" if cfg.name != "imagefolder" or int(cfg.img_size) <= 64 else "torch"
+    return kind
+
+
+def build_loaders(cfg: DictConfig, batch_size: int, device: torch.device, seed: int, drop_last: bool,
+                  rank: int = 0, world_size: int = 1, channels_last: bool = False):
+    """(train, eval) loaders with per-rank batch ``batch_size`` for the dataset ``cfg`` describes."""
+    kind = resolve_loader_kind(cfg)
+    common = dict(device=device, seed=seed, rank=rank, world_size=world_size, channels_last=channels_last)
+    if kind == "memory":
+        pad = int(cfg.crop_padding)
+        train = MemoryLoader(load_tensors(cfg, True), batch_size, mean=cfg.mean, std=cfg.std, train=True,
+                             drop_last=drop_last, pad=pad, **common)
+        evaluate = MemoryLoader(load_tensors(cfg, False), batch_size, mean=cfg.mean, std=cfg.std, train=False,
+                                drop_last=False, **common)
+    else:
+        workers = int(cfg.num_workers)
+        train = TorchLoader(load_dataset(cfg, True, _pil_transforms(cfg, True)), batch_size, train=True,
+                            drop_last=drop_last, num_workers=workers, **common)
+        evaluate = TorchLoader(load_dataset(cfg, False, _pil_transforms(cfg, False)), batch_size, train=False,
+                               drop_last=False, num_workers=workers, **common)
+    return train, evaluate

@@ -1,0 +1,46 @@
+"""The timm backbones attn-bench knows how to plug attention into, and the small-image stem."""
+from __future__ import annotations
+
+import timm
+from torch import nn
+
+from attn_bench.errors import ConfigError
+
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+MOBILENETS = (
+    "mobilenetv2_050",
+    "mobilenetv2_100",
+    "mobilenetv2_140",
+    "mobilenetv3_small_100",
+    "mobilenetv3_large_100",
+)
+SUPPORTED_BACKBONES = RESNETS + MOBILENETS
+STEMS = ("imagenet", "small")
+
+
+def create_backbone(name: str, num_classes: int, **timm_kwargs) -> nn.Module:
+    if name not in SUPPORTED_BACKBONES:
+        raise ConfigError(f"unknown backbone '{name}'; valid choices: {', '.join(SUPPORTED_BACKBONES)}")
+    try:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, **timm_kwargs)
+    except TypeError as err:  # timm passes unknown kwargs to the model class
+        raise ConfigError(f"backbone '{name}' rejected model.timm_kwargs {timm_kwargs}: {err}") from None
+
+
+def use_small_stem(model: nn.Module) -> None:
+    """Adapt an ImageNet stem to 32-pixel inputs: 3x3 stride-1 first conv and no max-pool.
+
+    This is the usual CIFAR adaptation of ResNet (He et al. 2016, Sec. 4.2 uses a 3x3 first conv
+    with no pooling); for MobileNets only the stem stride drops to 1.
+    """
+    if hasattr(model, "conv1") and hasattr(model, "maxpool"):
+        if not isinstance(model.conv1, nn.Conv2d):
+            raise ConfigError("small stem needs a single-conv ResNet stem (model.timm_kwargs.stem_type must be '')")
+        old = model.conv1
+        model.conv1 = nn.Conv2d(old.in_channels, old.out_channels, 3, stride=1, padding=1, bias=False)
+        nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+        model.maxpool = nn.Identity()
+    elif hasattr(model, "conv_stem"):
+        model.conv_stem.stride = (1, 1)
+    else:  # unreachable for SUPPORTED_BACKBONES
+        raise ConfigError(f"no known stem on {type(model).__name__}")

@@ -1,0 +1,46 @@
+"""Checkpoints: written atomically, read with ``weights_only=True``, RNG states included."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from attn_bench.errors import ConfigError
+from attn_bench.io import atomic_torch_save
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(value):
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    atomic_torch_save(state, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ConfigError(
+            f"checkpoint '{path}' is corrupt or not an attn-bench checkpoint ({type(err).__name__}); "
+            f"move it away to start this run afresh"
+        ) from None
+    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+        raise ConfigError(f"checkpoint '{path}' is not an attn-bench checkpoint; move it away to start afresh")
+    return state

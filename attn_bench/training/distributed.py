@@ -1,0 +1,86 @@
+"""torchrun integration: who am I, which device is mine, and collective helpers."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from attn_bench.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def dist_info_from_env() -> DistInfo:
+    """Rank and world size as torchrun sets them (a plain run is rank 0 of 1)."""
+    return DistInfo(
+        rank=int(os.environ.get("RANK", 0)),
+        world_size=int(os.environ.get("WORLD_SIZE", 1)),
+        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+    )
+
+
+def resolve_device(requested: str, info: DistInfo) -> torch.device:
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={requested} but CUDA is not available here; use device=cpu or device=auto")
+        count = torch.cuda.device_count()
+        if info.enabled:
+            if info.local_rank >= count:
+                raise ConfigError(
+                    f"torchrun started more processes per node than the {count} visible GPU(s); "
+                    f"use --nproc_per_node={count} or fewer"
+                )
+            return torch.device("cuda", info.local_rank)
+        device = torch.device(requested)
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"device={requested} but only {count} GPU(s) are visible")
+        return device
+    if requested != "cpu":
+        raise ConfigError(f"unknown device '{requested}'; valid choices: auto, cpu, cuda, cuda:N")
+    return torch.device("cpu")
+
+
+def init_process_group(info: DistInfo, device: torch.device) -> None:
+    if info.enabled and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
+
+
+def destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    if not dist.is_initialized():
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def broadcast_object(obj, src: int = 0):
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]

@@ -1,0 +1,34 @@
+"""Optimiser and schedule from timm: weight decay skips norm and bias parameters."""
+from __future__ import annotations
+
+from omegaconf import DictConfig
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from torch import nn
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULERS = ("cosine",)
+
+
+def build_optimizer(model: nn.Module, cfg: DictConfig):
+    if cfg.name == "sgd":
+        # timm's 'sgd' is nesterov SGD and 'momentum' the classic one.
+        opt = "sgd" if cfg.nesterov else "momentum"
+        return create_optimizer_v2(model, opt, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
+                                   filter_bias_and_bn=True)
+    return create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay, filter_bias_and_bn=True)
+
+
+def build_scheduler(optimizer, cfg: DictConfig, epochs: int, steps_per_epoch: int) -> CosineLRScheduler:
+    """Cosine decay over all updates after a linear warm-up (both counted in optimizer steps)."""
+    total = epochs * steps_per_epoch
+    warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total - 1)
+    return CosineLRScheduler(
+        optimizer,
+        t_initial=max(total - warmup, 1),
+        lr_min=cfg.min_lr,
+        warmup_t=warmup,
+        warmup_lr_init=cfg.warmup_lr,
+        warmup_prefix=True,
+        t_in_epochs=False,
+    )

@@ -1,0 +1,176 @@
+"""The training loop: one epoch of updates, evaluation, checkpoints, and what gets logged."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from attn_bench.training.checkpoint import rng_state, save_checkpoint, set_rng_state
+from attn_bench.training.distributed import DistInfo, all_reduce_sum
+
+log = logging.getLogger("attn_bench")
+
+
+class TrainingDiverged(RuntimeError):
+    def __init__(self, epoch: int, step: int, loss: float):
+        super().__init__(f"loss became {loss} at epoch {epoch}, step {step}; lower the learning rate or use fp32")
+        self.epoch, self.step, self.loss = epoch, step, loss
+
+
+@dataclass
+class TrainState:
+    """Everything that must survive an interruption for the run to continue exactly."""
+
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches completed in the current epoch
+    step: int = 0  # optimizer steps completed
+    train_time: float = 0.0  # seconds spent in training steps (eval excluded)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=dict)
+    epoch_stats: dict[str, float] = field(default_factory=dict)  # partial sums of the current epoch
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(epoch=self.epoch, batch=self.batch, step=self.step, train_time=self.train_time,
+                    history=self.history, best=self.best, epoch_stats=self.epoch_stats)
+
+
+def top_k_correct(logits: torch.Tensor, target: torch.Tensor, ks: tuple[int, ...]) -> list[int]:
+    k_max = min(max(ks), logits.shape[1])
+    pred = logits.topk(k_max, dim=1).indices
+    hits = pred.eq(target.view(-1, 1))
+    return [int(hits[:, : min(k, k_max)].any(dim=1).sum()) for k in ks]
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, optimizer, scheduler, train_loader, eval_loader, cfg, device: torch.device,
+                 dist: DistInfo, run_dir: Path, on_log: Callable[[str, float, int], None], progress=None):
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.train_loader, self.eval_loader = train_loader, eval_loader
+        self.cfg, self.device, self.dist, self.run_dir = cfg, device, dist, run_dir
+        self.on_log = on_log  # (tag, value, step) -> None; rank 0 writes TensorBoard
+        self.progress = progress
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+        self.steps_per_epoch = len(train_loader)
+
+    # --- state ------------------------------------------------------------------------------
+
+    def state_dict(self, state: TrainState, raw_model: nn.Module) -> dict[str, Any]:
+        return dict(model=raw_model.state_dict(), optimizer=self.optimizer.state_dict(),
+                    scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(), rng=rng_state(),
+                    **state.as_dict())
+
+    def load_state_dict(self, ckpt: dict[str, Any], raw_model: nn.Module) -> TrainState:
+        raw_model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        keys = TrainState.__dataclass_fields__
+        return TrainState(**{k: ckpt[k] for k in keys if k in ckpt})
+
+    def _save(self, state: TrainState, raw_model: nn.Module, name: str) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.state_dict(state, raw_model), self.run_dir / name)
+
+    # --- loop -------------------------------------------------------------------------------
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor, state: TrainState) -> tuple[float, int]:
+        with self._autocast():
+            logits = self.model(x)
+            loss = self.criterion(logits, y)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise TrainingDiverged(state.epoch + 1, state.step + 1, loss_value)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        state.step += 1
+        self.scheduler.step_update(state.step)
+        correct = int((logits.detach().argmax(1) == y).sum())
+        return loss_value, correct
+
+    def train_epoch(self, state: TrainState, raw_model: nn.Module) -> dict[str, float]:
+        self.model.train()
+        self.train_loader.set_epoch(state.epoch)
+        stats = state.epoch_stats or {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
+        task = self.progress.start_epoch(state.epoch + 1, self.steps_per_epoch, state.batch) if self.progress else None
+        every = int(self.cfg.checkpoint_every_steps)
+        tick = time.perf_counter()
+        for x, y in self.train_loader.iterate(start_batch=state.batch):
+            loss, correct = self._train_step(x, y, state)
+            now = time.perf_counter()
+            stats["loss_sum"] += loss * y.numel()
+            stats["correct"] += correct
+            stats["seen"] += y.numel()
+            stats["time"] += now - tick
+            state.batch += 1
+            lr = self.optimizer.param_groups[0]["lr"]
+            img_s = stats["seen"] * self.dist.world_size / max(stats["time"], 1e-9)
+            if state.step % int(self.cfg.log_every_steps) == 0:
+                self.on_log("train/loss", loss, state.step)
+                self.on_log("train/lr", lr, state.step)
+            if task is not None:
+                self.progress.update(task, loss=loss, acc=stats["correct"] / stats["seen"], lr=lr, img_s=img_s)
+            if every and state.step % every == 0 and state.batch < self.steps_per_epoch:
+                state.epoch_stats = dict(stats)
+                self._save(state, raw_model, "last.pt")
+            tick = time.perf_counter()
+        if task is not None:
+            self.progress.finish(task)
+        seen, correct, loss_sum = all_reduce_sum([stats["seen"], stats["correct"], stats["loss_sum"]], self.device)
+        state.train_time += stats["time"]
+        return {"train_loss": loss_sum / seen, "train_top1": 100.0 * correct / seen,
+                "img_per_s": seen / max(stats["time"], 1e-9), "epoch_train_time_s": stats["time"]}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        loss_sum, correct1, correct5, seen = 0.0, 0, 0, 0
+        for x, y in self.eval_loader:
+            with self._autocast():
+                logits = self.model(x)
+            loss_sum += float(nn.functional.cross_entropy(logits.float(), y, reduction="sum"))
+            c1, c5 = top_k_correct(logits, y, (1, 5))
+            correct1, correct5, seen = correct1 + c1, correct5 + c5, seen + y.numel()
+        loss_sum, correct1, correct5, seen = all_reduce_sum([loss_sum, correct1, correct5, seen], self.device)
+        return {"eval_loss": loss_sum / seen, "eval_top1": 100.0 * correct1 / seen,
+                "eval_top5": 100.0 * correct5 / seen, "eval_images": int(seen)}
+
+    def fit(self, state: TrainState, raw_model: nn.Module, epochs: int) -> TrainState:
+        while state.epoch < epochs:
+            train_stats = self.train_epoch(state, raw_model)
+            eval_stats = self.evaluate()
+            state.epoch += 1
+            state.batch, state.epoch_stats = 0, {}
+            record = {"epoch": state.epoch, "step": state.step, "lr": self.optimizer.param_groups[0]["lr"],
+                      **train_stats, **eval_stats}
+            state.history.append(record)
+            for key in ("eval_top1", "eval_top5", "eval_loss", "train_loss", "train_top1", "img_per_s"):
+                tag = key.replace("_", "/", 1) if key.startswith(("eval", "train")) else f"train/{key}"
+                self.on_log(tag, record[key], state.epoch)
+            log.info(
+                "epoch %d/%d  train loss %.4f  top-1 %.2f | eval top-1 %.2f  top-5 %.2f | %.0f img/s",
+                state.epoch, epochs, record["train_loss"], record["train_top1"], record["eval_top1"],
+                record["eval_top5"], record["img_per_s"],
+            )
+            is_best = not state.best or record["eval_top1"] > state.best["eval_top1"]
+            if is_best:
+                state.best = {k: record[k] for k in ("epoch", "eval_top1", "eval_top5")}
+                self._save(state, raw_model, "best.pt")
+            self._save(state, raw_model, "last.pt")
+        return state

@@ -1,0 +1,51 @@
+"""Config composition: the card's commands compose to the documented recipes."""
+import pytest
+
+from attn_bench.cli import dirname_for, group_options
+
+
+def test_default_config_is_the_quick_synthetic_run(compose_train):
+    cfg = compose_train()
+    assert cfg.data.name == "synthetic"
+    assert cfg.model.backbone == "resnet18" and list(cfg.model.timm_kwargs.channels) == [16, 32, 64, 128]
+    assert cfg.model.attn == "none"
+    assert cfg.trainer.epochs == 6
+    assert cfg.seed == 0
+
+
+def test_card_command_composes_to_cifar100_recipe(compose_train):
+    cfg = compose_train(["model.attn=gam", "data=cifar100"])
+    assert cfg.model.attn == "gam"
+    assert cfg.model.backbone == "resnet18"
+    assert cfg.data.num_classes == 100
+    assert cfg.trainer.epochs == 200
+    assert cfg.trainer.optimizer.name == "sgd" and cfg.trainer.optimizer.lr == 0.1
+    assert cfg.trainer.scheduler.name == "cosine"
+
+
+def test_command_line_backbone_wins_over_dataset_recipe(compose_train):
+    cfg = compose_train(["data=cifar10", "model=mobilenetv2_100", "trainer.epochs=3"])
+    assert cfg.model.backbone == "mobilenetv2_100"
+    assert cfg.trainer.epochs == 3
+
+
+def test_block_arguments_live_beside_the_name(compose_train):
+    cfg = compose_train(["model.attn=gc", "model.attn_stages=[2,3,4]", "+model.attn_args.rd_ratio=0.125"])
+    assert list(cfg.model.attn_stages) == [2, 3, 4]
+    assert cfg.model.attn_args.rd_ratio == 0.125
+
+
+@pytest.mark.parametrize("group, expected", [
+    ("model", {"resnet18", "resnet34", "resnet50", "resnet101", "mobilenetv2_100", "mobilenetv3_large_100"}),
+    ("data", {"synthetic", "cifar10", "cifar100", "imagefolder"}),
+])
+def test_required_group_options_exist(group, expected):
+    assert expected <= set(group_options(group))
+
+
+def test_run_directory_names_are_readable_and_bounded():
+    assert dirname_for("") == "default"
+    assert dirname_for("data=cifar100,model.attn=gam") == "data=cifar100,model.attn=gam"
+    assert "/" not in dirname_for("data.root=/a/b")
+    long = dirname_for("x" * 500)
+    assert len(long) <= 120 and long != dirname_for("x" * 499)
