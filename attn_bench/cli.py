@@ -107,6 +107,7 @@ def _blocks_command(argv: list[str]) -> int:
 
 SUBCOMMANDS = {
     "blocks": _blocks_command,
+    "profile": lambda argv: __import__("attn_bench.metrics.profile", fromlist=["main"]).main(argv),
 }
 
 

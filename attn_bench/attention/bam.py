@@ -55,19 +55,22 @@ from __future__ import annotations
 import math
 
 import torch
-from timm.layers import create_act_layer
 from torch import nn
 
+from attn_bench.attention._args import _is_int, check_channels, check_positive, make_act
 from attn_bench.errors import check
+
+_NAME = "bam"
 
 COMBINE = ("sum", "product")
 
 
 def _hidden_channels(channels: int, rd_ratio: float, rd_channels: int | None) -> int:
     if rd_channels is not None:
-        check(rd_channels >= 1, f"bam: rd_channels={rd_channels} must be >= 1")
-        return int(rd_channels)
-    check(0 < rd_ratio <= 1, f"bam: rd_ratio={rd_ratio} must be in (0, 1]")
+        check(_is_int(rd_channels) and rd_channels >= 1, f"bam: rd_channels={rd_channels!r} must be >= 1")
+        return rd_channels
+    rd_ratio = check_positive(_NAME, "rd_ratio", rd_ratio)
+    check(rd_ratio <= 1, f"bam: rd_ratio={rd_ratio} must be in (0, 1]")
     hidden = math.floor(channels * rd_ratio + 1e-9)
     check(hidden >= 1, f"bam: rd_ratio={rd_ratio} gives {hidden} hidden channels for {channels} channels; need >= 1")
     return hidden
@@ -78,7 +81,7 @@ class ChannelGate(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(channels, hidden)
         self.bn = nn.BatchNorm1d(hidden)
-        self.act = create_act_layer(act_layer)
+        self.act = make_act(_NAME, "act_layer", act_layer)
         self.fc2 = nn.Linear(hidden, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,7 +94,7 @@ def _conv_bn_act(c_in: int, c_out: int, kernel_size: int, dilation: int, act_lay
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, kernel_size, padding=padding, dilation=dilation),
         nn.BatchNorm2d(c_out),
-        create_act_layer(act_layer),
+        make_act(_NAME, "act_layer", act_layer),
     )
 
 
@@ -121,14 +124,14 @@ class BAM(nn.Module):
         gate_layer: str = "sigmoid",
     ):
         super().__init__()
-        check(channels >= 1, f"bam: channels={channels} must be >= 1")
+        channels = check_channels(_NAME, channels)
         hidden = _hidden_channels(channels, rd_ratio, rd_channels)
-        check(dilation >= 1, f"bam: dilation={dilation} must be >= 1")
+        check(_is_int(dilation) and dilation >= 1, f"bam: dilation={dilation!r} must be a positive integer")
         check(combine in COMBINE, f"bam: combine='{combine}' must be one of {', '.join(COMBINE)}")
         self.combine = combine
         self.channel_att = ChannelGate(channels, hidden, act_layer)
         self.spatial_att = SpatialGate(channels, hidden, dilation, act_layer)
-        self.gate = create_act_layer(gate_layer)
+        self.gate = make_act(_NAME, "gate_layer", gate_layer)
         self._init_weights()
 
     def _init_weights(self) -> None:

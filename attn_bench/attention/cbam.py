@@ -32,8 +32,13 @@ and bias 0. So at initialisation the spatial gate is exactly sigmoid(0) = 0.5 ev
 Placement (paper Fig. 3 / official ``model_resnet.py``): on the residual branch after
 the last conv + BN, before the addition with the identity path.
 
-Deviations from the paper: none. The official code's other pool types ('lp', 'lse')
-are not offered; the MLP layers are 1x1 convolutions (same map as linear layers).
+Deviations from the paper's equations, all taken from the official code (whose weights
+are the published ones): Eq. 3 writes ``sigma(f7x7([AvgPool(F); MaxPool(F)]))``, i.e. mean
+first and no normalisation, while ``cbam.py`` feeds ``[max, mean]`` and puts a BatchNorm
+between the conv and the sigmoid; Eq. 2 writes the MLP as W1(W0 .) without biases, while the
+official ``nn.Linear`` layers have them. We follow the code on all three. The official
+code's other pool types ('lp', 'lse') are not offered; the MLP layers are 1x1 convolutions
+(same map as linear layers).
 With a batch of 1 in training mode and H = W = 1 the spatial BatchNorm has a single
 value and PyTorch refuses to train it; that is inherent to the official design.
 

@@ -48,18 +48,22 @@ from __future__ import annotations
 import math
 
 import torch
-from timm.layers import create_act_layer
 from torch import nn
 
+from attn_bench.attention._args import _is_int, check_channels, check_positive, make_act
 from attn_bench.errors import check
+
+_NAME = "ca"
 
 
 def _hidden_channels(channels: int, rd_ratio: float, rd_channels: int | None, min_rd_channels: int) -> int:
     if rd_channels is not None:
-        check(rd_channels >= 1, f"ca: rd_channels={rd_channels} must be >= 1")
-        return int(rd_channels)
-    check(0 < rd_ratio <= 1, f"ca: rd_ratio={rd_ratio} must be in (0, 1]")
-    check(min_rd_channels >= 0, f"ca: min_rd_channels={min_rd_channels} must be >= 0")
+        check(_is_int(rd_channels) and rd_channels >= 1, f"ca: rd_channels={rd_channels!r} must be >= 1")
+        return rd_channels
+    rd_ratio = check_positive(_NAME, "rd_ratio", rd_ratio)
+    check(rd_ratio <= 1, f"ca: rd_ratio={rd_ratio} must be in (0, 1]")
+    check(_is_int(min_rd_channels) and min_rd_channels >= 0,
+          f"ca: min_rd_channels={min_rd_channels!r} must be an integer >= 0")
     hidden = max(min_rd_channels, math.floor(channels * rd_ratio + 1e-9))
     check(
         hidden >= 1,
@@ -82,14 +86,14 @@ class CoordAttention(nn.Module):
         gate_layer: str = "sigmoid",
     ):
         super().__init__()
-        check(channels >= 1, f"ca: channels={channels} must be >= 1")
+        channels = check_channels(_NAME, channels)
         hidden = _hidden_channels(channels, rd_ratio, rd_channels, min_rd_channels)
         self.conv1 = nn.Conv2d(channels, hidden, kernel_size=1)
         self.bn1 = nn.BatchNorm2d(hidden)
-        self.act = create_act_layer(act_layer)
+        self.act = make_act(_NAME, "act_layer", act_layer)
         self.conv_h = nn.Conv2d(hidden, channels, kernel_size=1)
         self.conv_w = nn.Conv2d(hidden, channels, kernel_size=1)
-        self.gate = create_act_layer(gate_layer)
+        self.gate = make_act(_NAME, "gate_layer", gate_layer)
         self._init_weights()
 
     def _init_weights(self) -> None:

@@ -4,8 +4,9 @@ Paper: Yichao Liu, Zongru Shao, Nico Hoffmann, "Global Attention Mechanism: Reta
 Enhance Channel-Spatial Interactions", arXiv:2112.05561 (2021).
 
 Reference implementation: none. We found no code released by the authors (searched GitHub code,
-issues and paper pages; the "code" links point to third-party copies such as dengbuqi/GAM_Pytorch).
-This module follows the paper text and its Figs. 1-3.
+issues and paper pages; the "code" links point to third-party copies such as dengbuqi/GAM_Pytorch
+``CAM.py``, itself "inspired by Fly-Pluche/GAM_keras"). This module follows the paper text and its
+Figs. 1-3.
 
 Definition (paper Eqs. 1-2, sequential like CBAM)::
 
@@ -14,21 +15,32 @@ Definition (paper Eqs. 1-2, sequential like CBAM)::
     F3 = Ms(F2) * F2          Ms: 7x7 conv C -> C/r, BN, ReLU, 7x7 conv C/r -> C, BN, sigmoid
                                   (Fig. 3) -- no pooling, zero "same" padding
 
-Defaults: ``rd_ratio=1/4`` (r = 4, the rate every circulating implementation uses; we could not
-confirm it in the paper text), hidden width ``floor(C * rd_ratio)`` (``rd_channels`` overrides
-it), ``act_layer='relu'``, ``gate_layer='sigmoid'`` (both gates), ``group=False``.
+Defaults: ``rd_ratio=1/4`` (r = 4, the rate every circulating implementation uses), hidden width
+``floor(C * rd_ratio)`` (``rd_channels`` overrides it), ``act_layer='relu'``,
+``gate_layer='sigmoid'`` (both gates), ``group=False``. Open question: the paper gives no number
+for r in the method text; summaries of it (e.g. jishuzhan.net/article/1934412207533633538,
+blog.csdn.net/wei582636312/article/details/143747739) render it as "an encoder-decoder MLP with a
+reduction ratio r, same as BAM" and "the same reduction ratio r [in the spatial submodule]".
+BAM's r is 16, so ``rd_ratio=1/16`` is a plausible reading too; compare the paper's ResNet-50
+parameter count with the totals under Parameters below before quoting GAM numbers with r = 4.
 
 Grouped variant (``group=True``): the paper says the pooling-free spatial submodule can add many
 parameters, so "to prevent a significant increase in the parameters, we adopt group convolution
-with channel shuffle in ResNet50" (quoted from memory and secondary summaries; we could not load
-the paper text here). It gives neither the number of groups nor where the shuffle goes. Our
+with channel shuffle in ResNet50" (quoted from secondary summaries, which agree that this is for
+ResNet-50 only, not ResNet-18 or MobileNetV2; we could not load the paper text here). It gives
+neither the number of groups nor where the shuffle goes. Our
 reading, in the ShuffleNet sense: both 7x7 convs use ``groups`` groups, and the channels are
 shuffled between them (after the first conv's BN + ReLU) so that every output group of the second
 conv sees every input group (fully so when ``hidden / groups >= groups``, e.g. C=64, r=4, g=4).
 ``groups=4`` by default; it must divide both C and the hidden width (else ConfigError).
 
 Parameters: MLP ``2*C*Cr + Cr + C`` (Linear layers with bias), convs ``2 * 49*C*Cr / g``
-(no bias: each is followed by BN), BNs ``2*Cr + 2*C``; ``g = 1`` unless ``group=True``.
+(no bias: each is followed by BN), BNs ``2*Cr + 2*C``; ``g = 1`` unless ``group=True``. So a block
+costs about ``(2/r + 98/(r*g)) * C^2``: 25 C^2 at r = 4, which is 100x an SE block. In every
+bottleneck of ResNet-50 (output widths 3x256, 4x512, 6x1024, 3x2048) GAM adds 503.0M parameters
+at r = 4 (526.8M in all with a 100-class head, 528.6M with 1000 classes), 133.3M with
+``group=True, groups=4`` (157.1M / 158.9M), 125.8M at r = 16 (149.5M / 151.4M) and 33.4M at
+r = 16 with 4 groups (57.1M / 58.9M); tested in ``tests/attention/test_gam.py``.
 
 Initialisation: PyTorch defaults (there is no reference code to follow).
 
@@ -56,10 +68,12 @@ from __future__ import annotations
 import math
 
 import torch
-from timm.layers import create_act_layer
 from torch import nn
 
+from attn_bench.attention._args import _is_int, check_channels, check_positive, make_act
 from attn_bench.errors import check
+
+_NAME = "gam"
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -70,9 +84,10 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 def _hidden_channels(channels: int, rd_ratio: float, rd_channels: int | None) -> int:
     if rd_channels is not None:
-        check(rd_channels >= 1, f"gam: rd_channels={rd_channels} must be >= 1")
-        return int(rd_channels)
-    check(0 < rd_ratio <= 1, f"gam: rd_ratio={rd_ratio} must be in (0, 1]")
+        check(_is_int(rd_channels) and rd_channels >= 1, f"gam: rd_channels={rd_channels!r} must be >= 1")
+        return rd_channels
+    rd_ratio = check_positive(_NAME, "rd_ratio", rd_ratio)
+    check(rd_ratio <= 1, f"gam: rd_ratio={rd_ratio} must be in (0, 1]")
     hidden = math.floor(channels * rd_ratio + 1e-9)
     check(hidden >= 1, f"gam: rd_ratio={rd_ratio} gives {hidden} hidden channels for {channels} channels; need >= 1")
     return hidden
@@ -92,11 +107,12 @@ class GAM(nn.Module):
         gate_layer: str = "sigmoid",
     ):
         super().__init__()
-        check(channels >= 1, f"gam: channels={channels} must be >= 1")
+        channels = check_channels(_NAME, channels)
         hidden = _hidden_channels(channels, rd_ratio, rd_channels)
-        g = int(groups) if group else 1
+        check(isinstance(group, bool), f"gam: group={group!r} must be true or false")
+        g = groups if group else 1
         if group:
-            check(groups >= 1, f"gam: groups={groups} must be >= 1")
+            check(_is_int(groups) and groups >= 1, f"gam: groups={groups!r} must be a positive integer")
             check(
                 channels % g == 0 and hidden % g == 0,
                 f"gam: groups={groups} must divide both channels ({channels}) and hidden channels ({hidden})",
@@ -104,16 +120,16 @@ class GAM(nn.Module):
         self.groups = g
         # channel submodule: MLP along the channel axis of every pixel
         self.fc1 = nn.Linear(channels, hidden)
-        self.act1 = create_act_layer(act_layer)
+        self.act1 = make_act(_NAME, "act_layer", act_layer)
         self.fc2 = nn.Linear(hidden, channels)
-        self.channel_gate = create_act_layer(gate_layer)
+        self.channel_gate = make_act(_NAME, "gate_layer", gate_layer)
         # spatial submodule
         self.conv1 = nn.Conv2d(channels, hidden, kernel_size=7, padding=3, groups=g, bias=False)
         self.bn1 = nn.BatchNorm2d(hidden)
-        self.act2 = create_act_layer(act_layer)
+        self.act2 = make_act(_NAME, "act_layer", act_layer)
         self.conv2 = nn.Conv2d(hidden, channels, kernel_size=7, padding=3, groups=g, bias=False)
         self.bn2 = nn.BatchNorm2d(channels)
-        self.spatial_gate = create_act_layer(gate_layer)
+        self.spatial_gate = make_act(_NAME, "gate_layer", gate_layer)
 
     def channel_attention(self, x: torch.Tensor) -> torch.Tensor:
         """Mc(x), shape (N, C, H, W)."""

@@ -11,12 +11,17 @@ H*W positions with n = H*W - 1:
     d = (x - mean(x))^2,   v = sum(d) / n,   y = d / (4 * (v + lambda)) + 0.5,
     out = x * sigmoid(y)
 
-Defaults: ``e_lambda=1e-4`` (the official module default, used for the CIFAR runs). No parameters.
+Defaults: ``e_lambda=1e-4`` (the official ``simam_module`` default). No parameters.
 ``channels`` is accepted only for the common block signature.
 
 Placement (official ``networks/imagenet/resnet.py`` and ``networks/cifar`` blocks):
 NOT at the end of the residual branch like SE/CBAM: it follows the 3x3 conv
-(``conv2``) and precedes its BatchNorm, in both basic and bottleneck blocks.
+(``conv2``) and precedes its BatchNorm, in both basic and bottleneck blocks; in the
+official ``networks/imagenet/mobilenetv2.py`` it follows the depthwise conv, before its BN.
+Deliberate deviation: attn-bench puts every block in the same slot (``models/placement.py``),
+so SimAM sits at the end of the residual branch after the last BN (ResNets) and after the
+depthwise conv + BN + activation (MobileNets). Numbers for ``simam`` are therefore for
+SimAM in the SE position, not the paper's network.
 
 Deviation: when H*W == 1 the official code divides by n = 0; with a single position
 d is 0 as well, so it computes 0/0 = NaN and the whole output becomes NaN. We use
@@ -27,7 +32,9 @@ that equals its channel mean. For H*W >= 2 the result is identical to the offici
 
 Worth knowing: the official README trains its ImageNet models with
 ``--attention_param 0.1`` (e_lambda = 0.1; checkpoint folders "simam-param0.1"), while
-the module default and the CIFAR runs use 1e-4. We keep 1e-4; set ``e_lambda=0.1`` to
+the module default is 1e-4 (and ``main_cifar.py`` / ``main_imagenet.py`` default
+``--attention_param`` to 4, a reduction-ratio value meant for SE/CBAM, so the value used
+for a SimAM run is whatever was passed explicitly). We keep 1e-4; set ``e_lambda=0.1`` to
 reproduce the ImageNet recipe.
 
 timm has no SimAM.

@@ -4,8 +4,9 @@ Paper: Diganta Misra, Trikay Nalamada, Ajay Uppili Arasanipalai, Qibin Hou, "Rot
 Convolutional Triplet Attention Module", WACV 2021, arXiv:2010.03045.
 
 Reference implementation followed: the official repository landskape-ai/triplet-attention,
-``triplet_attention.py`` (root; same computation as ``MODELS/triplet_attention.py``), with the
-initialisation that ``MODELS/resnet.py`` applies to it.
+``triplet_attention.py`` (root; same computation as ``MODELS/triplet_attention.py``, whose
+attribute names - ``ChannelGateH``, ``ChannelGateW``, ``SpatialGate`` - are the ones the
+trained ResNets use), with the initialisation that ``MODELS/resnet.py`` applies to it.
 
 Definition (paper Sec. 3.2, Eqs. 1-2)::
 
@@ -41,10 +42,12 @@ averaging the branches.
 from __future__ import annotations
 
 import torch
-from timm.layers import create_act_layer
 from torch import nn
 
+from attn_bench.attention._args import check_channels, check_odd_kernel, make_act
 from attn_bench.errors import check
+
+_NAME = "triplet"
 
 
 def z_pool(x: torch.Tensor) -> torch.Tensor:
@@ -59,7 +62,7 @@ class AttentionGate(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
         self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01)
-        self.gate = create_act_layer(gate_layer)
+        self.gate = make_act(_NAME, "gate_layer", gate_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(self.bn(self.conv(z_pool(x))))
@@ -70,11 +73,9 @@ class TripletAttention(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int = 7, no_spatial: bool = False, gate_layer: str = "sigmoid"):
         super().__init__()
-        check(channels >= 1, f"triplet: channels={channels} must be >= 1")
-        check(
-            kernel_size >= 1 and kernel_size % 2 == 1,
-            f"triplet: kernel_size={kernel_size} must be a positive odd number (same-size padding)",
-        )
+        check_channels(_NAME, channels)
+        kernel_size = check_odd_kernel(_NAME, "kernel_size", kernel_size)
+        check(isinstance(no_spatial, bool), f"triplet: no_spatial={no_spatial!r} must be true or false")
         self.no_spatial = no_spatial
         self.cw = AttentionGate(kernel_size, gate_layer)
         self.hc = AttentionGate(kernel_size, gate_layer)

@@ -14,6 +14,7 @@ Stages are numbered from 1 in forward order: ``layer1``..``layer4`` for ResNets 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any, Iterable, Sequence
 
 from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
@@ -68,11 +69,23 @@ def find_slots(model: nn.Module) -> list[Slot]:
     return slots
 
 
+def _stage_numbers(stages: Any) -> list[int]:
+    """The 1-based stage numbers of ``model.attn_stages``: a non-empty list of integers."""
+    values = list(stages) if isinstance(stages, Iterable) and not isinstance(stages, str) else None
+    integers = values is not None and all(isinstance(v, Integral) and not isinstance(v, bool) for v in values)
+    if not (values and integers):
+        raise ConfigError(
+            f"model.attn_stages={stages!r} must be a non-empty list of 1-based stage numbers "
+            f"(e.g. [2, 3, 4]), or null for all stages"
+        )
+    return sorted({int(v) for v in values})
+
+
 def select_slots(slots: Sequence[Slot], stages: Iterable[int] | None, position: str) -> list[Slot]:
     if position not in POSITIONS:
         raise ConfigError(f"unknown attention position '{position}'; valid choices: {', '.join(POSITIONS)}")
     available = sorted({s.stage for s in slots})
-    wanted = available if stages is None else sorted(set(int(s) for s in stages))
+    wanted = available if stages is None else _stage_numbers(stages)
     missing = [s for s in wanted if s not in available]
     if missing:
         raise ConfigError(
@@ -95,7 +108,8 @@ def place_attention(
     and in every comparison. Returns the slots that received a block.
     """
     slots = find_slots(model)
-    chosen = [] if attn == BASELINE else select_slots(slots, stages, position)
+    selected = select_slots(slots, stages, position)  # validated for 'none' too
+    chosen = [] if attn == BASELINE else selected
     if attn == BASELINE:
         create_block(BASELINE, 1, **(attn_args or {}))  # rejects arguments given to 'none'
     chosen_paths = {s.path for s in chosen}

@@ -161,6 +161,10 @@ def test_batch_one_eval_works_and_train_needs_more_than_one():
         (64, {"rd_channels": 0}, "rd_channels"),
         (64, {"dilation": 0}, "dilation"),
         (64, {"combine": "max"}, "combine"),
+        (64, {"dilation": 1.5}, "dilation"),  # used to build a layer with a float padding
+        (64, {"rd_ratio": "x"}, "rd_ratio"),
+        (64, {"act_layer": "bogus"}, "act_layer"),  # used to escape as KeyError
+        (64, {"gate_layer": "bogus"}, "gate_layer"),
         (0, {}, "channels"),
     ],
 )

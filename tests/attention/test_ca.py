@@ -158,6 +158,11 @@ def test_batch_one_eval():
         ({"rd_channels": 0}, "rd_channels"),
         ({"min_rd_channels": -1}, "min_rd_channels"),
         ({"rd_ratio": 1 / 32, "min_rd_channels": 0}, "rd_ratio"),  # 16 // 32 == 0 hidden channels
+        ({"rd_ratio": None}, "rd_ratio"),
+        ({"rd_channels": 2.5}, "rd_channels"),
+        ({"min_rd_channels": 2.5}, "min_rd_channels"),
+        ({"act_layer": "bogus"}, "act_layer"),  # used to escape as KeyError
+        ({"gate_layer": "bogus"}, "gate_layer"),
     ],
 )
 def test_invalid_arguments(kwargs, arg):

@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import attn_bench.attention.gam as gam_module
 from attn_bench.attention.gam import GAM, channel_shuffle
 from attn_bench.errors import ConfigError
 
@@ -28,6 +29,26 @@ def test_param_count_default(channels):
 @pytest.mark.parametrize("channels, groups", [(64, 4), (256, 4), (64, 2), (32, 8)])
 def test_param_count_grouped(channels, groups):
     assert n_params(GAM(channels, group=True, groups=groups)) == gam_params(channels, 4, groups)
+
+
+RESNET50_SLOTS = [(3, 256), (4, 512), (6, 1024), (3, 2048)]  # bottlenecks per stage, output width
+RESNET50_100_CLASSES = 25_557_032 - 2048 * 900 - 900  # torchvision/timm count with a 100-way head
+
+
+@pytest.mark.parametrize("r, g, extra, total_100", [
+    (4, 1, 503_045_440, 526_758_372),
+    (4, 4, 133_348_672, 157_061_604),
+    (16, 1, 125_795_344, 149_508_276),
+    (16, 4, 33_371_152, 57_084_084),
+])
+def test_resnet50_totals_in_docstring(r, g, extra, total_100):
+    """GAM in every ResNet-50 bottleneck: the numbers the module docstring quotes."""
+    assert sum(n * gam_params(c, r, g) for n, c in RESNET50_SLOTS) == extra
+    assert RESNET50_100_CLASSES + extra == total_100
+    assert f"{extra / 1e6:.1f}M" in gam_module.__doc__
+    assert f"{total_100 / 1e6:.1f}M" in gam_module.__doc__
+    # the block itself agrees with the formula at the ResNet-50 widths (cheap: small widths only)
+    assert n_params(GAM(256, rd_ratio=1 / r, group=g > 1, groups=g)) == gam_params(256, r, g)
 
 
 def test_rd_channels_overrides_ratio():
@@ -187,6 +208,13 @@ def test_batch_one_eval():
         (64, {"group": True, "groups": 0}, "groups"),
         (64, {"group": True, "groups": 3}, "groups"),  # does not divide 64
         (24, {"group": True, "groups": 4}, "groups"),  # divides 24 but not 24 // 4 = 6
+        (64, {"group": True, "groups": 2.5}, "groups"),  # used to be truncated silently to 2
+        (64, {"group": 1}, "group"),
+        (64, {"rd_ratio": "x"}, "rd_ratio"),
+        (64, {"rd_channels": 2.5}, "rd_channels"),
+        (64, {"act_layer": "bogus"}, "act_layer"),  # used to escape as KeyError
+        (64, {"gate_layer": "bogus"}, "gate_layer"),
+        (True, {}, "channels"),
         (0, {}, "channels"),
     ],
 )

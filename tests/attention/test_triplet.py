@@ -125,7 +125,14 @@ def test_batch_one_eval():
 
 @pytest.mark.parametrize(
     "kwargs, arg",
-    [({"kernel_size": 4}, "kernel_size"), ({"kernel_size": 0}, "kernel_size"), ({"kernel_size": -3}, "kernel_size")],
+    [
+        ({"kernel_size": 4}, "kernel_size"),
+        ({"kernel_size": 0}, "kernel_size"),
+        ({"kernel_size": -3}, "kernel_size"),
+        ({"kernel_size": 3.0}, "kernel_size"),  # used to escape as TypeError
+        ({"no_spatial": "yes"}, "no_spatial"),
+        ({"gate_layer": "bogus"}, "gate_layer"),  # used to escape as KeyError
+    ],
 )
 def test_invalid_arguments(kwargs, arg):
     with pytest.raises(ConfigError, match=rf"triplet: {arg}="):

@@ -1,0 +1,94 @@
+#!/usr/bin/env python
+"""Markdown table of parameter counts: every attention block on ResNet-18/50 and MobileNetV2.
+
+Each model is built exactly as the CLI builds it (``build_model``: 1000 classes, ImageNet stem,
+the block in every slot with its default arguments). Columns: total parameters, parameters of
+the attention blocks alone (``attention_modules``), and the difference to the same backbone
+with ``attn=none`` (which also clears built-in SE, so for MobileNetV3 it is not simply the
+attention count).
+
+    python scripts/param_table.py                    # print
+    python scripts/param_table.py --out params.md    # print and write
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+try:
+    import attn_bench  # noqa: F401
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from attn_bench.attention import list_blocks
+from attn_bench.models import attention_modules, build_model
+
+BACKBONES = ("resnet18", "resnet50", "mobilenetv2_100")
+NUM_CLASSES = 1000
+
+
+def count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def param_rows(backbones=BACKBONES, blocks=None, num_classes: int = NUM_CLASSES) -> list[dict]:
+    blocks = list(blocks or list_blocks())
+    rows = []
+    for backbone in backbones:
+        baseline = None
+        for attn in ["none"] + [b for b in blocks if b != "none"]:
+            # the meta device skips allocating and initialising weights: counts only, and fast
+            # even for GAM on ResNet-50 (half a billion parameters)
+            try:
+                with torch.device("meta"):
+                    model = build_model(backbone, attn, num_classes)
+            except (NotImplementedError, RuntimeError):  # an init that needs real values
+                model = build_model(backbone, attn, num_classes)
+            total = count(model)
+            attn_total = sum(count(m) for m in attention_modules(model))
+            if baseline is None:
+                baseline = total
+            rows.append({"backbone": backbone, "attn": attn, "params": total,
+                         "attn_params": attn_total, "delta": total - baseline, "baseline": baseline})
+    return rows
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.2f}M"
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| Backbone | Attention | Params | Params (M) | Attention params | Δ vs none |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        pct = 100 * r["delta"] / r["baseline"]
+        delta = "0" if r["delta"] == 0 else f"{r['delta']:+,} ({pct:+.{2 if abs(pct) >= 0.01 else 4}f}%)"
+        lines.append(
+            f"| {r['backbone']} | {r['attn']} | {r['params']:,} | {_millions(r['params'])} "
+            f"| {r['attn_params']:,} | {delta} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="also write the table to this file")
+    parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), help="timm backbone names")
+    parser.add_argument("--blocks", nargs="+", default=None, help="attention blocks (default: all)")
+    parser.add_argument("--num-classes", type=int, default=NUM_CLASSES)
+    args = parser.parse_args(argv)
+    table = markdown(param_rows(args.backbones, args.blocks, args.num_classes))
+    print(table, end="")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

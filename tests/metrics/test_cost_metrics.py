@@ -1,0 +1,31 @@
+"""``run_cost_metrics``: the flat dict the training run logs."""
+from __future__ import annotations
+
+import json
+import time
+
+from attn_bench.metrics.complexity import count_ops
+from attn_bench.metrics.cost import run_cost_metrics
+from attn_bench.metrics.latency import TimingPlan
+from attn_bench.models.build import build_model
+
+QUICK = TimingPlan(warmup=1, repeats=3, min_repeats=1, budget_s=1.0)
+
+
+def test_cost_metrics_are_flat_unit_explicit_and_cheap():
+    model = build_model("resnet18", "se", 10, stem="small", timm_kwargs={"channels": [16, 32, 64, 128], "stem_width": 16})
+    model.train()
+    started = time.perf_counter()
+    metrics = run_cost_metrics(model, 32, "cpu", num_threads=1, latency_plan=QUICK, throughput_plan=QUICK)
+    assert time.perf_counter() - started < 10
+    json.dumps(metrics)
+    assert not any(isinstance(v, dict) for v in metrics.values())
+    for key in ("params", "attn_params", "macs", "gmacs", "flops", "gflops", "latency_ms", "latency_p10_ms",
+                "latency_p90_ms", "throughput_img_per_s", "throughput_batch_size", "num_threads", "device_name"):
+        assert key in metrics, key
+    assert metrics["uncounted_ops"] == []
+    assert metrics["macs"] == count_ops(model, 32).macs and metrics["gmacs"] == metrics["macs"] / 1e9
+    assert 0 < metrics["attn_params"] < metrics["params"]
+    assert metrics["latency_p10_ms"] <= metrics["latency_ms"] <= metrics["latency_p90_ms"]
+    assert metrics["num_threads"] == 1
+    assert model.training  # left as it came

@@ -1,0 +1,57 @@
+"""``attn-bench profile`` end to end on tiny models, and its one-line errors."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from attn_bench.cli import main
+
+TINY = [
+    "backbone=resnet18", "img_size=32", "timm_kwargs={channels:[16,32,64,128],stem_width:16}", "threads=1",
+    "latency.warmup=1", "latency.repeats=3", "latency.min_repeats=1", "throughput.batch_size=2",
+    "throughput.warmup=0", "throughput.repeats=1",
+]
+
+
+def read_csv(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_profile_writes_csv_and_markdown_relative_to_none(tmp_path, capsys):
+    assert main(["profile", *TINY, "blocks=[none,se]", f"out_dir={tmp_path}"]) == 0
+    rows = read_csv(tmp_path / "profile.csv")
+    assert [r["block"] for r in rows] == ["none", "se"]
+    none, se = rows
+    assert int(none["delta_params"]) == 0
+    assert int(se["delta_params"]) == int(se["attn_params"]) > 0
+    assert int(se["delta_macs"]) == int(se["macs"]) - int(none["macs"]) > 0
+    assert se["uncounted_ops"] == ""
+    markdown = (tmp_path / "profile.md").read_text()
+    assert "| none" in markdown and "| se" in markdown and "Δ params (M)" in markdown
+    assert (tmp_path / "profile.json").is_file()
+    assert "Δ GMACs" in capsys.readouterr().out
+
+
+def test_profile_without_baseline_shows_absolute_numbers_only(tmp_path):
+    assert main(["profile", *TINY, "blocks=[se,eca]", f"out_dir={tmp_path}"]) == 0
+    rows = read_csv(tmp_path / "profile.csv")
+    assert [r["block"] for r in rows] == ["se", "eca"]
+    assert not any(key.startswith("delta_") for key in rows[0])
+    assert "Δ" not in (tmp_path / "profile.md").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["blocks=[none,foo]"], "unknown attention block 'foo'; valid choices: none, se"),
+    (["backbone=resnet50", "img_size=16", "stem=imagenet", "timm_kwargs=null"], "img_size=16 is too small for resnet50"),
+    (["img_size=4", "stem=small"], "img_size=4 is too small for resnet18 with the small stem"),
+    (["backbone=vgg16"], "unknown backbone 'vgg16'; valid choices: resnet18"),
+    (["no_such_key=1"], "Could not override 'no_such_key'"),
+    (["latency.repeats=0"], "min_repeats <= repeats"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, args, message):
+    assert main(["profile", *TINY, *args, f"out_dir={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,70 @@
+"""The command line: clear one-line errors for user mistakes, non-zero exits, no tracebacks."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from attn_bench.cli import main
+
+
+def run_cli(args, tmp_path, timeout=300):
+    env = dict(os.environ, ATTN_BENCH_OUTPUTS=str(tmp_path / "outputs"))
+    return subprocess.run([sys.executable, "-m", "attn_bench", *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_one_line_error(proc, *fragments):
+    assert proc.returncode == 2, proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_card_command_without_cifar100_files_names_the_path_and_the_fix(tmp_path):
+    proc = run_cli(["model.attn=gam", "data=cifar100", f"data.root={tmp_path / 'nowhere'}"], tmp_path)
+    assert_one_line_error(proc, "cifar100", str(tmp_path / "nowhere"), "data.download=true", "data.root")
+    metrics = list((tmp_path / "outputs").rglob("metrics.json"))
+    assert not metrics or '"failed"' in metrics[0].read_text()
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["model=resnet999"], ["unknown model 'resnet999'", "resnet18", "mobilenetv2_100"]),
+    (["data=imagenette"], ["unknown data 'imagenette'", "cifar100", "synthetic"]),
+    (["model.attn=sk"], ["unknown attention block 'sk'", "none", "gam", "cbam"]),
+    (["model.attn=se,bogus"], ["unknown attention block 'bogus'"]),
+])
+def test_unknown_names_list_the_valid_choices(args, fragments, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    for fragment in fragments:
+        assert fragment in err
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("trainer.optimizer.lr=-0.1", "trainer.optimizer.lr must be positive"),
+    ("trainer.epochs=0", "trainer.epochs must be a positive integer"),
+    ("model.backbone=vit_base", "unknown backbone 'vit_base'"),
+    ("trainer.batch_size=5000", "larger than the 1000 training images"),
+    ("trainer.precision=fp16", "fp16 needs a CUDA device"),
+    ("model.attn_stages=[7]", "this backbone has stages [1, 2, 3, 4]"),
+])
+def test_invalid_values_are_rejected_before_training(override, fragment, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ATTN_BENCH_OUTPUTS", str(tmp_path))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data.train_size=1000", "trainer.progress=false", override])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.rglob("*.pt")), "nothing was trained"
+
+
+def test_blocks_command_lists_every_block_with_its_defaults(capsys):
+    assert main(["blocks"]) == 0
+    out = capsys.readouterr().out
+    for name in ("none", "se", "eca", "gc", "ca", "gam", "cbam", "bam", "simam", "triplet"):
+        assert f" {name} " in out
+    assert "rd_ratio" in out and "kernel_size" in out

@@ -1,0 +1,88 @@
+"""End-to-end training: learns, writes metrics.json and TensorBoard events, re-runs recompute nothing."""
+import json
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from attn_bench.training.run import run_training
+
+LEARN = ["data.train_size=2000", "trainer.epochs=4", "trainer.scheduler.warmup_epochs=0.5"]
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    from conftest import TINY_TRAIN, _compose_train
+
+    run_dir = tmp_path_factory.mktemp("synthetic")
+    cfg = _compose_train(TINY_TRAIN + LEARN)
+    return run_dir, run_training(cfg, run_dir), cfg
+
+
+def test_default_synthetic_data_is_learned_well_above_chance(synthetic_run):
+    _, metrics, _ = synthetic_run
+    assert metrics["status"] == "completed"
+    assert metrics["final"]["top1"] > 40.0  # chance is 10 %
+    assert metrics["final"]["top5"] > 80.0
+    assert metrics["best"]["top1"] >= metrics["final"]["top1"]
+
+
+def test_metrics_json_holds_the_documented_fields(synthetic_run):
+    run_dir, returned, cfg = synthetic_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(returned))
+    for key in ("status", "config", "final", "best", "params", "attn_params", "epochs", "wall_time_s",
+                "train_img_per_s", "versions", "seed", "history", "peak_memory_mb"):
+        assert key in metrics, key
+    assert metrics["epochs"] == 4 and len(metrics["history"]) == 4
+    assert metrics["config"]["model"]["attn"] == "none" and metrics["attn_params"] == 0
+    assert metrics["params"] == 710_826  # resnet18 layout at [16, 32, 64, 128], small stem, 10 classes
+    assert metrics["train_img_per_s"] > 0 and metrics["wall_time_s"] > 0
+    assert set(metrics["versions"]) >= {"torch", "torchvision", "timm", "hydra", "python", "attn_bench"}
+    assert (run_dir / "best.pt").exists() and (run_dir / "last.pt").exists()
+    assert (run_dir / "config.yaml").exists()
+
+
+def test_tensorboard_scalars_read_back(synthetic_run):
+    run_dir, metrics, _ = synthetic_run
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "eval/top1", "eval/top5", "train/img_per_s"} <= tags
+    top1 = events.Scalars("eval/top1")
+    assert len(top1) == 4
+    assert top1[-1].value == pytest.approx(metrics["final"]["top1"], abs=1e-3)
+    lrs = [e.value for e in events.Scalars("train/lr")]
+    assert max(lrs) == pytest.approx(0.1, rel=0.05) and lrs[-1] < 0.01  # warm-up then cosine decay
+
+
+def test_running_a_completed_run_again_recomputes_nothing(synthetic_run):
+    from conftest import TINY_TRAIN, _compose_train
+
+    run_dir, metrics, _ = synthetic_run
+    before = (run_dir / "metrics.json").stat().st_mtime_ns
+    again = run_training(_compose_train(TINY_TRAIN + LEARN), run_dir)
+    assert again["final"] == metrics["final"]
+    assert (run_dir / "metrics.json").stat().st_mtime_ns == before
+
+
+def test_a_directory_with_another_config_is_refused(synthetic_run):
+    from conftest import TINY_TRAIN, _compose_train
+
+    from attn_bench.errors import ConfigError
+
+    run_dir, _, _ = synthetic_run
+    with pytest.raises(ConfigError, match="different config.*trainer.optimizer.lr"):
+        run_training(_compose_train(TINY_TRAIN + LEARN + ["trainer.optimizer.lr=0.05"]), run_dir)
+
+
+def test_short_run_on_real_cifar10_images_beats_chance(cifar10_jpeg, compose_train, tmp_path):
+    cfg = compose_train([
+        "data=imagefolder", f"data.root={cifar10_jpeg}", "data.num_classes=10", "data.img_size=32",
+        "model=resnet18_tiny", "trainer=quick", "trainer.epochs=4", "trainer.batch_size=50",
+        "trainer.scheduler.warmup_epochs=0.5", "data.subset_per_class=150", "data.eval_subset_per_class=50",
+        f"data.cache_dir={tmp_path / 'cache'}", "trainer.progress=false",
+    ])
+    metrics = run_training(cfg, tmp_path / "run")
+    assert metrics["history"][-1]["eval_images"] == 500
+    assert metrics["final"]["top1"] > 20.0  # chance is 10 %; ~35 % is typical after 4 short epochs
+    assert list((tmp_path / "cache").glob("*.pt")), "decoded images are cached on disk"
