@@ -179,6 +179,8 @@ def run_training(cfg: DictConfig, run_dir: str | Path, ignore_keys: Iterable[str
     """Train and evaluate as ``cfg`` says, writing everything into ``run_dir``; returns metrics.json's content."""
     validate_config(cfg)
     dist = dist_info_from_env()
+    if not dist.is_main:  # one voice per run: rank 0 logs, the others only warn
+        logging.getLogger().setLevel(logging.WARNING)
     device = resolve_device(cfg.device, dist)
     _check_precision(cfg.trainer.precision, device)
     init_process_group(dist, device)
