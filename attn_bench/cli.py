@@ -6,41 +6,21 @@ User mistakes end as one line on stderr and exit status 2; real crashes keep the
 """
 from __future__ import annotations
 
-import hashlib
-import re
 import sys
-from importlib import resources
 
-from omegaconf import OmegaConf
 from rich.console import Console
 
+from attn_bench.config import CONFIG_GROUPS, CONFIG_MODULE, group_options, register
 from attn_bench.errors import ConfigError
 
-CONFIG_MODULE = "attn_bench.configs"
-CONFIG_GROUPS = ("model", "data", "trainer", "experiment")
 USAGE_EXIT = 2
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def dirname_for(overrides: str) -> str:
-    """A directory name for a set of overrides: readable, filesystem-safe, bounded in length."""
-    name = re.sub(r"[^A-Za-z0-9=,.+_\-\[\]]", "_", overrides) or "default"
-    if len(name) > 120:
-        name = f"{name[:100]}-{hashlib.sha1(overrides.encode()).hexdigest()[:10]}"
-    return name
-
-
-OmegaConf.register_new_resolver("ab_dirname", dirname_for, replace=True)
+register()
 
 
 def fail(message: str) -> int:
     _err.print(f"[bold red]attn-bench: error:[/] {message}")
     return USAGE_EXIT
-
-
-def group_options(group: str) -> list[str]:
-    folder = resources.files(CONFIG_MODULE) / group
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
 def check_overrides(overrides: list[str]) -> None:
@@ -108,6 +88,7 @@ def _blocks_command(argv: list[str]) -> int:
 SUBCOMMANDS = {
     "blocks": _blocks_command,
     "profile": lambda argv: __import__("attn_bench.metrics.profile", fromlist=["main"]).main(argv),
+    "report": lambda argv: __import__("attn_bench.sweeps.report", fromlist=["main"]).main(argv),
 }
 
 

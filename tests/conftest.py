@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import attn_bench.cli  # noqa: F401  (registers the run-directory resolver)
+from attn_bench.config import register
+
+register()  # the run-directory resolver and the sweep launcher, as the CLI does
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 

@@ -133,7 +133,7 @@ def _check_precision(precision: str, device: torch.device) -> None:
 
 
 class _Logger:
-    """TensorBoard scalars from rank 0 (and nothing from the others)."""
+    """TensorBoard from rank 0 (and nothing from the others): scalars, and the run's HParams row."""
 
     def __init__(self, run_dir: Path, enabled: bool, purge_step: int | None):
         self.writer = None
@@ -146,9 +146,51 @@ class _Logger:
         if self.writer is not None:
             self.writer.add_scalar(tag, value, step)
 
+    def hparams(self, hparams: dict[str, Any], results: dict[str, float]) -> None:
+        """Write the HParams summaries into this run's own event file.
+
+        ``SummaryWriter.add_hparams`` would open a new sub-run per call; writing the three
+        summaries directly keeps one row per run in ``tensorboard --logdir <sweep dir>``.
+        """
+        if self.writer is None:
+            return
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+        for summary in hparams_summaries(hparams, results):
+            self.writer.file_writer.add_summary(summary)
+        for tag, value in results.items():
+            self.writer.add_scalar(tag, value)
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+HPARAM_KEYS = {
+    "backbone": "model.backbone", "attn": "model.attn", "attn_stages": "model.attn_stages",
+    "attn_position": "model.attn_position", "dataset": "data.name", "epochs": "trainer.epochs",
+    "batch_size": "trainer.batch_size", "optimizer": "trainer.optimizer.name", "lr": "trainer.optimizer.lr",
+    "weight_decay": "trainer.optimizer.weight_decay", "precision": "trainer.precision", "seed": "seed",
+}
+
+
+def _hparams(cfg: DictConfig, metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+    values = {name: OmegaConf.select(cfg, key) for name, key in HPARAM_KEYS.items()}
+    values = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in values.items()}
+    cost = metrics.get("cost", {})
+    results = {"hparam/top1": metrics["final"]["top1"], "hparam/top5": metrics["final"]["top5"],
+               "hparam/best_top1": metrics["best"]["top1"], "hparam/params_m": metrics["params"] / 1e6,
+               "hparam/train_img_per_s": metrics["train_img_per_s"]}
+    if cost:
+        results.update({"hparam/gmacs": cost["gmacs"], "hparam/latency_ms": cost["latency_ms"],
+                        "hparam/throughput_img_per_s": cost["throughput_img_per_s"]})
+    return values, results
+
+
+def _cost(cfg: DictConfig, raw_model, device: torch.device) -> dict[str, Any]:
+    from attn_bench.metrics.cost import run_cost_metrics
+
+    return run_cost_metrics(raw_model, int(cfg.data.img_size), device)
 
 
 def _summary(cfg: DictConfig, state: TrainState, raw_model, device, dist: DistInfo, wall: float) -> dict[str, Any]:
@@ -241,6 +283,9 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device, i
         with progress if progress else _null():
             state = trainer.fit(state, raw_model, t.epochs)
         metrics = _summary(cfg, state, raw_model, device, dist, time.time() - started)
+        if cfg.measure_cost and dist.is_main:
+            metrics["cost"] = _cost(cfg, raw_model, device)
+        logger.hparams(*_hparams(cfg, metrics))
     except TrainingDiverged as err:
         _write_failure(run_dir, cfg, dist, f"diverged: {err}", step=err.step, epoch=err.epoch)
         raise ConfigError(f"training diverged: {err} (recorded in {run_dir / METRICS_FILE})") from None

@@ -1,0 +1,102 @@
+"""A free-device queue: run jobs as fresh processes, at most one job per device at a time.
+
+Hydra's stock launchers do not do this (submitit's local executor gives every job the same GPU;
+joblib assigns by index modulo, which collides when jobs differ in length), so attn-bench owns
+it. A "device" is a GPU index exported to the job as ``CUDA_VISIBLE_DEVICES``; on a CPU-only
+machine the slots are plain worker processes that share the cores.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+POLL_S = 0.1
+
+
+@dataclass
+class Job:
+    index: int
+    overrides: list[str]
+    run_dir: Path
+    status: str = "pending"  # pending | skipped | running | completed | failed
+    device: str | None = None
+    started: float | None = None
+    ended: float | None = None
+    returncode: int | None = None
+    reason: str | None = None
+    log_file: Path | None = None
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.update(run_dir=str(self.run_dir), log_file=str(self.log_file) if self.log_file else None)
+        return d
+
+
+@dataclass
+class Slot:
+    device: str | None  # GPU id for CUDA_VISIBLE_DEVICES; None for a CPU worker
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def cpu_slots(workers: int, cores: int | None = None) -> list[Slot]:
+    """``workers`` CPU slots, each with an equal share of the cores and no GPU."""
+    threads = str(max(1, (cores or os.cpu_count() or 1) // workers))
+    return [Slot(None, {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads}) for _ in range(workers)]
+
+
+def gpu_slots(devices: Sequence[str | int]) -> list[Slot]:
+    return [Slot(str(d), {"CUDA_VISIBLE_DEVICES": str(d)}) for d in devices]
+
+
+def run_queue(jobs: list[Job], slots: list[Slot], command: Callable[[Job], list[str]],
+              on_event: Callable[[str, Job], None] = lambda event, job: None) -> list[Job]:
+    """Run every pending job; a job waits until a slot is free. Returns the jobs, updated."""
+    pending = [j for j in jobs if j.status == "pending"]
+    running: dict[int, tuple[Job, subprocess.Popen, object]] = {}
+    free = list(range(len(slots)))
+    while pending or running:
+        while pending and free:
+            slot_id, job = free.pop(0), pending.pop(0)
+            running[slot_id] = _start(job, slots[slot_id], command(job))
+            on_event("start", job)
+        time.sleep(POLL_S)
+        for slot_id, (job, proc, handle) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            _finish(job, proc, handle)
+            del running[slot_id]
+            free.append(slot_id)
+            on_event("end", job)
+    return jobs
+
+
+def _start(job: Job, slot: Slot, argv: list[str]):
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    job.log_file = job.run_dir / "job.log"
+    handle = open(job.log_file, "a")
+    env = dict(os.environ, **slot.env, PYTHONUNBUFFERED="1", ATTN_BENCH_DEVICE_SLOT=str(slot.device))
+    job.status, job.device, job.started = "running", slot.device, time.time()
+    proc = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)
+    return job, proc, handle
+
+
+def _finish(job: Job, proc: subprocess.Popen, handle) -> None:
+    handle.close()
+    job.ended, job.returncode = time.time(), proc.returncode
+    job.status = "completed" if proc.returncode == 0 else "failed"
+    if job.status == "failed":
+        job.reason = _last_error_line(job.log_file) or f"exit status {proc.returncode}"
+
+
+def _last_error_line(log_file: Path | None) -> str | None:
+    if log_file is None or not log_file.exists():
+        return None
+    lines = [line.strip() for line in log_file.read_text(errors="replace").splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "error" in line.lower() or "Error" in line:
+            return line[:500]
+    return lines[-1][:500] if lines else None

@@ -1,0 +1,88 @@
+"""A sweep: skip what is done, run the rest on the device queue, summarise, record."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from attn_bench.io import atomic_write_json
+from attn_bench.sweeps.queue import Job, Slot, cpu_slots, gpu_slots, run_queue
+
+log = logging.getLogger("attn_bench")
+SUMMARY_FILE = "sweep_summary.json"
+
+
+def detect_slots(devices: Sequence[str] | None, cpu_workers: int) -> list[Slot]:
+    if devices is None:
+        import torch
+
+        devices = [str(i) for i in range(torch.cuda.device_count())]
+    return gpu_slots(devices) if devices else cpu_slots(cpu_workers)
+
+
+def is_completed(run_dir: Path) -> bool:
+    metrics = run_dir / "metrics.json"
+    try:
+        return json.loads(metrics.read_text()).get("status") == "completed"
+    except (OSError, ValueError):
+        return False
+
+
+def job_command(job: Job) -> list[str]:
+    run_dir = str(job.run_dir)
+    if "'" in run_dir:
+        raise ValueError(f"sweep directory path may not contain a quote: {run_dir}")
+    return [sys.executable, "-m", "attn_bench", *job.overrides, f"hydra.run.dir='{run_dir}'",
+            "trainer.progress=false"]
+
+
+def run_sweep(jobs: list[Job], sweep_dir: Path, devices: Sequence[str] | None, cpu_workers: int) -> list[Job]:
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    for job in jobs:
+        if is_completed(job.run_dir):
+            job.status = "skipped"
+    slots = detect_slots(devices, cpu_workers)
+    where = ", ".join(f"GPU {s.device}" for s in slots) if slots[0].device is not None else f"{len(slots)} CPU worker(s)"
+    todo = sum(j.status == "pending" for j in jobs)
+    log.info("sweep %s: %d jobs, %d already completed, running %d on %s", sweep_dir, len(jobs), len(jobs) - todo,
+             todo, where)
+    started = time.time()
+
+    def on_event(event: str, job: Job) -> None:
+        if event == "start":
+            log.info("job #%d started on %s: %s", job.index, job.device or "cpu", " ".join(job.overrides))
+        else:
+            log.info("job #%d %s after %.1f s%s", job.index, job.status, job.ended - job.started,
+                     f": {job.reason}" if job.reason else "")
+
+    run_queue(jobs, slots, job_command, on_event)
+    _write_summary(sweep_dir, jobs, time.time() - started)
+    _print_summary(jobs)
+    return jobs
+
+
+def _write_summary(sweep_dir: Path, jobs: list[Job], wall: float) -> None:
+    path = sweep_dir / SUMMARY_FILE
+    history = json.loads(path.read_text()).get("launches", []) if path.exists() else []
+    launch = {"started": time.time() - wall, "wall_time_s": wall, "jobs": [j.as_dict() for j in jobs]}
+    atomic_write_json(path, {"sweep_dir": str(sweep_dir), "launches": history + [launch],
+                             "counts": {s: sum(j.status == s for j in jobs)
+                                        for s in ("completed", "skipped", "failed")}})
+
+
+def _print_summary(jobs: list[Job]) -> None:
+    table = Table(title="sweep summary")
+    for column in ("#", "status", "device", "time (s)", "overrides", "reason"):
+        table.add_column(column)
+    for job in jobs:
+        took = f"{job.ended - job.started:.1f}" if job.ended else "-"
+        style = {"failed": "red", "skipped": "dim"}.get(job.status, "")
+        table.add_row(str(job.index), job.status, job.device or "cpu" if job.started else "-", took,
+                      " ".join(job.overrides), job.reason or "", style=style)
+    Console(stderr=True).print(table)

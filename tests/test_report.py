@@ -1,0 +1,248 @@
+"""``attn-bench report``: statistics that can be checked by hand, every output file, and no crashes
+on failed, running or missing runs."""
+import csv
+import json
+import math
+import sys
+
+import pytest
+
+from attn_bench.cli import main
+from attn_bench.sweeps import report
+from attn_bench.sweeps.stats import NEED_SEEDS, sample_std, t_cdf, t_quantile, t_two_sided_p, welch_compare
+
+T975_DF2 = 4.302652729911275  # Student-t 97.5% quantile, 2 degrees of freedom (tables: 4.303)
+
+
+def p_df2(t):
+    """Two-sided p for 2 degrees of freedom, where the t CDF has a closed form."""
+    return 1 - abs(t) / math.sqrt(2 + t * t)
+
+
+# ---------------------------------------------------------------- statistics
+
+@pytest.mark.parametrize("t, df, expected", [
+    (1.0, 1, 0.75),                                     # Cauchy: 1/2 + atan(1)/pi
+    (1.5, 2, 0.5 + 1.5 / (2 * math.sqrt(2 + 1.5**2))),  # closed form for df = 2
+    (0.0, 7.3, 0.5),
+    (-2.0, 5, 0.0509697),                               # half of the two-sided p below
+    (2.228138851986, 10, 0.975),
+    (1.959963984540, 1e7, 0.975),                       # the normal limit
+])
+def test_t_cdf_matches_known_values(t, df, expected):
+    assert t_cdf(t, df) == pytest.approx(expected, abs=1e-6)
+
+
+def test_two_sided_p_and_quantiles_match_tables():
+    assert t_two_sided_p(2.0, 5) == pytest.approx(0.1019395, abs=1e-6)
+    assert t_quantile(0.975, 1) == pytest.approx(12.7062047, abs=1e-6)
+    assert t_quantile(0.975, 2) == pytest.approx(T975_DF2, abs=1e-9)
+    assert t_quantile(0.975, 10) == pytest.approx(2.2281389, abs=1e-6)
+    assert t_quantile(0.025, 3) == pytest.approx(-3.1824463, abs=1e-6)
+
+
+def test_welch_interval_and_verdicts():
+    clear = welch_compare([80.0, 82.0], [70.0, 72.0])  # delta 10, se sqrt(2), df 2
+    assert clear.delta == pytest.approx(10.0)
+    assert clear.df == pytest.approx(2.0)
+    assert (clear.ci_low, clear.ci_high) == pytest.approx((10 - T975_DF2 * math.sqrt(2), 10 + T975_DF2 * math.sqrt(2)))
+    assert clear.p_value == pytest.approx(p_df2(10 / math.sqrt(2)))
+    assert clear.significant and clear.verdict.startswith("yes (p=0.019")
+    noise = welch_compare([71.0, 73.0], [70.0, 72.0])
+    assert noise.p_value == pytest.approx(p_df2(1 / math.sqrt(2))) and not noise.significant
+    assert noise.verdict.startswith("no (p=0.55")
+    single = welch_compare([75.0], [70.0, 72.0])
+    assert single.delta == pytest.approx(4.0) and single.ci_low is None and single.verdict == NEED_SEEDS
+    assert welch_compare([70.0, 70.0], [70.0, 70.0]).verdict.startswith("n/a: no seed variance")
+    assert math.isnan(sample_std([1.0])) and sample_std([70.0, 72.0]) == pytest.approx(math.sqrt(2))
+
+
+# ---------------------------------------------------------------- fake run directories (metrics.json schema of run.py)
+
+def config(block, seed, backbone="resnet18", dataset="synthetic", epochs=3):
+    return {
+        "model": {"backbone": backbone, "attn": block, "attn_args": {}, "attn_stages": None, "attn_position": "every",
+                  "stem": "auto", "timm_kwargs": {"channels": [16, 32, 64, 128], "stem_width": 16}},
+        "trainer": {"epochs": epochs, "batch_size": 128, "optimizer": {"name": "sgd", "lr": 0.1}, "progress": False},
+        "data": {"name": dataset, "num_classes": 10, "img_size": 32, "train_size": 10000, "test_size": 2000},
+        "seed": seed, "name": None, "device": "auto",
+    }
+
+
+def completed(run_dir, block, seed, top1, *, gmacs=0.04, latency_ms=1.0, epochs=3, **config_kwargs):
+    history = [{"epoch": e, "step": 78 * e, "lr": 0.1, "train_loss": 2.0 / e, "train_top1": top1 - 5,
+                "eval_top1": top1 - 10 * (epochs - e), "eval_top5": 99.0, "eval_loss": 0.9, "eval_images": 2000,
+                "img_per_s": 900.0, "epoch_train_time_s": 11.0} for e in range(1, epochs + 1)]
+    metrics = {
+        "status": "completed", "final": {"top1": top1, "top5": 99.0, "loss": 0.9},
+        "best": {"top1": top1, "top5": 99.0, "epoch": epochs}, "params": 700_000, "attn_params": 0,
+        "epochs": epochs, "steps": 78 * epochs, "wall_time_s": 40.0, "train_time_s": 33.0, "train_img_per_s": 900.0,
+        "peak_memory_mb": 500.0, "device": "cpu (2 threads)", "world_size": 1, "seed": seed, "history": history,
+        "cost": {"params": 700_000, "attn_params": 0, "img_size": 32, "macs": int(gmacs * 1e9), "gmacs": gmacs,
+                 "flops": int(2 * gmacs * 1e9), "gflops": 2 * gmacs, "uncounted_ops": [], "latency_ms": latency_ms,
+                 "throughput_img_per_s": 2000.0, "device": "cpu", "device_name": "test cpu", "num_threads": 2},
+        "config": config(block, seed, epochs=epochs, **config_kwargs), "versions": {"torch": "2.x"},
+        "run_dir": str(run_dir),
+    }
+    write_metrics(run_dir, metrics)
+
+
+def write_metrics(run_dir, metrics):
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(json.dumps(metrics["config"]))  # JSON is YAML
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    """none and se/eca with 2 seeds each (se clearly better, eca within noise), ca with 1 seed,
+    a failed cbam run and an unfinished gc run."""
+    root = tmp_path / "sweep"
+    for block, top1s, gmacs, latencies in [("none", (70.0, 72.0), 0.040, (1.0, 1.2)),
+                                           ("se", (80.0, 82.0), 0.041, (1.5, 1.7)),
+                                           ("eca", (71.0, 73.0), 0.040, (1.1, 1.3))]:
+        for seed, (top1, latency) in enumerate(zip(top1s, latencies)):
+            completed(root / f"model.attn={block},seed={seed}", block, seed, top1, gmacs=gmacs, latency_ms=latency)
+    completed(root / "model.attn=ca,seed=0", "ca", 0, 75.0)
+    write_metrics(root / "model.attn=cbam,seed=0", {
+        "status": "failed", "reason": "diverged: loss is nan", "failed_at": {"epoch": 2, "step": 150}, "seed": 0,
+        "config": config("cbam", 0), "versions": {}, "run_dir": "x"})
+    unfinished = root / "nested" / "model.attn=gc,seed=1"
+    unfinished.mkdir(parents=True)
+    (unfinished / "config.yaml").write_text("model:\n  attn: gc\nseed: 1\n")
+    (unfinished / "last.pt").write_bytes(b"")
+    return root
+
+
+def rows_by_block(root, baseline="none"):
+    runs, problems = report.collect_runs([root])
+    return {row["block"]: row for row in report.build_rows(runs, baseline)}, problems
+
+
+def test_rows_hold_seed_statistics_and_deltas(sweep):
+    rows, problems = rows_by_block(sweep)
+    assert list(rows) == ["none", "ca", "eca", "se"]  # baseline first
+    assert {b: rows[b]["n"] for b in rows} == {"none": 2, "ca": 1, "eca": 2, "se": 2}
+    assert rows["se"]["top1_mean"] == pytest.approx(81.0) and rows["se"]["top1_std"] == pytest.approx(math.sqrt(2))
+    assert rows["se"]["latency_ms"] == pytest.approx(1.6) and rows["se"]["gmacs"] == pytest.approx(0.041)
+    assert rows["none"]["is_baseline"] and rows["none"]["comparison"] is None
+    se, eca = rows["se"]["comparison"], rows["eca"]["comparison"]
+    assert se.delta == pytest.approx(10.0) and se.significant
+    assert se.ci_low == pytest.approx(10 - T975_DF2 * math.sqrt(2))
+    assert eca.delta == pytest.approx(1.0) and eca.significant is False and eca.ci_low < 0 < eca.ci_high
+    assert rows["ca"]["comparison"].verdict == NEED_SEEDS
+    assert rows["none"]["curve"][-1] == pytest.approx((3, 71.0, math.sqrt(2)))
+    assert sorted((p.status, p.block, str(p.seed)) for p in problems) == [("failed", "cbam", "0"),
+                                                                           ("incomplete", "gc", "1")]
+
+
+def test_report_writes_every_file_and_lists_failures(sweep, capsys):
+    assert main(["report", str(sweep)]) == 0
+    out = capsys.readouterr().out
+    assert "beyond seed noise?" in out and "81.00 ± 1.41" in out and "diverged: loss is nan" in out
+    out_dir = sweep / "report"
+    for name in ("report.md", "report.csv", "report.tex", "accuracy_vs_macs.png", "accuracy_vs_latency.png",
+                 "training_curves.png"):
+        assert (out_dir / name).stat().st_size > 0, name
+    assert (out_dir / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    md = (out_dir / "report.md").read_text()
+    assert "| se | 2 | 81.00 ± 1.41 | +10.00 | [+3.92, +16.08] | yes (p=0.0194) |" in md
+    assert "| eca | 2 | 72.00 ± 1.41 | +1.00 | [-5.08, +7.08] | no (p=0.553) |" in md
+    assert "n/a: need >= 2 seeds" in md and "## Failed / incomplete runs" in md
+    assert "| failed | cbam | 0 |" in md and "| incomplete | gc | 1 |" in md and "last.pt present" in md
+    assert "backbone" not in md.split("\n|---")[0].splitlines()[-1]  # one backbone, one dataset: no such columns
+
+    records = {r["block"]: r for r in csv.DictReader((out_dir / "report.csv").open())}
+    assert float(records["se"]["delta_top1"]) == pytest.approx(10.0)
+    assert records["se"]["beyond_seed_noise"] == "True" and records["eca"]["beyond_seed_noise"] == "False"
+    assert records["none"]["seeds"] == "0;1" and records["ca"]["p_value"] == "" and records["se"]["params"] == "700000"
+
+    tex = (out_dir / "report.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"81.00 $\pm$ 1.41" in tex and r"top-1 (\%)" in tex
+    assert r"n/a: need \textgreater{}= 2 seeds" in tex and "±" not in tex
+
+
+def test_baseline_missing_still_gives_absolute_numbers(tmp_path, capsys):
+    for seed, top1 in enumerate((80.0, 82.0)):
+        completed(tmp_path / f"se{seed}", "se", seed, top1)
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "81.00 ± 1.41" in md and "Δ" not in md and "no 'none' (baseline) runs" in md
+    assert main(["report", str(tmp_path), "--baseline", "eca"]) == 2
+    assert "--baseline eca has no completed runs; blocks found: se" in capsys.readouterr().err
+
+
+def test_backbone_and_dataset_columns_appear_only_when_they_vary(tmp_path, capsys):
+    for backbone, offset in (("resnet18", 0.0), ("mobilenetv2_100", 5.0)):
+        for block, gain in (("none", 0.0), ("se", 1.0)):
+            for seed in (0, 1):
+                completed(tmp_path / f"{backbone}-{block}-{seed}", block, seed, 70 + offset + gain + seed,
+                          backbone=backbone)
+    assert main(["report", str(tmp_path)]) == 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| backbone | block | n |" in md and "dataset" not in md.split("|---")[0]
+    assert "| mobilenetv2_100 | se | 2 | 76.50 ± 0.71 | +1.00 |" in md  # compared with its own backbone's none
+
+
+def test_runs_that_differ_in_more_than_the_seed_are_flagged(tmp_path, capsys):
+    completed(tmp_path / "a", "se", 0, 80.0, epochs=3)
+    completed(tmp_path / "b", "se", 1, 82.0, epochs=5)
+    assert main(["report", str(tmp_path)]) == 0
+    assert "runs pooled as seeds differ in trainer.epochs" in capsys.readouterr().err
+
+
+def test_without_matplotlib_the_plots_are_skipped_with_one_warning(sweep, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    assert main(["report", str(sweep), "--out", str(sweep / "plain")]) == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if "warning" in line] == [
+        "warning: matplotlib is not installed, so no plots (pip install 'attn-bench[report]')"]
+    assert (sweep / "plain" / "report.md").exists() and not list((sweep / "plain").glob("*.png"))
+
+
+@pytest.mark.parametrize("make, args, fragment", [
+    (lambda p: p.mkdir(), ["{p}"], "no runs found in '{p}'"),
+    (lambda p: (p / "notes").mkdir(parents=True), ["{p}"], "no runs found in '{p}'"),
+    (lambda p: None, ["{p}"], "'{p}' is not a directory"),
+    (lambda p: None, [], "report: the following arguments are required: dirs"),
+    (lambda p: p.mkdir(), ["{p}", "--bogus"], "report: unrecognized arguments: --bogus"),
+])
+def test_user_mistakes_are_one_line_and_exit_2(tmp_path, capsys, make, args, fragment):
+    path = tmp_path / "empty"
+    make(path)
+    assert main(["report", *(a.format(p=path) for a in args)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment.format(p=path) in err[0], err
+
+
+# ---------------------------------------------------------------- real training runs
+
+def test_report_on_real_training_runs(compose_train, tiny_train, tmp_path, capsys):
+    from attn_bench.training.run import run_training
+
+    small = ["data.train_size=500", "data.test_size=200", "trainer.epochs=1"]
+    for block in ("none", "se"):
+        for seed in (0, 1):  # cost (MACs, timings) from seed 0 only: it takes longer than the training
+            overrides = [f"model.attn={block}", f"seed={seed}", f"measure_cost={seed == 0}"]
+            cfg = compose_train(tiny_train + small + overrides)
+            run_training(cfg, tmp_path / "runs" / f"{block}-{seed}")
+    assert main(["report", str(tmp_path / "runs")]) == 0
+    records = {r["block"]: r for r in csv.DictReader((tmp_path / "runs" / "report" / "report.csv").open())}
+    assert list(records) == ["none", "se"] and records["none"]["n"] == records["se"]["n"] == "2"
+    assert records["none"]["delta_top1"] == "" and records["se"]["delta_top1"] != ""
+    assert float(records["se"]["params"]) > float(records["none"]["params"]) and float(records["se"]["gmacs"]) > 0
+    assert "Δ top-1" in (tmp_path / "runs" / "report" / "report.md").read_text()
+
+
+def test_unreadable_and_hidden_files_do_not_crash_the_report(tmp_path):
+    completed(tmp_path / "ok", "none", 0, 70.0)
+    (tmp_path / "torn").mkdir()
+    (tmp_path / "torn" / "metrics.json").write_text('{"status": "compl')
+    (tmp_path / "ok" / ".hydra").mkdir()
+    (tmp_path / "ok" / ".hydra" / "config.yaml").write_text("seed: 0\n")  # Hydra's own copy: not a run
+    runs, problems = report.collect_runs([tmp_path])
+    assert [r["path"].name for r in runs] == ["ok"]
+    assert [(p.path.name, p.status) for p in problems] == [("torn", "unreadable")]
+    assert main(["report", str(tmp_path)]) == 0
+    assert "| unreadable | ? | ? |" in (tmp_path / "report" / "report.md").read_text()

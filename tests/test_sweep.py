@@ -1,0 +1,149 @@
+"""Sweeps: one process per job, one job per device, failures isolated, finished work never redone."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+
+from attn_bench.sweeps.queue import Job, cpu_slots, gpu_slots, run_queue
+
+TINY = ["data.train_size=300", "data.test_size=100", "trainer.epochs=1", "trainer.batch_size=50",
+        "measure_cost=false"]
+
+
+def sweep(tmp_path, *args, timeout=400):
+    env = dict(os.environ, ATTN_BENCH_OUTPUTS=str(tmp_path / "outputs"))
+    return subprocess.run([sys.executable, "-m", "attn_bench", "-m", *args, *TINY], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def sweep_dir(tmp_path) -> Path:
+    (found,) = (tmp_path / "outputs" / "sweeps").iterdir()
+    return found
+
+
+def job_metrics(root: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in root.glob("*/metrics.json")}
+
+
+def overlapping(a, b) -> bool:
+    return a["started"] < b["ended"] and b["started"] < a["ended"]
+
+
+def test_queue_gives_every_job_a_device_and_never_shares_one(tmp_path):
+    script = ("import os, time, json, sys; t = time.time(); time.sleep(0.4 + 0.3 * (int(sys.argv[1]) % 3)); "
+              "print(json.dumps({'gpu': os.environ['CUDA_VISIBLE_DEVICES'], 'start': t, 'end': time.time()}))")
+    jobs = [Job(i, [], tmp_path / f"job{i}") for i in range(7)]
+    started = time.time()
+    run_queue(jobs, gpu_slots(["0", "1", "2"]), lambda job: [sys.executable, "-c", script, str(job.index)])
+    wall = time.time() - started
+    records = [json.loads(job.log_file.read_text()) for job in jobs]
+    assert all(job.status == "completed" for job in jobs)
+    assert [r["gpu"] for r in records] == [job.device for job in jobs]
+    assert {job.device for job in jobs} == {"0", "1", "2"}
+    for a in jobs:
+        for b in jobs:
+            if a is not b and a.device == b.device:
+                assert not overlapping(a.as_dict(), b.as_dict()), "two concurrent jobs shared a device"
+    serial = sum(job.ended - job.started for job in jobs)
+    assert wall < 0.75 * serial, "jobs ran in parallel"
+
+
+def test_cpu_slots_share_the_cores_and_hide_gpus():
+    slots = cpu_slots(2, cores=8)
+    assert [s.env for s in slots] == [{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "4"}] * 2
+
+
+def test_sweep_runs_every_job_and_a_rerun_recomputes_nothing(tmp_path):
+    proc = sweep(tmp_path, "model.attn=none,se", "seed=0,1", "hydra.launcher.devices=[0,1]")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    root = sweep_dir(tmp_path)
+    metrics = job_metrics(root)
+    assert set(metrics) == {"model.attn=none,seed=0", "model.attn=none,seed=1", "model.attn=se,seed=0",
+                            "model.attn=se,seed=1"}
+    assert all(m["status"] == "completed" for m in metrics.values())
+    assert {m["config"]["model"]["attn"] for m in metrics.values()} == {"none", "se"}
+    launch = json.loads((root / "sweep_summary.json").read_text())["launches"][-1]
+    assert {j["device"] for j in launch["jobs"]} == {"0", "1"}
+    for a in launch["jobs"]:
+        for b in launch["jobs"]:
+            if a is not b and a["device"] == b["device"]:
+                assert not overlapping(a, b)
+
+    mtimes = {p: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")}
+    again = sweep(tmp_path, "model.attn=none,se", "seed=0,1", "hydra.launcher.devices=[0,1]")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")} == mtimes
+    launches = json.loads((root / "sweep_summary.json").read_text())["launches"]
+    assert len(launches) == 2 and [j["status"] for j in launches[-1]["jobs"]] == ["skipped"] * 4
+
+
+def test_a_failing_job_does_not_stop_the_sweep_and_is_reported(tmp_path):
+    proc = sweep(tmp_path, "trainer.optimizer.lr=0.05,-1", "hydra.launcher.cpu_workers=2")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    root = sweep_dir(tmp_path)
+    jobs = {j["overrides"][0]: j for j in json.loads((root / "sweep_summary.json").read_text())["launches"][-1]["jobs"]}
+    assert jobs["trainer.optimizer.lr=0.05"]["status"] == "completed"
+    assert jobs["trainer.optimizer.lr=-1"]["status"] == "failed"
+    assert "trainer.optimizer.lr must be positive" in jobs["trainer.optimizer.lr=-1"]["reason"]
+    assert "failed" in proc.stderr and "must be positive" in proc.stderr
+
+
+def test_interrupted_sweep_resumes_without_redoing_finished_jobs(tmp_path):
+    env = dict(os.environ, ATTN_BENCH_OUTPUTS=str(tmp_path / "outputs"))
+    args = [sys.executable, "-m", "attn_bench", "-m", "model.attn=none,eca,se", *TINY]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        done = list((tmp_path / "outputs").glob("sweeps/*/*/metrics.json"))
+        if done:
+            break
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and its running job, as a lost node would
+    proc.wait()
+    assert len(done) == 1, "interrupted after exactly one finished job"
+    finished, stamp = done[0], done[0].stat().st_mtime_ns
+
+    rerun = sweep(tmp_path, "model.attn=none,eca,se")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    root = sweep_dir(tmp_path)
+    assert finished.stat().st_mtime_ns == stamp, "the finished job was not recomputed"
+    statuses = {j["run_dir"]: j["status"] for j in json.loads((root / "sweep_summary.json").read_text())["launches"][-1]["jobs"]}
+    assert statuses[str(finished.parent)] == "skipped"
+    assert sorted(statuses.values()) == ["completed", "completed", "skipped"]
+    assert all(m["status"] == "completed" for m in job_metrics(root).values())
+
+
+def _hydra_config(overrides):
+    GlobalHydra.instance().clear()
+    with initialize_config_module("attn_bench.configs", version_base="1.3"):
+        return compose("train", overrides=overrides, return_hydra_config=True)
+
+
+def test_default_sweep_launcher_is_the_device_queue():
+    cfg = _hydra_config([])
+    assert cfg.hydra.launcher._target_.endswith("GpuQueueLauncher")
+
+
+def test_slurm_launcher_config_asks_for_one_gpu_per_job():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    cfg = _hydra_config(["hydra/launcher=slurm", "hydra.launcher.partition=gpu"])
+    assert cfg.hydra.launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.tasks_per_node == 1
+    assert cfg.hydra.launcher.partition == "gpu"
+
+
+def test_submitit_local_executor_runs_a_sweep(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    proc = sweep(tmp_path, "hydra/launcher=submitit_local", "seed=0,1", "hydra.launcher.timeout_min=10")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = list((tmp_path / "outputs" / "sweeps").glob("*/*/metrics.json"))
+    assert len(runs) == 2 and all(json.loads(p.read_text())["status"] == "completed" for p in runs)
