@@ -26,6 +26,11 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: s
     return path
 
 
+def atomic_write_with(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = True) -> Path:
+    """Atomically write whatever ``write(handle)`` puts into an open file (e.g. a matplotlib figure)."""
+    return _atomic_write(path, write, "wb" if binary else "w")
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return _atomic_write(path, lambda f: f.write(text), "w")
 

@@ -86,3 +86,43 @@ def test_short_run_on_real_cifar10_images_beats_chance(cifar10_jpeg, compose_tra
     assert metrics["history"][-1]["eval_images"] == 500
     assert metrics["final"]["top1"] > 20.0  # chance is 10 %; ~35 % is typical after 4 short epochs
     assert list((tmp_path / "cache").glob("*.pt")), "decoded images are cached on disk"
+
+
+def test_hparams_row_reads_back_with_tensorboard(synthetic_run):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    run_dir, metrics, _ = synthetic_run
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")
+    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hparams = session.session_start_info.hparams
+    assert hparams["attn"].string_value == "none" and hparams["backbone"].string_value == "resnet18"
+    assert hparams["seed"].number_value == 0
+    assert events.Scalars("hparam/top1")[-1].value == pytest.approx(metrics["final"]["top1"], abs=1e-3)
+
+
+def test_cost_figures_are_recorded_in_metrics(synthetic_run):
+    _, metrics, _ = synthetic_run
+    cost = metrics["cost"]
+    assert cost["params"] == metrics["params"] and cost["uncounted_ops"] == []
+    assert cost["macs"] == 44_500_224  # conv + linear MACs of the default model at 32 px
+    assert cost["latency_ms"] > 0 and cost["throughput_img_per_s"] > 0
+
+
+def test_divergence_stops_the_run_and_records_the_step(compose_train, tiny_train, tmp_path):
+    from attn_bench.errors import ConfigError
+
+    cfg = compose_train(tiny_train + ["trainer.optimizer.lr=1e30", "trainer.scheduler.warmup_epochs=0"])
+    with pytest.raises(ConfigError, match=r"training diverged: loss became (nan|inf)"):
+        run_training(cfg, tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and metrics["reason"].startswith("diverged")
+    assert 1 <= metrics["failed_at"]["step"] <= 20 and metrics["failed_at"]["epoch"] == 1
+
+
+def test_bf16_autocast_and_channels_last_train_on_cpu(compose_train, tiny_train, tmp_path):
+    cfg = compose_train(tiny_train + LEARN + ["trainer.precision=bf16", "trainer.channels_last=true",
+                                              "measure_cost=false"])
+    metrics = run_training(cfg, tmp_path)
+    assert metrics["final"]["top1"] > 30.0

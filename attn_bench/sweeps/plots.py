@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.console import Console
 
-from attn_bench.io import _atomic_write
+from attn_bench.io import atomic_write_with
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 COST_AXES = {"gmacs": "GMACs (batch 1)", "latency_ms": "latency (ms, batch 1)"}
@@ -27,7 +27,7 @@ def _std(value: float) -> float:
 
 
 def _save(fig, path: Path) -> Path:
-    return _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"), "wb")
+    return atomic_write_with(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))
 
 
 def accuracy_vs_cost(rows: list[dict[str, Any]], varying: list[str], cost_key: str, path: Path) -> Path | None:

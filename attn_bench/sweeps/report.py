@@ -236,7 +236,9 @@ def _number(key: str, scale: float, digits: int) -> Callable[[dict], str]:
 
 
 def _delta(row: dict) -> str:
-    return "baseline" if row["is_baseline"] else "-" if row["comparison"] is None else f"{row['comparison'].delta:+.2f}"
+    if row["is_baseline"]:
+        return "baseline"
+    return "-" if row["comparison"] is None else f"{row['comparison'].delta:+.2f}"
 
 
 def _interval(row: dict) -> str:
@@ -248,7 +250,9 @@ def _interval(row: dict) -> str:
 
 def _verdict(row: dict) -> str:
     c: Comparison | None = row["comparison"]
-    return "-" if c is None else c.verdict if c.p_value is not None else "n/a"
+    if c is None:
+        return "-"
+    return "n/a" if c.p_value is None else c.verdict  # the interval column says why
 
 
 def display_columns(rows: list[dict[str, Any]]) -> list[tuple[str, Callable[[dict], str]]]:
@@ -292,7 +296,7 @@ def print_report(rows: list[dict[str, Any]], problems: list[Problem], baseline: 
     if not console.is_terminal:  # a file or pipe has no width: do not wrap cells at 80 columns
         console.width = max(console.width, 200)
     if rows:
-        table = Table(title="attn-bench report", caption=caption(rows, baseline), box=box.SIMPLE_HEAD,
+        table = Table(title="attn-bench report", caption=escape(caption(rows, baseline)), box=box.SIMPLE_HEAD,
                       collapse_padding=True)
         columns = display_columns(rows)
         for header, _ in columns:
