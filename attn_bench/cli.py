@@ -6,6 +6,7 @@ User mistakes end as one line on stderr and exit status 2; real crashes keep the
 """
 from __future__ import annotations
 
+import re
 import sys
 
 from rich.console import Console
@@ -32,7 +33,10 @@ def check_overrides(overrides: list[str]) -> None:
         if not sep:
             continue
         key = key.lstrip("+~")
-        values = [v.strip() for v in value.split(",")]
+        sweep_fn = re.fullmatch(r"(\w+)\((.*)\)", value.strip())
+        if sweep_fn and sweep_fn.group(1) in ("range", "interval", "glob"):
+            continue  # not a list of names; Hydra and the run's own checks handle these
+        values = [v.strip() for v in (sweep_fn.group(2) if sweep_fn else value).split(",")]
         if key in CONFIG_GROUPS:
             valid = group_options(key)
             bad = [v for v in values if v not in valid and v != "null"]

@@ -68,3 +68,8 @@ def test_blocks_command_lists_every_block_with_its_defaults(capsys):
     for name in ("none", "se", "eca", "gc", "ca", "gam", "cbam", "bam", "simam", "triplet"):
         assert f" {name} " in out
     assert "rd_ratio" in out and "kernel_size" in out
+
+
+def test_sweep_choice_syntax_is_checked_too(capsys):
+    assert main(["-m", "model.attn=choice(se,nonlocal)"]) == 2
+    assert "unknown attention block 'nonlocal'" in capsys.readouterr().err

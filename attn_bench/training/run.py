@@ -5,6 +5,7 @@ an interrupted one resumes from ``last.pt``; a directory holding a different con
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import platform
@@ -29,7 +30,7 @@ from attn_bench.training.distributed import (
 from attn_bench.training.optim import build_optimizer, build_scheduler
 from attn_bench.training.progress import EpochProgress
 from attn_bench.training.trainer import Trainer, TrainingDiverged, TrainState
-from attn_bench.training.validate import validate_config, validate_sizes
+from attn_bench.training.validate import per_rank_batch, validate_config, validate_sizes
 
 log = logging.getLogger("attn_bench")
 
@@ -235,6 +236,23 @@ def run_training(cfg: DictConfig, run_dir: str | Path, ignore_keys: Iterable[str
         destroy_process_group()
 
 
+def _build(cfg: DictConfig, dist: DistInfo, device: torch.device):
+    """Loaders for this rank, the model, and the model as trained (DDP-wrapped and/or compiled)."""
+    t = cfg.trainer
+    train_loader, eval_loader = build_loaders(cfg.data, per_rank_batch(cfg, dist.world_size), device, int(cfg.seed),
+                                              bool(t.drop_last), dist.rank, dist.world_size, bool(t.channels_last))
+    validate_sizes(cfg, train_loader.num_samples, dist.world_size)
+    raw_model = model_from_config(cfg).to(device)
+    if t.channels_last:
+        raw_model = raw_model.to(memory_format=torch.channels_last)
+    model = raw_model
+    if dist.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if t.compile:
+        model = torch.compile(model)
+    return train_loader, eval_loader, raw_model, model
+
+
 def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device, ignore_keys) -> dict[str, Any]:
     metrics_path = run_dir / METRICS_FILE
     if metrics_path.exists() and read_json(metrics_path).get("status") == "completed":
@@ -250,20 +268,7 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device, i
 
     _set_determinism(cfg, int(cfg.seed))
     t = cfg.trainer
-    per_rank_batch = t.batch_size // dist.world_size if t.batch_size % dist.world_size == 0 else 0
-    validate_sizes(cfg, 10**12, dist.world_size)  # divisibility, before any data is loaded
-    train_loader, eval_loader = build_loaders(cfg.data, per_rank_batch, device, int(cfg.seed), bool(t.drop_last),
-                                              dist.rank, dist.world_size, bool(t.channels_last))
-    validate_sizes(cfg, train_loader.num_samples, dist.world_size)
-
-    raw_model = model_from_config(cfg).to(device)
-    if t.channels_last:
-        raw_model = raw_model.to(memory_format=torch.channels_last)
-    model = raw_model
-    if dist.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if t.compile:
-        model = torch.compile(model)
+    train_loader, eval_loader, raw_model, model = _build(cfg, dist, device)
     optimizer = build_optimizer(raw_model, t.optimizer)
     scheduler = build_scheduler(optimizer, t.scheduler, t.epochs, len(train_loader))
 
@@ -280,7 +285,7 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device, i
         logger = _Logger(run_dir, dist.is_main, purge_step=state.step + 1 if resume else None)
         log.info("training %s + %s on %s for %d epochs on %s -> %s", cfg.model.backbone, cfg.model.attn,
                  cfg.data.name, t.epochs, device, run_dir)
-        with progress if progress else _null():
+        with progress if progress else contextlib.nullcontext():
             state = trainer.fit(state, raw_model, t.epochs)
         metrics = _summary(cfg, state, raw_model, device, dist, time.time() - started)
         if cfg.measure_cost and dist.is_main:
@@ -303,11 +308,6 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device, i
                  metrics["best"]["top1"], metrics["best"]["epoch"], metrics["train_img_per_s"], metrics["wall_time_s"],
                  run_dir / METRICS_FILE)
     return metrics
-
-
-@contextmanager
-def _null():
-    yield
 
 
 def _write_failure(run_dir: Path, cfg: DictConfig, dist: DistInfo, reason: str, step: int, epoch: int) -> None:

@@ -37,11 +37,17 @@ def validate_config(cfg: DictConfig) -> None:
     check(cfg.data.img_size >= 8, f"data.img_size must be at least 8, got {cfg.data.img_size}")
 
 
-def validate_sizes(cfg: DictConfig, train_samples: int, world_size: int) -> None:
-    """Checks that need the dataset's size (known once it is loaded)."""
+def per_rank_batch(cfg: DictConfig, world_size: int) -> int:
+    """``trainer.batch_size`` is the global batch; each of ``world_size`` processes takes an equal share."""
     t = cfg.trainer
     check(t.batch_size % world_size == 0,
           f"trainer.batch_size {t.batch_size} is not divisible by the {world_size} processes")
+    return t.batch_size // world_size
+
+
+def validate_sizes(cfg: DictConfig, train_samples: int, world_size: int) -> None:
+    """Checks that need the dataset's size (known once it is loaded)."""
+    t = cfg.trainer
     if t.drop_last:
         check(t.batch_size // world_size <= train_samples,
               f"trainer.batch_size {t.batch_size} is larger than the {train_samples * world_size} training images "
