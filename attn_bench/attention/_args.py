@@ -50,6 +50,7 @@ def hidden_channels(
               f"{block}: rd_channels={rd_channels!r} must be a positive integer (or None to use rd_ratio)")
         return rd_channels
     rd_ratio = check_positive(block, "rd_ratio", rd_ratio)
+    check(rd_ratio <= 1, f"{block}: rd_ratio={rd_ratio} must be in (0, 1] (a reduction, not an expansion)")
     check(_is_int(rd_divisor) and rd_divisor >= 1, f"{block}: rd_divisor={rd_divisor!r} must be a positive integer")
     if rd_divisor == 1:
         # round() first so that e.g. 9 * (1/3) = 2.9999999999999996 still floors to 3.

@@ -52,28 +52,16 @@ sigmoid gate that can suppress features to 0).
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
 
-from attn_bench.attention._args import _is_int, check_channels, check_positive, make_act
+from attn_bench.attention._args import _is_int, check_channels, hidden_channels, make_act
 from attn_bench.errors import check
 
 _NAME = "bam"
 
 COMBINE = ("sum", "product")
-
-
-def _hidden_channels(channels: int, rd_ratio: float, rd_channels: int | None) -> int:
-    if rd_channels is not None:
-        check(_is_int(rd_channels) and rd_channels >= 1, f"bam: rd_channels={rd_channels!r} must be >= 1")
-        return rd_channels
-    rd_ratio = check_positive(_NAME, "rd_ratio", rd_ratio)
-    check(rd_ratio <= 1, f"bam: rd_ratio={rd_ratio} must be in (0, 1]")
-    hidden = math.floor(channels * rd_ratio + 1e-9)
-    check(hidden >= 1, f"bam: rd_ratio={rd_ratio} gives {hidden} hidden channels for {channels} channels; need >= 1")
-    return hidden
 
 
 class ChannelGate(nn.Module):
@@ -125,7 +113,7 @@ class BAM(nn.Module):
     ):
         super().__init__()
         channels = check_channels(_NAME, channels)
-        hidden = _hidden_channels(channels, rd_ratio, rd_channels)
+        hidden = hidden_channels(_NAME, channels, rd_ratio, rd_channels)
         check(_is_int(dilation) and dilation >= 1, f"bam: dilation={dilation!r} must be a positive integer")
         check(combine in COMBINE, f"bam: combine='{combine}' must be one of {', '.join(COMBINE)}")
         self.combine = combine

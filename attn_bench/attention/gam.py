@@ -65,12 +65,11 @@ Traps in circulating copies, and what we do instead:
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
 
-from attn_bench.attention._args import _is_int, check_channels, check_positive, make_act
+from attn_bench.attention._args import _is_int, check_channels, hidden_channels, make_act
 from attn_bench.errors import check
 
 _NAME = "gam"
@@ -80,17 +79,6 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """ShuffleNet channel shuffle: view channels as (groups, C/groups), transpose, flatten."""
     n, c, h, w = x.shape
     return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
-
-
-def _hidden_channels(channels: int, rd_ratio: float, rd_channels: int | None) -> int:
-    if rd_channels is not None:
-        check(_is_int(rd_channels) and rd_channels >= 1, f"gam: rd_channels={rd_channels!r} must be >= 1")
-        return rd_channels
-    rd_ratio = check_positive(_NAME, "rd_ratio", rd_ratio)
-    check(rd_ratio <= 1, f"gam: rd_ratio={rd_ratio} must be in (0, 1]")
-    hidden = math.floor(channels * rd_ratio + 1e-9)
-    check(hidden >= 1, f"gam: rd_ratio={rd_ratio} gives {hidden} hidden channels for {channels} channels; need >= 1")
-    return hidden
 
 
 class GAM(nn.Module):
@@ -108,7 +96,7 @@ class GAM(nn.Module):
     ):
         super().__init__()
         channels = check_channels(_NAME, channels)
-        hidden = _hidden_channels(channels, rd_ratio, rd_channels)
+        hidden = hidden_channels(_NAME, channels, rd_ratio, rd_channels)
         check(isinstance(group, bool), f"gam: group={group!r} must be true or false")
         g = groups if group else 1
         if group:

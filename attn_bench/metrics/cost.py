@@ -16,8 +16,8 @@ from torch import nn
 from attn_bench.metrics.complexity import count_ops, count_params
 from attn_bench.metrics.latency import TimingPlan, measure_latency, measure_throughput
 
-LATENCY_PLAN = TimingPlan(warmup=3, repeats=20, min_repeats=5, budget_s=2.0)
-THROUGHPUT_PLAN = TimingPlan(warmup=1, repeats=5, min_repeats=2, budget_s=3.0)
+LATENCY_PLAN = TimingPlan(warmup=3, warmup_s=0.5, repeats=20, min_repeats=5, budget_s=2.0)
+THROUGHPUT_PLAN = TimingPlan(warmup=1, warmup_s=1.5, repeats=5, min_repeats=2, budget_s=3.0)
 _SHARED_TIMING_KEYS = ("device", "device_name", "dtype", "amp", "channels_last", "num_threads", "torch_version")
 
 
@@ -26,6 +26,7 @@ def _timing_fields(prefix: str, result: dict[str, Any]) -> dict[str, Any]:
         f"{prefix}_p10_ms": result["p10_ms"], f"{prefix}_p90_ms": result["p90_ms"],
         f"{prefix}_iqr_ms": result["iqr_ms"], f"{prefix}_cv": result["cv"], f"{prefix}_repeats": result["repeats"],
         f"{prefix}_batch_size": result["batch_size"], f"{prefix}_busy": result["busy"],
+        f"{prefix}_other_cpu_cores": result["other_cpu_cores"],
     }
 
 

@@ -1,9 +1,11 @@
 """Inference timing: batch-1 latency and large-batch throughput, with their spread.
 
-Method: eval mode under ``torch.inference_mode``, a fixed random input, ``warmup`` untimed
-forward passes, then timed passes (``time.perf_counter`` around each one). On CUDA every timed
-pass ends with ``torch.cuda.synchronize`` so that the clock sees the kernels finish, not just
-their launch. On the CPU the intra-op thread count is set for the measurement and restored
+Method: eval mode under ``torch.inference_mode``, a fixed random input, untimed warm-up passes
+(at least ``warmup`` of them and for at least ``warmup_s`` seconds: the first passes at a new
+shape in a process are slow while allocator and kernel caches fill -- 1.6x for ResNet-50 at
+batch 8 on a CPU, over the first three passes), then timed passes, ``time.perf_counter`` around
+each. On CUDA every pass ends with ``torch.cuda.synchronize`` so that the clock sees the kernels
+finish, not just their launch. On the CPU the intra-op thread count is set for the measurement and restored
 afterwards. Optional: autocast to bf16/fp16, channels_last memory format.
 
 Repeats follow a :class:`TimingPlan`: at least ``min_repeats`` and at most ``repeats`` passes,
@@ -11,11 +13,18 @@ and no new pass once the timed passes add up to ``budget_s`` (so a very slow mod
 minimum, a fast one the maximum). The result says how many ran.
 
 Reported: median (the figure to quote), mean, p10/p25/p75/p90, IQR, coefficient of variation,
-``img_per_s = batch_size / median``. ``busy`` is set, and a warning issued, when the relative
-IQR (IQR / median) exceeds ``BUSY_RELATIVE_IQR`` = 10 %: repeated passes over the same input on
-an idle device vary by a few percent, so a wider middle half means something else was competing
-for the device (other processes, frequency scaling); the median is then still the best estimate
-but should not be compared across runs.
+``img_per_s = batch_size / median``. ``busy`` is set, and a :class:`BusyDeviceWarning` issued,
+when either
+
+* the relative IQR (IQR / median) exceeds ``BUSY_RELATIVE_IQR`` = 10 %: repeated passes over the
+  same input on an idle device vary by a few percent, so a wider middle half means something else
+  competed for the device (other processes, frequency scaling); or
+* (CPU, Linux) other processes used more than ``CONTENDED_CORES`` = 0.5 cores beyond the cores
+  our threads left free while we timed (from ``/proc/stat``). Spread alone misses this case:
+  with every core oversubscribed, OpenMP threads wait on each other at each barrier and a
+  forward pass can be 10-100x slower yet steady (seen on a shared 2-core machine).
+
+A busy median is still the best estimate of that run but should not be compared across runs.
 """
 from __future__ import annotations
 
@@ -36,23 +45,25 @@ from attn_bench.errors import ConfigError, check
 from attn_bench.metrics.complexity import eval_mode
 
 BUSY_RELATIVE_IQR = 0.10
+CONTENDED_CORES = 0.5
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 THROUGHPUT_BATCH = {"cpu": 8, "cuda": 64}  # CPU: 8 keeps a ResNet-50 pass under a second
 
 
 class BusyDeviceWarning(RuntimeWarning):
-    """Timings spread more than ``BUSY_RELATIVE_IQR``: something else was using the device."""
+    """The timings spread widely or other processes competed for the CPU (module docstring)."""
 
 
 @dataclass(frozen=True)
 class TimingPlan:
-    warmup: int = 3
+    warmup: int = 3  # at least this many warm-up passes
+    warmup_s: float = 0.5  # and warm up for at least this long
     repeats: int = 20  # at most
     min_repeats: int = 5  # at least, whatever the budget
     budget_s: float = 2.0  # no new timed pass once the timed passes reach this
 
     def __post_init__(self) -> None:
-        check(self.warmup >= 0, f"timing warmup={self.warmup} must be >= 0")
+        check(self.warmup >= 0 and self.warmup_s >= 0, f"timing warmup={self.warmup} and warmup_s must be >= 0")
         check(1 <= self.min_repeats <= self.repeats,
               f"timing needs 1 <= min_repeats <= repeats, got min_repeats={self.min_repeats}, repeats={self.repeats}")
         check(self.budget_s >= 0, f"timing budget_s={self.budget_s} must be >= 0")
@@ -67,6 +78,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
     except RuntimeError:
         raise ConfigError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from None
     check(device.type != "cuda" or torch.cuda.is_available(), f"device {device} asked for, but CUDA is not available")
+    if device.type == "cuda" and device.index is None:  # so that it compares equal to a tensor's device
+        device = torch.device("cuda", torch.cuda.current_device())
     return device
 
 
@@ -108,10 +121,12 @@ def _synchronizer(device: torch.device) -> Callable[[], None]:
 
 
 def time_calls(fn: Callable[[], object], plan: TimingPlan, sync: Callable[[], None]) -> list[float]:
-    """Seconds taken by each timed call of ``fn`` after ``plan.warmup`` untimed ones."""
-    for _ in range(plan.warmup):
+    """Seconds taken by each timed call of ``fn`` after the untimed warm-up calls."""
+    started, warmed = time.perf_counter(), 0
+    while warmed < plan.warmup or time.perf_counter() - started < plan.warmup_s:
         fn()
-    sync()
+        sync()
+        warmed += 1
     times: list[float] = []
     while len(times) < plan.repeats and (len(times) < plan.min_repeats or sum(times) < plan.budget_s):
         start = time.perf_counter()
@@ -140,11 +155,40 @@ def _prepared(model: nn.Module, device: torch.device, channels_last: bool) -> nn
     return copied.to(memory_format=torch.channels_last) if channels_last else copied
 
 
-def _busy_reason(stats: dict[str, float]) -> str | None:
-    if stats["relative_iqr"] <= BUSY_RELATIVE_IQR:
+def _cpu_ticks() -> tuple[int, int, int] | None:
+    """(all CPU ticks, busy ticks of every process, ticks of this process) from /proc; None off Linux."""
+    try:
+        with open("/proc/stat") as stat:
+            user, nice, system, idle, iowait, irq, softirq, steal = map(int, stat.readline().split()[1:9])
+        with open("/proc/self/stat") as own:
+            utime, stime = map(int, own.read().rsplit(")", 1)[1].split()[11:13])
+    except (OSError, ValueError):
         return None
-    return (f"timings spread widely (IQR {stats['relative_iqr']:.0%} of the median, threshold "
-            f"{BUSY_RELATIVE_IQR:.0%}): the device was probably busy; compare these timings with care")
+    busy = user + nice + system + irq + softirq + steal
+    return busy + idle + iowait, busy, utime + stime
+
+
+@contextmanager
+def other_cpu_use() -> Iterator[dict[str, float | None]]:
+    """Measures, into the yielded dict's ``cores``, how many cores other processes kept busy."""
+    result: dict[str, float | None] = {"cores": None}
+    before = _cpu_ticks()
+    yield result
+    after = _cpu_ticks()
+    if before and after and after[0] > before[0]:
+        total, busy, own = (a - b for a, b in zip(after, before))
+        result["cores"] = max(busy - own, 0) / total * (os.cpu_count() or 1)
+
+
+def _busy_reason(stats: dict[str, float], other_cores: float | None, threads: int) -> str | None:
+    if stats["relative_iqr"] > BUSY_RELATIVE_IQR:
+        return (f"timings spread widely (IQR {stats['relative_iqr']:.0%} of the median, threshold "
+                f"{BUSY_RELATIVE_IQR:.0%}): the device was probably busy; compare these timings with care")
+    free_cores = max((os.cpu_count() or 1) - threads, 0)
+    if other_cores is not None and other_cores > free_cores + CONTENDED_CORES:
+        return (f"other processes kept {other_cores:.1f} CPU cores busy while {threads} threads were timed on "
+                f"{os.cpu_count()} cores: the timings are slowed by contention; compare them with care")
+    return None
 
 
 def measure(
@@ -167,19 +211,19 @@ def measure(
         x = x.contiguous(memory_format=torch.channels_last)
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
     threads = cpu_threads(num_threads) if device.type == "cpu" else nullcontext(torch.get_num_threads())
-    with threads as used_threads, eval_mode(model), torch.inference_mode(), autocast:
+    with threads as used_threads, eval_mode(model), torch.inference_mode(), autocast, other_cpu_use() as others:
         stats = summarize(time_calls(lambda: model(x), plan, _synchronizer(device)))
-    busy = _busy_reason(stats)
+    other_cores = others["cores"] if device.type == "cpu" else None
+    busy = _busy_reason(stats, other_cores, used_threads)
     if busy:
         warnings.warn(f"{type(model).__name__} at batch {batch_size}: {busy}", BusyDeviceWarning, stacklevel=2)
-    dtype = amp_dtype or next(model.parameters()).dtype
+    dtype = amp_dtype or next(model.parameters(), x).dtype
     return {
         **stats,
         "img_per_s": batch_size / (stats["median_ms"] / 1e3),
         "batch_size": batch_size, "warmup": plan.warmup, "device": str(device), "device_name": device_name(device),
         "dtype": str(dtype).removeprefix("torch."), "amp": amp_dtype is not None, "channels_last": channels_last,
-        "num_threads": used_threads, "torch_version": torch.__version__,
-        "cpu_load_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "num_threads": used_threads, "torch_version": torch.__version__, "other_cpu_cores": other_cores,
         "busy": busy is not None, "busy_reason": busy,
     }
 

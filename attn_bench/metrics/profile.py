@@ -19,15 +19,15 @@ from typing import Any, Callable
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from rich.console import Console
 from rich import box
+from rich.console import Console
 from rich.table import Table
 
 from attn_bench.attention import BASELINE, list_blocks
 from attn_bench.errors import ConfigError, check
 from attn_bench.io import atomic_write_json, atomic_write_text
 from attn_bench.metrics.cost import run_cost_metrics
-from attn_bench.metrics.latency import BusyDeviceWarning, TimingPlan, resolve_device
+from attn_bench.metrics.latency import BusyDeviceWarning, TimingPlan, resolve_amp, resolve_device
 from attn_bench.models.build import build_model
 
 CONFIG_NAME = "profile"
@@ -76,12 +76,16 @@ def build(cfg: DictConfig, block: str) -> torch.nn.Module:
     )
 
 
-def check_input_size(cfg: DictConfig) -> None:
-    """The input must cover the backbone's output stride, or the last feature map is below 1x1."""
+def check_models(cfg: DictConfig, blocks: list[str]) -> None:
+    """Build every model on the meta device (shapes only: no memory, no arithmetic) so that bad
+    arguments fail before anything is measured, and check that the input covers the backbone's
+    output stride, without which the last feature map would be below 1x1."""
     img_size = cfg.img_size
     check(isinstance(img_size, int) and img_size >= 1, f"img_size={img_size!r} must be a positive integer")
-    with torch.device("meta"):  # shapes only: no memory, no arithmetic
-        probe = build(cfg, BASELINE)
+    with torch.device("meta"):
+        for block in blocks:
+            build(cfg, block)
+        probe = build(cfg, BASELINE).eval()
         stride = PROBE_PX // probe.forward_features(torch.empty(1, 3, PROBE_PX, PROBE_PX)).shape[-1]
     check(img_size >= stride,
           f"img_size={img_size} is too small for {cfg.backbone} with the {stem_for(cfg)} stem: it downsamples "
@@ -89,18 +93,24 @@ def check_input_size(cfg: DictConfig) -> None:
 
 
 def timing_plan(node: DictConfig) -> TimingPlan:
-    return TimingPlan(warmup=node.warmup, repeats=node.repeats, min_repeats=node.min_repeats, budget_s=node.budget_s)
+    return TimingPlan(warmup=node.warmup, warmup_s=node.warmup_s, repeats=node.repeats,
+                      min_repeats=node.min_repeats, budget_s=node.budget_s)
 
 
-def profile_block(cfg: DictConfig, block: str, device: torch.device) -> dict[str, Any]:
+def timing_options(cfg: DictConfig) -> dict[str, Any]:
+    """``run_cost_metrics`` keyword arguments, checked before any model is built."""
+    return {
+        "device": resolve_device(cfg.device), "num_threads": cfg.threads, "amp_dtype": resolve_amp(cfg.amp),
+        "channels_last": cfg.channels_last, "latency_plan": timing_plan(cfg.latency),
+        "throughput_plan": timing_plan(cfg.throughput), "throughput_batch": cfg.throughput.batch_size,
+    }
+
+
+def profile_block(cfg: DictConfig, block: str, options: dict[str, Any]) -> dict[str, Any]:
     model = build(cfg, block)
     with warnings.catch_warnings():  # the table marks busy rows itself
         warnings.simplefilter("ignore", BusyDeviceWarning)
-        metrics = run_cost_metrics(
-            model, cfg.img_size, device, cfg.threads, latency_plan=timing_plan(cfg.latency),
-            throughput_plan=timing_plan(cfg.throughput), throughput_batch=cfg.throughput.batch_size,
-            amp_dtype=cfg.amp, channels_last=cfg.channels_last,
-        )
+        metrics = run_cost_metrics(model, cfg.img_size, **options)
     return {"block": block, **metrics}
 
 
@@ -138,11 +148,11 @@ def display_columns(rows: list[dict[str, Any]]) -> list[tuple[str, Callable[[dic
 
 def caption(cfg: DictConfig, rows: list[dict[str, Any]]) -> str:
     r = rows[0]
-    text = (f"{cfg.backbone} @ {cfg.img_size} px, {cfg.num_classes} classes; MACs/FLOPs: batch 1, eval; timing on "
-            f"{r['device']} ({r['device_name']}), {r['dtype']}, {r['num_threads']} threads, torch {r['torch_version']}; "
-            f"latency = median of batch-1 passes")
+    text = (f"{cfg.backbone} @ {cfg.img_size} px, {cfg.num_classes} classes; MACs/FLOPs: batch 1, eval; "
+            f"timing on {r['device']} ({r['device_name']}), {r['dtype']}, {r['num_threads']} threads, "
+            f"torch {r['torch_version']}; latency = median of batch-1 passes")
     if any(row["latency_busy"] or row["throughput_busy"] for row in rows):
-        text += "; * = timings spread > 10%, device probably busy"
+        text += "; * = device busy while timing (wide spread or other processes on the CPU): compare with care"
     return text
 
 
@@ -186,16 +196,29 @@ def write_outputs(cfg: DictConfig, rows: list[dict[str, Any]]) -> Path:
     return out_dir
 
 
+def print_help() -> None:
+    from importlib import resources
+
+    from attn_bench.cli import CONFIG_MODULE
+
+    defaults = (resources.files(CONFIG_MODULE) / f"{CONFIG_NAME}.yaml").read_text()
+    text = f"{__doc__}\nKeys (override as key=value) and defaults:\n\n{defaults}"
+    Console(highlight=False, soft_wrap=True).print(text, markup=False)
+
+
 def main(argv: list[str]) -> int:
+    if {"-h", "--help"} & set(argv):
+        print_help()
+        return 0
     cfg = compose_config(argv)
     blocks = checked_blocks(cfg.blocks)
-    device = resolve_device(cfg.device)
-    check_input_size(cfg)
+    options = timing_options(cfg)
+    check_models(cfg, blocks)
     log = Console(stderr=True, highlight=False, soft_wrap=True)
     rows = []
     for i, block in enumerate(blocks, start=1):
         started = time.perf_counter()
-        rows.append(profile_block(cfg, block, device))
+        rows.append(profile_block(cfg, block, options))
         log.print(f"[dim]profiled {block} ({i}/{len(blocks)}) in {time.perf_counter() - started:.1f} s[/]")
     rows = add_deltas(rows)
     print_table(cfg, rows)

@@ -10,7 +10,6 @@ import fcntl
 import logging
 import platform
 import resource
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path

@@ -1,6 +1,7 @@
 """Latency / throughput measurement: fields, sanity, plans, thread handling, busy warning."""
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -13,11 +14,13 @@ from attn_bench.metrics.latency import (
     BusyDeviceWarning, TimingPlan, measure_latency, measure_throughput, summarize, time_calls,
 )
 
-QUICK = TimingPlan(warmup=1, repeats=5, min_repeats=5, budget_s=10.0)
+# Real timings on a shared machine may well be "busy"; that is not what these tests check.
+pytestmark = pytest.mark.filterwarnings("ignore::attn_bench.metrics.latency.BusyDeviceWarning")
+QUICK = TimingPlan(warmup=1, warmup_s=0, repeats=5, min_repeats=5, budget_s=10.0)
 FIELDS = {
     "median_ms", "mean_ms", "p10_ms", "p25_ms", "p75_ms", "p90_ms", "iqr_ms", "relative_iqr", "cv", "repeats",
     "img_per_s", "batch_size", "warmup", "device", "device_name", "dtype", "amp", "channels_last", "num_threads",
-    "torch_version", "cpu_load_1m", "busy", "busy_reason",
+    "torch_version", "other_cpu_cores", "busy", "busy_reason",
 }
 
 
@@ -54,10 +57,18 @@ def test_model_state_is_untouched_by_channels_last_and_amp():
 
 
 def test_plan_stops_at_the_budget_but_not_before_min_repeats():
-    plan = TimingPlan(warmup=0, repeats=100, min_repeats=3, budget_s=0.05)
+    plan = TimingPlan(warmup=0, warmup_s=0, repeats=100, min_repeats=3, budget_s=0.05)
     times = time_calls(lambda: time.sleep(0.02), plan, lambda: None)
     assert 3 <= len(times) <= 4
-    assert len(time_calls(lambda: None, TimingPlan(warmup=0, repeats=7, min_repeats=1, budget_s=60), lambda: None)) == 7
+    unlimited = TimingPlan(warmup=0, warmup_s=0, repeats=7, min_repeats=1, budget_s=60)
+    assert len(time_calls(lambda: None, unlimited, lambda: None)) == 7
+
+
+def test_warm_up_lasts_at_least_warmup_s():
+    calls = []
+    plan = TimingPlan(warmup=1, warmup_s=0.05, repeats=1, min_repeats=1, budget_s=0)
+    time_calls(lambda: (calls.append(1), time.sleep(0.01)), plan, lambda: None)
+    assert len(calls) >= 6  # >= 5 warm-up calls of 10 ms, then the timed one
 
 
 def test_bad_plan_and_amp_are_config_errors():
@@ -72,6 +83,15 @@ def test_busy_device_is_flagged_and_warned(monkeypatch):
     with pytest.warns(BusyDeviceWarning, match="busy"):
         result = measure_latency(small_cnn(), 16, plan=QUICK)
     assert result["busy"] and result["relative_iqr"] > latency.BUSY_RELATIVE_IQR
+
+
+def test_cpu_contention_is_flagged_even_when_timings_are_steady(monkeypatch):
+    monkeypatch.setattr(latency, "time_calls", lambda fn, plan, sync: [0.010] * 5)
+    ticks = iter([(1000, 0, 0), (2000, 1000, 0)])  # others kept every core busy, we used none
+    monkeypatch.setattr(latency, "_cpu_ticks", lambda: next(ticks))
+    with pytest.warns(BusyDeviceWarning, match="other processes"):
+        result = measure_latency(small_cnn(), 16, plan=QUICK, num_threads=1)
+    assert result["busy"] and result["other_cpu_cores"] == pytest.approx(os.cpu_count())
 
 
 def test_summary_of_steady_timings_is_not_busy():

@@ -9,8 +9,8 @@ from attn_bench.cli import main
 
 TINY = [
     "backbone=resnet18", "img_size=32", "timm_kwargs={channels:[16,32,64,128],stem_width:16}", "threads=1",
-    "latency.warmup=1", "latency.repeats=3", "latency.min_repeats=1", "throughput.batch_size=2",
-    "throughput.warmup=0", "throughput.repeats=1",
+    "latency.warmup=1", "latency.warmup_s=0", "latency.repeats=3", "latency.min_repeats=1", "throughput.batch_size=2",
+    "throughput.warmup=0", "throughput.warmup_s=0", "throughput.repeats=1",
 ]
 
 
@@ -42,13 +42,21 @@ def test_profile_without_baseline_shows_absolute_numbers_only(tmp_path):
     assert "Δ" not in (tmp_path / "profile.md").read_text()
 
 
+def test_help_prints_the_keys_and_defaults(capsys):
+    assert main(["profile", "--help"]) == 0
+    assert "throughput:" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("args, message", [
     (["blocks=[none,foo]"], "unknown attention block 'foo'; valid choices: none, se"),
-    (["backbone=resnet50", "img_size=16", "stem=imagenet", "timm_kwargs=null"], "img_size=16 is too small for resnet50"),
+    (["backbone=resnet50", "img_size=16", "stem=imagenet", "timm_kwargs=null"],
+     "img_size=16 is too small for resnet50 with the imagenet stem"),
     (["img_size=4", "stem=small"], "img_size=4 is too small for resnet18 with the small stem"),
     (["backbone=vgg16"], "unknown backbone 'vgg16'; valid choices: resnet18"),
     (["no_such_key=1"], "Could not override 'no_such_key'"),
     (["latency.repeats=0"], "min_repeats <= repeats"),
+    (["amp=fp8"], "unknown amp dtype 'fp8'"),
+    (["blocks=[none,se,eca]", "attn_args={rd_ratio:0.5}"], "attention 'eca' has no argument(s) rd_ratio"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, args, message):
     assert main(["profile", *TINY, *args, f"out_dir={tmp_path / 'out'}"]) == 2
