@@ -42,7 +42,7 @@ def compose_config(argv: list[str]) -> DictConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from attn_bench.cli import CONFIG_MODULE
+    from attn_bench.config import CONFIG_MODULE
 
     GlobalHydra.instance().clear()  # an earlier in-process Hydra app may have left it set
     try:
@@ -199,7 +199,7 @@ def write_outputs(cfg: DictConfig, rows: list[dict[str, Any]]) -> Path:
 def print_help() -> None:
     from importlib import resources
 
-    from attn_bench.cli import CONFIG_MODULE
+    from attn_bench.config import CONFIG_MODULE
 
     defaults = (resources.files(CONFIG_MODULE) / f"{CONFIG_NAME}.yaml").read_text()
     text = f"{__doc__}\nKeys (override as key=value) and defaults:\n\n{defaults}"
