@@ -6,6 +6,7 @@ User mistakes end as one line on stderr and exit status 2; real crashes keep the
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
 
@@ -64,11 +65,36 @@ def _train_app(argv: list[str]) -> int:
             if hc.mode == RunMode.MULTIRUN:
                 raise
             sys.exit(fail(str(err)))
+        if hc.mode != RunMode.MULTIRUN and int(os.environ.get("RANK", 0)) == 0:
+            print_run_summary(metrics)
         return metrics["final"]["top1"]
 
     sys.argv = [sys.argv[0]] + argv
     train()
     return 0
+
+
+def print_run_summary(metrics: dict) -> None:
+    """What the run measured, as one table (the same figures are in metrics.json)."""
+    from rich.table import Table
+
+    table = Table(title=f"{metrics['config']['model']['backbone']} + {metrics['config']['model']['attn']} "
+                        f"on {metrics['config']['data']['name']}", show_header=False)
+    cost = metrics.get("cost", {})
+    rows = [
+        ("top-1 / top-5 (final)", f"{metrics['final']['top1']:.2f} / {metrics['final']['top5']:.2f} %"),
+        ("top-1 (best epoch)", f"{metrics['best']['top1']:.2f} % (epoch {metrics['best']['epoch']})"),
+        ("params (attention)", f"{metrics['params']:,} ({metrics['attn_params']:,})"),
+        ("MACs / FLOPs", f"{cost['gmacs']:.3f} G / {cost['gflops']:.3f} G" if cost else "-"),
+        ("latency, batch 1", f"{cost['latency_ms']:.2f} ms on {cost['device_name']}" if cost else "-"),
+        ("throughput (eval)", f"{cost['throughput_img_per_s']:.0f} img/s" if cost else "-"),
+        ("training", f"{metrics['train_img_per_s']:.0f} img/s, peak memory {metrics['peak_memory_mb']:.0f} MB"),
+        ("wall time", f"{metrics['wall_time_s']:.1f} s, {metrics['epochs']} epochs"),
+        ("run directory", metrics["run_dir"]),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    Console().print(table)
 
 
 def _blocks_command(argv: list[str]) -> int:

@@ -73,3 +73,16 @@ def test_blocks_command_lists_every_block_with_its_defaults(capsys):
 def test_sweep_choice_syntax_is_checked_too(capsys):
     assert main(["-m", "model.attn=choice(se,nonlocal)"]) == 2
     assert "unknown attention block 'nonlocal'" in capsys.readouterr().err
+
+
+def test_a_run_prints_what_it_measured_and_lands_in_its_named_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ATTN_BENCH_OUTPUTS", str(tmp_path))
+    args = ["data.train_size=300", "data.test_size=100", "trainer.epochs=1", "trainer.batch_size=50",
+            "trainer.progress=false"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    for label in ("top-1 / top-5 (final)", "params (attention)", "MACs / FLOPs", "latency, batch 1", "run directory"):
+        assert label in out
+    run_dir = tmp_path / "runs" / "data.test_size=100,data.train_size=300,trainer.batch_size=50,trainer.epochs=1"
+    assert (run_dir / "metrics.json").exists(), sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert "trainer.progress" not in run_dir.name  # keys that do not change results stay out of the name
