@@ -26,5 +26,11 @@ def group_options(group: str) -> list[str]:
 
 
 def register() -> None:
+    """The ``ab_dirname`` resolver, and the ``gpu_queue`` launcher (its config and its plugin class)."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.attn_bench_launcher.gpu_queue import GpuQueueLauncher
+
     OmegaConf.register_new_resolver("ab_dirname", dirname_for, replace=True)
-    import hydra_plugins.attn_bench_launcher.gpu_queue  # noqa: F401  (registers hydra/launcher=gpu_queue)
+    # Hydra's own scan finds the launcher in a regular install but not in an editable one.
+    Plugins.instance().register(GpuQueueLauncher)

@@ -1,8 +1,8 @@
 """Hydra launcher ``hydra/launcher=gpu_queue`` (the default for ``-m``), a thin shell.
 
-One fresh process per job, one job per device; the logic lives in :mod:`attn_bench.sweeps`. The
-CLI imports this module before Hydra starts, which registers the launcher's config, so it works
-in editable installs too (where Hydra's plugin discovery misses namespace portions).
+One fresh process per job, one job per device; the logic lives in :mod:`attn_bench.sweeps`.
+:func:`attn_bench.config.register` imports and registers it before Hydra starts, so it also
+works in editable installs, where Hydra's plugin scan misses this namespace portion.
 
 Jobs whose ``metrics.json`` says completed are skipped (nothing finished is recomputed);
 interrupted jobs resume from their checkpoint because each job runs in its own fixed directory.
@@ -19,7 +19,6 @@ from typing import Any, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
@@ -84,6 +83,3 @@ class GpuQueueLauncher(Launcher):
         ret._return_value = json.loads(metrics.read_text())["final"]["top1"] if metrics.exists() else None
         return ret
 
-
-# Editable installs hide this namespace portion from Hydra's scan; registering by hand always works.
-Plugins.instance().register(GpuQueueLauncher)
