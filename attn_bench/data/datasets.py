@@ -51,7 +51,7 @@ def _cifar(cfg: DictConfig, train: bool, transform=None):
     from torchvision import datasets
 
     cls = datasets.CIFAR10 if cfg.name == "cifar10" else datasets.CIFAR100
-    root = Path(cfg.root).expanduser()
+    root = Path(cfg.root).expanduser().absolute()
     try:
         return cls(str(root), train=train, download=bool(cfg.download), transform=transform)
     except Exception as err:  # torchvision raises RuntimeError when absent, URLError/OSError offline
