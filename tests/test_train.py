@@ -126,3 +126,10 @@ def test_bf16_autocast_and_channels_last_train_on_cpu(compose_train, tiny_train,
                                               "measure_cost=false"])
     metrics = run_training(cfg, tmp_path)
     assert metrics["final"]["top1"] > 30.0
+
+
+@pytest.mark.slow
+def test_the_default_run_learns_the_synthetic_task(compose_train, tmp_path):
+    """The README's main job as it is (about two minutes on 2 cores)."""
+    metrics = run_training(compose_train([]), tmp_path)
+    assert metrics["final"]["top1"] > 90.0

@@ -180,7 +180,7 @@ def _hparams(cfg: DictConfig, metrics: dict[str, Any]) -> tuple[dict[str, Any], 
     cost = metrics.get("cost", {})
     results = {"hparam/top1": metrics["final"]["top1"], "hparam/top5": metrics["final"]["top5"],
                "hparam/best_top1": metrics["best"]["top1"], "hparam/params_m": metrics["params"] / 1e6,
-               "hparam/train_img_per_s": metrics["train_img_per_s"]}
+               "hparam/train_img_per_s": metrics["train_img_per_s"], "hparam/peak_memory_mb": metrics["peak_memory_mb"]}
     if cost:
         results.update({"hparam/gmacs": cost["gmacs"], "hparam/latency_ms": cost["latency_ms"],
                         "hparam/throughput_img_per_s": cost["throughput_img_per_s"]})
