@@ -1,4 +1,5 @@
 """Sweeps: one process per job, one job per device, failures isolated, finished work never redone."""
+import csv
 import json
 import os
 import signal
@@ -76,6 +77,16 @@ def test_sweep_runs_every_job_and_a_rerun_recomputes_nothing(tmp_path):
             if a is not b and a["device"] == b["device"]:
                 assert not overlapping(a, b)
 
+    # the report on this sweep: a row per block, n = 2 seeds, a delta against the baseline
+    from attn_bench.cli import main
+
+    assert main(["report", str(root), "--out", str(tmp_path / "report")]) == 0
+    csv_rows = {r["block"]: r for r in csv.DictReader((tmp_path / "report" / "report.csv").open())}
+    assert set(csv_rows) == {"none", "se"} and {r["n"] for r in csv_rows.values()} == {"2"}
+    se, none = csv_rows["se"], csv_rows["none"]
+    assert float(se["delta_top1"]) == pytest.approx(float(se["top1_mean"]) - float(none["top1_mean"]), abs=1e-6)
+    assert float(se["delta_ci_low"]) <= float(se["delta_top1"]) <= float(se["delta_ci_high"])
+
     mtimes = {p: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")}
     again = sweep(tmp_path, "model.attn=none,se", "seed=0,1", "hydra.launcher.devices=[0,1]")
     assert again.returncode == 0, again.stderr[-3000:]
@@ -147,3 +158,18 @@ def test_submitit_local_executor_runs_a_sweep(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = list((tmp_path / "outputs" / "sweeps").glob("*/*/metrics.json"))
     assert len(runs) == 2 and all(json.loads(p.read_text())["status"] == "completed" for p in runs)
+
+
+def test_jobs_are_named_by_their_swept_values_and_never_collide():
+    from attn_bench.sweeps.sweep import job_dirnames
+
+    jobs = [["model.attn=se", "seed=0", "data=cifar100"], ["model.attn=se", "seed=1", "data=cifar100"]]
+    assert job_dirnames(jobs, {"model.attn", "seed"}) == ["model.attn=se,seed=0", "model.attn=se,seed=1"]
+    # swept keys unknown (e.g. a sweeper plugin): fall back to every override rather than collide
+    assert job_dirnames(jobs, set()) == ["data=cifar100,model.attn=se,seed=0", "data=cifar100,model.attn=se,seed=1"]
+
+
+def test_experiment_sweeps_its_own_params():
+    cfg = _hydra_config(["experiment=cifar100_blocks"])
+    assert cfg.data.name == "cifar100" and cfg.model.backbone == "resnet18" and cfg.trainer.epochs == 200
+    assert cfg.hydra.sweeper.params["model.attn"] == "none,se,eca,gc,ca,gam,cbam"

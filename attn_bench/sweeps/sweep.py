@@ -11,11 +11,25 @@ from typing import Sequence
 from rich.console import Console
 from rich.table import Table
 
+from attn_bench.config import dirname_for
 from attn_bench.io import atomic_write_json
 from attn_bench.sweeps.queue import Job, Slot, cpu_slots, gpu_slots, run_queue
 
 log = logging.getLogger("attn_bench")
 SUMMARY_FILE = "sweep_summary.json"
+
+
+def job_dirnames(job_overrides: list[list[str]], swept_keys: set[str]) -> list[str]:
+    """A directory name per job from the values it sweeps (``model.attn=se,seed=0``).
+
+    Readable, and the same each time the sweep is started, which is what lets a re-run find
+    finished work. Should two jobs still share a name, every job is named by all its overrides.
+    """
+    names = [dirname_for(",".join(sorted(o for o in overrides if o.split("=", 1)[0] in swept_keys)))
+             for overrides in job_overrides]
+    if len(set(names)) < len(names):
+        names = [dirname_for(",".join(sorted(overrides))) for overrides in job_overrides]
+    return names
 
 
 def detect_slots(devices: Sequence[str] | None, cpu_workers: int) -> list[Slot]:

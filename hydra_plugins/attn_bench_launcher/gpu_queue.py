@@ -22,11 +22,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from attn_bench.config import dirname_for
 from attn_bench.sweeps.queue import Job
-from attn_bench.sweeps.sweep import run_sweep
+from attn_bench.sweeps.sweep import job_dirnames, run_sweep
 
 log = logging.getLogger("attn_bench")
 
@@ -58,22 +57,19 @@ class GpuQueueLauncher(Launcher):
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
         parsed = OverridesParser.create().parse_overrides(list(self.config.hydra.overrides.task))
         swept = {o.get_key_element() for o in parsed if o.is_sweep_override()}
-        jobs = [self._job(initial_job_idx + i, list(overrides), sweep_dir, swept)
-                for i, overrides in enumerate(job_overrides)]
+        swept |= set(OmegaConf.select(self.config, "hydra.sweeper.params", default=None) or {})
+        job_overrides = [list(overrides) for overrides in job_overrides]
+        for overrides in job_overrides:  # compose each job now: config errors stop the sweep before it starts
+            self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        names = job_dirnames(job_overrides, swept)
+        jobs = [Job(index=initial_job_idx + i, overrides=overrides, run_dir=sweep_dir / name)
+                for i, (overrides, name) in enumerate(zip(job_overrides, names))]
         jobs = run_sweep(jobs, sweep_dir, self.devices, self.cpu_workers)
         failed = [j for j in jobs if j.status == "failed"]
         if failed:
             # Hydra would re-raise per job with a traceback; the summary already says what failed.
             sys.exit(1)
         return [self._job_return(job) for job in jobs]
-
-    def _job(self, index: int, overrides: list[str], sweep_dir: Path, swept_keys: set[str]) -> Job:
-        """A job named after the values it sweeps (``model.attn=se,seed=0``): readable, and the same
-        name each time the sweep is started, which is what lets a re-run find finished work."""
-        # Composing the job's config here catches config errors before any process starts.
-        self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-        swept = [o for o in overrides if o.split("=", 1)[0] in swept_keys]
-        return Job(index=index, overrides=overrides, run_dir=sweep_dir / dirname_for(",".join(sorted(swept))))
 
     @staticmethod
     def _job_return(job) -> JobReturn:

@@ -1,0 +1,60 @@
+"""Small parts of training: weight-decay groups, the schedule, device checks."""
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from attn_bench import build_model
+from attn_bench.errors import ConfigError
+from attn_bench.training.distributed import DistInfo, resolve_device
+from attn_bench.training.optim import build_optimizer, build_scheduler
+
+
+def _sgd(**kw):
+    return OmegaConf.create(dict(name="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4) | kw)
+
+
+def test_weight_decay_skips_norm_and_bias_parameters():
+    model = build_model("resnet18", "se", num_classes=10)
+    optimizer = build_optimizer(model, _sgd())
+    decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    for name, p in model.named_parameters():
+        expect_decay = p.ndim > 1  # conv and linear weights only; BN weights/biases and all biases are skipped
+        assert (id(p) in decayed) == expect_decay, name
+    assert all(g["nesterov"] for g in optimizer.param_groups)
+    assert not any(g["nesterov"] for g in build_optimizer(model, _sgd(nesterov=False)).param_groups)
+
+
+def test_adamw_is_available():
+    model = build_model("resnet18", num_classes=10)
+    optimizer = build_optimizer(model, OmegaConf.create(dict(name="adamw", lr=1e-3, weight_decay=0.05)))
+    assert type(optimizer).__name__ == "AdamW"
+
+
+def test_cosine_schedule_warms_up_linearly_then_decays_to_min_lr():
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=0.1)
+    cfg = OmegaConf.create(dict(name="cosine", warmup_epochs=1, warmup_lr=0.0, min_lr=0.0))
+    scheduler = build_scheduler(optimizer, cfg, epochs=5, steps_per_epoch=10)
+    lrs = []
+    for step in range(1, 51):
+        scheduler.step_update(step)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs[4] == pytest.approx(0.05)  # halfway through the 10 warm-up steps
+    assert lrs[9] == pytest.approx(0.1)   # peak at the end of warm-up
+    assert lrs[29] == pytest.approx(0.05, abs=1e-3)  # cosine half-way through the remaining 40 steps
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-9)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+
+
+def test_more_processes_than_gpus_is_one_clear_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ConfigError, match="more processes per node than the 2 visible GPU"):
+        resolve_device("auto", DistInfo(rank=2, world_size=4, local_rank=2))
+    assert resolve_device("auto", DistInfo(rank=1, world_size=2, local_rank=1)) == torch.device("cuda", 1)
+
+
+def test_cuda_requested_without_cuda_is_one_clear_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        resolve_device("cuda", DistInfo())
