@@ -96,15 +96,24 @@ def test_sweep_runs_every_job_and_a_rerun_recomputes_nothing(tmp_path):
 
 
 def test_a_failing_job_does_not_stop_the_sweep_and_is_reported(tmp_path):
-    proc = sweep(tmp_path, "trainer.optimizer.lr=0.05,-1", "hydra.launcher.cpu_workers=2")
+    proc = sweep(tmp_path, "trainer.optimizer.lr=0.05,1e30", "trainer.scheduler.warmup_epochs=0",
+                 "hydra.launcher.cpu_workers=2")
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     root = sweep_dir(tmp_path)
     jobs = {j["overrides"][0]: j for j in json.loads((root / "sweep_summary.json").read_text())["launches"][-1]["jobs"]}
     assert jobs["trainer.optimizer.lr=0.05"]["status"] == "completed"
-    assert jobs["trainer.optimizer.lr=-1"]["status"] == "failed"
-    assert "trainer.optimizer.lr must be positive" in jobs["trainer.optimizer.lr=-1"]["reason"]
-    assert "failed" in proc.stderr and "must be positive" in proc.stderr
+    assert jobs["trainer.optimizer.lr=1e+30"]["status"] == "failed"  # Hydra normalises the float
+    assert "training diverged" in jobs["trainer.optimizer.lr=1e+30"]["reason"]
+    assert "failed" in proc.stderr and "diverged" in proc.stderr
+
+
+def test_a_config_mistake_in_any_job_stops_the_sweep_before_it_starts(tmp_path):
+    proc = sweep(tmp_path, "trainer.optimizer.lr=0.05,-1")
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "sweep not started" in lines[0] and "trainer.optimizer.lr must be positive" in lines[0]
+    assert not list((tmp_path / "outputs").rglob("metrics.json"))
 
 
 def test_interrupted_sweep_resumes_without_redoing_finished_jobs(tmp_path):

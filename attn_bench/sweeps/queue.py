@@ -78,7 +78,7 @@ def _start(job: Job, slot: Slot, argv: list[str]):
     job.run_dir.mkdir(parents=True, exist_ok=True)
     job.log_file = job.run_dir / "job.log"
     handle = open(job.log_file, "a")
-    env = dict(os.environ, **slot.env, PYTHONUNBUFFERED="1", ATTN_BENCH_DEVICE_SLOT=str(slot.device))
+    env = dict(os.environ, **slot.env, PYTHONUNBUFFERED="1")
     job.status, job.device, job.started = "running", slot.device, time.time()
     proc = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)
     return job, proc, handle
@@ -97,6 +97,6 @@ def _last_error_line(log_file: Path | None) -> str | None:
         return None
     lines = [line.strip() for line in log_file.read_text(errors="replace").splitlines() if line.strip()]
     for line in reversed(lines):
-        if "error" in line.lower() or "Error" in line:
+        if "error" in line.lower():
             return line[:500]
     return lines[-1][:500] if lines else None

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from attn_bench.config import dirname_for
+from attn_bench.errors import check
 from attn_bench.io import atomic_write_json
 from attn_bench.sweeps.queue import Job, Slot, cpu_slots, gpu_slots, run_queue
 
@@ -48,11 +49,13 @@ def is_completed(run_dir: Path) -> bool:
         return False
 
 
+def check_sweep_dir(sweep_dir: Path) -> None:
+    # job_command passes the run directory as a quoted Hydra override value
+    check("'" not in str(sweep_dir), f"the sweep directory path may not contain a quote: {sweep_dir}")
+
+
 def job_command(job: Job) -> list[str]:
-    run_dir = str(job.run_dir)
-    if "'" in run_dir:
-        raise ValueError(f"sweep directory path may not contain a quote: {run_dir}")
-    return [sys.executable, "-m", "attn_bench", *job.overrides, f"hydra.run.dir='{run_dir}'",
+    return [sys.executable, "-m", "attn_bench", *job.overrides, f"hydra.run.dir='{job.run_dir}'",
             "trainer.progress=false"]
 
 

@@ -35,4 +35,4 @@ class EpochProgress:
         self.progress.update(task, advance=1, **fields)
 
     def finish(self, task) -> None:
-        self.progress.stop_task(task)
+        self.progress.remove_task(task)  # the epoch's log line keeps the history; bars would pile up

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import logging
 import platform
 import resource
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
@@ -21,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from attn_bench.data.loaders import build_loaders
 from attn_bench.errors import ConfigError
 from attn_bench.io import atomic_write_json, atomic_write_text, read_json
-from attn_bench.models import attention_modules, build_model
+from attn_bench.metrics.complexity import count_params
+from attn_bench.models import build_model
 from attn_bench.training.checkpoint import load_checkpoint
 from attn_bench.training.distributed import (
     DistInfo, broadcast_object, destroy_process_group, dist_info_from_env, init_process_group, resolve_device,
@@ -119,10 +120,13 @@ def _set_determinism(cfg: DictConfig, seed: int) -> None:
     import random
 
     random.seed(seed)
-    torch.backends.cudnn.benchmark = bool(cfg.trainer.cudnn_benchmark) and not cfg.trainer.deterministic
-    if cfg.trainer.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=False)
-        torch.backends.cudnn.deterministic = True
+    deterministic = bool(cfg.trainer.deterministic)
+    if deterministic:  # cuBLAS needs a fixed workspace to be deterministic (PyTorch's reproducibility notes)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # Always set, so that one deterministic run does not leave the next one (same process) deterministic.
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = bool(cfg.trainer.cudnn_benchmark) and not deterministic
 
 
 def _check_precision(precision: str, device: torch.device) -> None:
@@ -193,19 +197,19 @@ def _cost(cfg: DictConfig, raw_model, device: torch.device) -> dict[str, Any]:
     return run_cost_metrics(raw_model, int(cfg.data.img_size), device)
 
 
-def _summary(cfg: DictConfig, state: TrainState, raw_model, device, dist: DistInfo, wall: float) -> dict[str, Any]:
+def _summary(cfg: DictConfig, state: TrainState, raw_model, device, dist: DistInfo) -> dict[str, Any]:
     last = state.history[-1] if state.history else {}
-    attn_params = sum(p.numel() for m in attention_modules(raw_model) for p in m.parameters())
+    params = count_params(raw_model)
     return {
         "status": "completed",
         "final": {"top1": last.get("eval_top1"), "top5": last.get("eval_top5"), "loss": last.get("eval_loss")},
         "best": {"top1": state.best.get("eval_top1"), "top5": state.best.get("eval_top5"),
                  "epoch": state.best.get("epoch")},
-        "params": sum(p.numel() for p in raw_model.parameters()),
-        "attn_params": attn_params,
+        "params": params["params"],
+        "attn_params": params["attn_params"],
         "epochs": state.epoch,
         "steps": state.step,
-        "wall_time_s": wall,
+        "wall_time_s": state.wall_time,
         "train_time_s": state.train_time,
         "train_img_per_s": sum(h["img_per_s"] * h["epoch_train_time_s"] for h in state.history)
         / max(state.train_time, 1e-9),
@@ -272,7 +276,6 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device, i
     scheduler = build_scheduler(optimizer, t.scheduler, t.epochs, len(train_loader))
 
     logger = None
-    started = time.time()
     state = TrainState()
     try:
         progress = EpochProgress(t.epochs) if t.progress and dist.is_main else None
@@ -286,7 +289,7 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device, i
                  cfg.data.name, t.epochs, device, run_dir)
         with progress if progress else contextlib.nullcontext():
             state = trainer.fit(state, raw_model, t.epochs)
-        metrics = _summary(cfg, state, raw_model, device, dist, time.time() - started)
+        metrics = _summary(cfg, state, raw_model, device, dist)
         if cfg.measure_cost and dist.is_main:
             metrics["cost"] = _cost(cfg, raw_model, device)
         logger.hparams(*_hparams(cfg, metrics))

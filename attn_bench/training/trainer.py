@@ -5,7 +5,7 @@ import contextlib
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,6 +16,13 @@ from attn_bench.training.checkpoint import rng_state, save_checkpoint, set_rng_s
 from attn_bench.training.distributed import DistInfo, all_reduce_sum
 
 log = logging.getLogger("attn_bench")
+
+
+EPOCH_SCALARS = {
+    "eval_top1": "eval/top1", "eval_top5": "eval/top5", "eval_loss": "eval/loss",
+    "train_loss": "train/loss_epoch", "train_top1": "train/top1_epoch", "img_per_s": "train/img_per_s",
+    "epoch": "train/epoch",
+}
 
 
 class TrainingDiverged(RuntimeError):
@@ -32,13 +39,13 @@ class TrainState:
     batch: int = 0  # batches completed in the current epoch
     step: int = 0  # optimizer steps completed
     train_time: float = 0.0  # seconds spent in training steps (eval excluded)
+    wall_time: float = 0.0  # seconds of training and evaluation, over every process that worked on the run
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=dict)
     epoch_stats: dict[str, float] = field(default_factory=dict)  # partial sums of the current epoch
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(epoch=self.epoch, batch=self.batch, step=self.step, train_time=self.train_time,
-                    history=self.history, best=self.best, epoch_stats=self.epoch_stats)
+        return asdict(self)
 
 
 def top_k_correct(logits: torch.Tensor, target: torch.Tensor, ks: tuple[int, ...]) -> list[int]:
@@ -78,6 +85,7 @@ class Trainer:
         return TrainState(**{k: ckpt[k] for k in keys if k in ckpt})
 
     def _save(self, state: TrainState, raw_model: nn.Module, name: str) -> None:
+        self._update_wall_time(state)
         if self.dist.is_main:
             save_checkpoint(self.state_dict(state, raw_model), self.run_dir / name)
 
@@ -104,10 +112,16 @@ class Trainer:
         correct = int((logits.detach().argmax(1) == y).sum())
         return loss_value, correct
 
+    def _global_partial(self, stats: dict[str, float]) -> dict[str, float]:
+        seen, correct, loss_sum = all_reduce_sum([stats["seen"], stats["correct"], stats["loss_sum"]], self.device)
+        return {"loss_sum": loss_sum, "correct": correct, "seen": seen, "time": stats["time"]}
+
     def train_epoch(self, state: TrainState, raw_model: nn.Module) -> dict[str, float]:
         self.model.train()
         self.train_loader.set_epoch(state.epoch)
-        stats = state.epoch_stats or {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
+        stats = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
+        if state.epoch_stats and self.dist.is_main:  # resumed mid-epoch: rank 0 carries the global partial sums
+            stats = dict(state.epoch_stats)
         task = self.progress.start_epoch(state.epoch + 1, self.steps_per_epoch, state.batch) if self.progress else None
         every = int(self.cfg.checkpoint_every_steps)
         tick = time.perf_counter()
@@ -127,7 +141,7 @@ class Trainer:
             if task is not None:
                 self.progress.update(task, loss=loss, acc=stats["correct"] / stats["seen"], lr=lr, img_s=img_s)
             if every and state.step % every == 0 and state.batch < self.steps_per_epoch:
-                state.epoch_stats = dict(stats)
+                state.epoch_stats = self._global_partial(stats)
                 self._save(state, raw_model, "last.pt")
             tick = time.perf_counter()
         if task is not None:
@@ -151,7 +165,11 @@ class Trainer:
         return {"eval_loss": loss_sum / seen, "eval_top1": 100.0 * correct1 / seen,
                 "eval_top5": 100.0 * correct5 / seen, "eval_images": int(seen)}
 
+    def _update_wall_time(self, state: TrainState) -> None:
+        state.wall_time = self._wall_base + time.perf_counter() - self._wall_start
+
     def fit(self, state: TrainState, raw_model: nn.Module, epochs: int) -> TrainState:
+        self._wall_base, self._wall_start = state.wall_time, time.perf_counter()
         while state.epoch < epochs:
             train_stats = self.train_epoch(state, raw_model)
             eval_stats = self.evaluate()
@@ -160,9 +178,8 @@ class Trainer:
             record = {"epoch": state.epoch, "step": state.step, "lr": self.optimizer.param_groups[0]["lr"],
                       **train_stats, **eval_stats}
             state.history.append(record)
-            for key in ("eval_top1", "eval_top5", "eval_loss", "train_loss", "train_top1", "img_per_s"):
-                tag = key.replace("_", "/", 1) if key.startswith(("eval", "train")) else f"train/{key}"
-                self.on_log(tag, record[key], state.epoch)
+            for key, tag in EPOCH_SCALARS.items():  # x = optimizer step, like the per-step scalars
+                self.on_log(tag, record[key], state.step)
             log.info(
                 "epoch %d/%d  train loss %.4f  top-1 %.2f | eval top-1 %.2f  top-5 %.2f | %.0f img/s",
                 state.epoch, epochs, record["train_loss"], record["train_top1"], record["eval_top1"],
@@ -173,4 +190,5 @@ class Trainer:
                 state.best = {k: record[k] for k in ("epoch", "eval_top1", "eval_top5")}
                 self._save(state, raw_model, "best.pt")
             self._save(state, raw_model, "last.pt")
+        self._update_wall_time(state)
         return state

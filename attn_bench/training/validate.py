@@ -1,11 +1,11 @@
 """Checks on a composed training config, before anything is built or trained."""
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from attn_bench.attention import list_blocks
 from attn_bench.data.datasets import check_dataset_name
-from attn_bench.errors import check
+from attn_bench.errors import ConfigError, check
 from attn_bench.models import SUPPORTED_BACKBONES
 from attn_bench.training.optim import OPTIMIZERS, SCHEDULERS
 
@@ -16,7 +16,35 @@ def _choice(value, choices, what: str) -> None:
     check(value in choices, f"unknown {what} '{value}'; valid choices: {', '.join(map(str, choices))}")
 
 
+FIXED_SIZE_DATASETS = {"synthetic": 32, "cifar10": 32, "cifar100": 32}
+
+
+def _number(value, key: str, kind=(int, float)) -> None:
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    check(ok, f"{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+
+
+def _check_types(cfg: DictConfig) -> None:
+    t = cfg.trainer
+    for key in ("epochs", "batch_size", "log_every_steps", "checkpoint_every_steps"):
+        _number(t[key], f"trainer.{key}", int)
+    for key in ("lr", "weight_decay", "momentum"):
+        if key in t.optimizer:
+            _number(t.optimizer[key], f"trainer.optimizer.{key}")
+    for key in ("warmup_epochs", "warmup_lr", "min_lr"):
+        _number(t.scheduler[key], f"trainer.scheduler.{key}")
+    _number(t.label_smoothing, "trainer.label_smoothing")
+    _number(cfg.data.num_classes, "data.num_classes", int)
+    _number(cfg.data.img_size, "data.img_size", int)
+    _number(cfg.seed, "seed", int)
+
+
 def validate_config(cfg: DictConfig) -> None:
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"missing value(s) for {', '.join(missing)}; set them on the command line, "
+                          f"e.g. {missing[0]}=<value>")
+    _check_types(cfg)
     _choice(cfg.model.backbone, SUPPORTED_BACKBONES, "backbone")
     _choice(cfg.model.attn, list_blocks(), "attention block")
     check_dataset_name(cfg.data.name)
@@ -35,6 +63,13 @@ def validate_config(cfg: DictConfig) -> None:
     check(t.checkpoint_every_steps >= 0, f"trainer.checkpoint_every_steps must be >= 0, got {t.checkpoint_every_steps}")
     check(cfg.data.num_classes > 1, f"data.num_classes must be at least 2, got {cfg.data.num_classes}")
     check(cfg.data.img_size >= 8, f"data.img_size must be at least 8, got {cfg.data.img_size}")
+    fixed = FIXED_SIZE_DATASETS.get(cfg.data.name)
+    check(fixed is None or cfg.data.img_size == fixed,
+          f"{cfg.data.name} images are {fixed}x{fixed}; data.img_size={cfg.data.img_size} is not supported for it")
+    for key in ("subset_per_class", "eval_subset_per_class"):
+        value = cfg.data.get(key)
+        check(value is None or (isinstance(value, int) and value > 0),
+              f"data.{key} must be a positive integer or null, got {value!r}")
 
 
 def per_rank_batch(cfg: DictConfig, world_size: int) -> int:

@@ -25,7 +25,9 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from attn_bench.sweeps.queue import Job
-from attn_bench.sweeps.sweep import job_dirnames, run_sweep
+from attn_bench.errors import ConfigError, check
+from attn_bench.sweeps.sweep import check_sweep_dir, job_dirnames, run_sweep
+from attn_bench.training.validate import validate_config
 
 log = logging.getLogger("attn_bench")
 
@@ -59,8 +61,7 @@ class GpuQueueLauncher(Launcher):
         swept = {o.get_key_element() for o in parsed if o.is_sweep_override()}
         swept |= set(OmegaConf.select(self.config, "hydra.sweeper.params", default=None) or {})
         job_overrides = [list(overrides) for overrides in job_overrides]
-        for overrides in job_overrides:  # compose each job now: config errors stop the sweep before it starts
-            self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        self._check_before_starting(job_overrides, sweep_dir)
         names = job_dirnames(job_overrides, swept)
         jobs = [Job(index=initial_job_idx + i, overrides=overrides, run_dir=sweep_dir / name)
                 for i, (overrides, name) in enumerate(zip(job_overrides, names))]
@@ -70,6 +71,19 @@ class GpuQueueLauncher(Launcher):
             # Hydra would re-raise per job with a traceback; the summary already says what failed.
             sys.exit(1)
         return [self._job_return(job) for job in jobs]
+
+    def _check_before_starting(self, job_overrides: list[list[str]], sweep_dir: Path) -> None:
+        """Compose and validate every job first: a mistake in one stops the sweep before any job runs."""
+        try:
+            check(self.cpu_workers >= 1, f"hydra.launcher.cpu_workers must be at least 1, got {self.cpu_workers}")
+            check_sweep_dir(sweep_dir)
+            for overrides in job_overrides:
+                job_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+                validate_config(OmegaConf.masked_copy(job_cfg, [k for k in job_cfg if k != "hydra"]))
+        except ConfigError as err:
+            from attn_bench.cli import fail
+
+            sys.exit(fail(f"sweep not started: {err}"))
 
     @staticmethod
     def _job_return(job) -> JobReturn:
