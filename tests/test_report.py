@@ -182,7 +182,8 @@ def test_backbone_and_dataset_columns_appear_only_when_they_vary(tmp_path, capsy
     assert main(["report", str(tmp_path)]) == 0
     md = (tmp_path / "report" / "report.md").read_text()
     assert "| backbone | block | n |" in md and "dataset" not in md.split("|---")[0]
-    assert "| mobilenetv2_100 | se | 2 | 76.50 ± 0.71 | +1.00 |" in md  # compared with its own backbone's none
+    # compared with its own backbone's none; the backbone label carries its timm arguments
+    assert "| mobilenetv2_100 (channels=[16, 32, 64, 128], stem_width=16) | se | 2 | 76.50 ± 0.71 | +1.00 |" in md
 
 
 def test_runs_that_differ_in_more_than_the_seed_are_flagged(tmp_path, capsys):
@@ -246,3 +247,15 @@ def test_unreadable_and_hidden_files_do_not_crash_the_report(tmp_path):
     assert [(p.path.name, p.status) for p in problems] == [("torn", "unreadable")]
     assert main(["report", str(tmp_path)]) == 0
     assert "| unreadable | ? | ? |" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_block_variants_and_narrowed_backbones_get_their_own_rows():
+    from attn_bench.sweeps.report import backbone_label, block_label
+
+    assert block_label({"attn": "gc", "attn_args": {}, "attn_stages": None, "attn_position": "every"}) == "gc"
+    assert block_label({"attn": "gc", "attn_args": {"rd_ratio": 0.125}, "attn_stages": [2, 3, 4],
+                        "attn_position": "last"}) == "gc (rd_ratio=0.125, stages=[2, 3, 4], position=last)"
+    assert block_label({"attn": "none", "attn_args": {}, "attn_stages": [2]}) == "none"
+    assert backbone_label({"backbone": "resnet18", "timm_kwargs": {}}) == "resnet18"
+    assert backbone_label({"backbone": "resnet18", "timm_kwargs": {"channels": [16, 32, 64, 128]}}) \
+        == "resnet18 (channels=[16, 32, 64, 128])"

@@ -120,9 +120,33 @@ def collect_runs(dirs: Iterable[Path]) -> tuple[list[dict[str, Any]], list[Probl
 
 # ---------------------------------------------------------------- rows
 
+def _with_settings(name: str, settings: list[str]) -> str:
+    return f"{name} ({', '.join(settings)})" if settings else name
+
+
+def backbone_label(model: dict[str, Any]) -> str:
+    """The backbone, plus its timm arguments when it has any (resnet18 and a narrowed resnet18 differ)."""
+    kwargs = model.get("timm_kwargs") or {}
+    return _with_settings(str(model["backbone"]), [f"{k}={v}" for k, v in sorted(kwargs.items())])
+
+
+def block_label(model: dict[str, Any]) -> str:
+    """The block, plus whatever makes it a variant: its arguments, stages and position."""
+    name = str(model["attn"])
+    if name == BASELINE:
+        return name
+    settings = [f"{k}={v}" for k, v in sorted((model.get("attn_args") or {}).items())]
+    if model.get("attn_stages") is not None:
+        settings.append(f"stages={list(model['attn_stages'])}")
+    if model.get("attn_position", "every") != "every":
+        settings.append(f"position={model['attn_position']}")
+    return _with_settings(name, settings)
+
+
 def group_of(run: dict[str, Any]) -> tuple[str, str, str]:
+    """Runs of one row: same backbone (and timm arguments), dataset, and block variant."""
     cfg = run["config"]
-    return str(cfg["model"]["backbone"]), str(cfg["data"]["name"]), str(cfg["model"]["attn"])
+    return backbone_label(cfg["model"]), str(cfg["data"]["name"]), block_label(cfg["model"])
 
 
 def group_runs(runs: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
