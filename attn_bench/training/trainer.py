@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,11 +47,11 @@ class TrainState:
         return asdict(self)
 
 
-def top_k_correct(logits: torch.Tensor, target: torch.Tensor, ks: tuple[int, ...]) -> list[int]:
+def top_k_correct(logits: torch.Tensor, target: torch.Tensor, ks: tuple[int, ...]) -> list[torch.Tensor]:
+    """Number of samples whose target is among the top k logits, for each k (as device tensors)."""
     k_max = min(max(ks), logits.shape[1])
-    pred = logits.topk(k_max, dim=1).indices
-    hits = pred.eq(target.view(-1, 1))
-    return [int(hits[:, : min(k, k_max)].any(dim=1).sum()) for k in ks]
+    hits = logits.topk(k_max, dim=1).indices.eq(target.view(-1, 1))
+    return [hits[:, : min(k, k_max)].any(dim=1).sum() for k in ks]
 
 
 class Trainer:
@@ -96,21 +95,33 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor, state: TrainState) -> tuple[float, int]:
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor, state: TrainState) -> tuple[torch.Tensor, torch.Tensor]:
+        """One update. Returns the loss and the number correct as device tensors: reading them here
+        would stall a GPU every step, so the loop reads them only at its sync points."""
         with self._autocast():
             logits = self.model(x)
             loss = self.criterion(logits, y)
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            raise TrainingDiverged(state.epoch + 1, state.step + 1, loss_value)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         state.step += 1
         self.scheduler.step_update(state.step)
-        correct = int((logits.detach().argmax(1) == y).sum())
-        return loss_value, correct
+        loss = loss.detach().float()
+        self._watch_divergence(loss)
+        return loss, (logits.detach().argmax(1) == y).sum()
+
+    def _watch_divergence(self, loss: torch.Tensor) -> None:
+        """Remember, on the device, the first step whose loss was not finite (0 while all are)."""
+        self._step_counter += 1
+        first = (self._first_bad_step == 0) & ~torch.isfinite(loss)
+        self._first_bad_step = torch.where(first, self._step_counter, self._first_bad_step)
+        self._first_bad_loss = torch.where(first, loss, self._first_bad_loss)
+
+    def _check_divergence(self, state: TrainState) -> None:
+        bad_step = int(self._first_bad_step)
+        if bad_step:
+            raise TrainingDiverged(state.epoch + 1, bad_step, float(self._first_bad_loss))
 
     def _global_partial(self, stats: dict[str, float]) -> dict[str, float]:
         seen, correct, loss_sum = all_reduce_sum([stats["seen"], stats["correct"], stats["loss_sum"]], self.device)
@@ -122,28 +133,44 @@ class Trainer:
         stats = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
         if state.epoch_stats and self.dist.is_main:  # resumed mid-epoch: rank 0 carries the global partial sums
             stats = dict(state.epoch_stats)
+        self._step_counter = torch.tensor(state.step, device=self.device)
+        self._first_bad_step = torch.zeros((), dtype=torch.long, device=self.device)
+        self._first_bad_loss = torch.zeros((), device=self.device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
         task = self.progress.start_epoch(state.epoch + 1, self.steps_per_epoch, state.batch) if self.progress else None
-        every = int(self.cfg.checkpoint_every_steps)
-        tick = time.perf_counter()
+        every, log_every = int(self.cfg.checkpoint_every_steps), int(self.cfg.log_every_steps)
+        sync_every = min(log_every, max(1, self.steps_per_epoch // 50))  # progress bar ~50 updates per epoch
+        unsynced, tick = 0, time.perf_counter()
         for x, y in self.train_loader.iterate(start_batch=state.batch):
-            loss, correct = self._train_step(x, y, state)
-            now = time.perf_counter()
-            stats["loss_sum"] += loss * y.numel()
-            stats["correct"] += correct
+            loss, batch_correct = self._train_step(x, y, state)
+            loss_sum += loss.double() * y.numel()
+            correct += batch_correct
             stats["seen"] += y.numel()
-            stats["time"] += now - tick
             state.batch += 1
+            unsynced += 1
+            save = every and state.step % every == 0 and state.batch < self.steps_per_epoch
+            if not (save or state.step % sync_every == 0 or state.step % log_every == 0
+                    or state.batch == self.steps_per_epoch):
+                continue
+            # sync point: read the device values, log, maybe checkpoint
+            self._check_divergence(state)
+            stats["loss_sum"] += float(loss_sum)
+            stats["correct"] += int(correct)
+            loss_sum.zero_(), correct.zero_()
+            stats["time"] += time.perf_counter() - tick
             lr = self.optimizer.param_groups[0]["lr"]
-            img_s = stats["seen"] * self.dist.world_size / max(stats["time"], 1e-9)
-            if state.step % int(self.cfg.log_every_steps) == 0:
-                self.on_log("train/loss", loss, state.step)
+            if state.step % log_every == 0:
+                self.on_log("train/loss", float(loss), state.step)
                 self.on_log("train/lr", lr, state.step)
             if task is not None:
-                self.progress.update(task, loss=loss, acc=stats["correct"] / stats["seen"], lr=lr, img_s=img_s)
-            if every and state.step % every == 0 and state.batch < self.steps_per_epoch:
+                img_s = stats["seen"] * self.dist.world_size / max(stats["time"], 1e-9)
+                self.progress.update(task, advance=unsynced, loss=float(loss), acc=stats["correct"] / stats["seen"],
+                                     lr=lr, img_s=img_s)
+            if save:
                 state.epoch_stats = self._global_partial(stats)
                 self._save(state, raw_model, "last.pt")
-            tick = time.perf_counter()
+            unsynced, tick = 0, time.perf_counter()
         if task is not None:
             self.progress.finish(task)
         seen, correct, loss_sum = all_reduce_sum([stats["seen"], stats["correct"], stats["loss_sum"]], self.device)
@@ -154,14 +181,15 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         self.model.eval()
-        loss_sum, correct1, correct5, seen = 0.0, 0, 0, 0
+        totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, top-1 and top-5 hits
+        seen = 0
         for x, y in self.eval_loader:
             with self._autocast():
                 logits = self.model(x)
-            loss_sum += float(nn.functional.cross_entropy(logits.float(), y, reduction="sum"))
-            c1, c5 = top_k_correct(logits, y, (1, 5))
-            correct1, correct5, seen = correct1 + c1, correct5 + c5, seen + y.numel()
-        loss_sum, correct1, correct5, seen = all_reduce_sum([loss_sum, correct1, correct5, seen], self.device)
+            loss = nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+            totals += torch.stack([loss.double(), *(c.double() for c in top_k_correct(logits, y, (1, 5)))])
+            seen += y.numel()
+        loss_sum, correct1, correct5, seen = all_reduce_sum([*totals.tolist(), seen], self.device)
         return {"eval_loss": loss_sum / seen, "eval_top1": 100.0 * correct1 / seen,
                 "eval_top5": 100.0 * correct5 / seen, "eval_images": int(seen)}
 
