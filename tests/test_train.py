@@ -133,3 +133,15 @@ def test_the_default_run_learns_the_synthetic_task(compose_train, tmp_path):
     """The README's main job as it is (about two minutes on 2 cores)."""
     metrics = run_training(compose_train([]), tmp_path)
     assert metrics["final"]["top1"] > 90.0
+
+
+def test_the_progress_bar_runs_and_counts_every_batch(compose_train, tiny_train, tmp_path, monkeypatch):
+    from attn_bench.training.progress import EpochProgress
+
+    advanced = []
+    original = EpochProgress.update
+    monkeypatch.setattr(EpochProgress, "update", lambda self, task, advance=1, **f: advanced.append(advance)
+                        or original(self, task, advance, **f))
+    cfg = compose_train(tiny_train + ["trainer.progress=true", "measure_cost=false"])
+    run_training(cfg, tmp_path)
+    assert sum(advanced) == 2 * (1000 // 50)  # every batch of both epochs, whatever the update interval

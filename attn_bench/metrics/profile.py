@@ -28,6 +28,7 @@ from attn_bench.errors import ConfigError, check
 from attn_bench.io import atomic_write_json, atomic_write_text
 from attn_bench.metrics.cost import run_cost_metrics
 from attn_bench.metrics.latency import BusyDeviceWarning, TimingPlan, resolve_amp, resolve_device
+from attn_bench.models.backbones import resolve_stem
 from attn_bench.models.build import build_model
 
 CONFIG_NAME = "profile"
@@ -64,7 +65,7 @@ def checked_blocks(blocks: Any) -> list[str]:
 
 
 def stem_for(cfg: DictConfig) -> str:
-    return cfg.stem if cfg.stem != "auto" else ("small" if cfg.img_size <= 64 else "imagenet")  # as run.py
+    return resolve_stem(cfg.stem, int(cfg.img_size))
 
 
 def build(cfg: DictConfig, block: str) -> torch.nn.Module:

@@ -16,6 +16,14 @@ MOBILENETS = (
 )
 SUPPORTED_BACKBONES = RESNETS + MOBILENETS
 STEMS = ("imagenet", "small")
+SMALL_IMAGE_MAX = 64  # stem=auto picks the small stem for images up to this size
+
+
+def resolve_stem(stem: str, img_size: int) -> str:
+    """``auto`` -> ``small`` for images of at most 64 px (CIFAR, Tiny-ImageNet), else ``imagenet``."""
+    if stem != "auto":
+        return stem
+    return "small" if img_size <= SMALL_IMAGE_MAX else "imagenet"
 
 
 def create_backbone(name: str, num_classes: int, **timm_kwargs) -> nn.Module:

@@ -29,11 +29,9 @@ from rich.table import Table
 from attn_bench.attention import BASELINE
 from attn_bench.errors import ConfigError, check
 from attn_bench.io import atomic_write_text, read_json
+from attn_bench.rundir import CONFIG_FILE, LAST_CKPT, METRICS_FILE
 from attn_bench.sweeps.stats import Comparison, mean, sample_std, welch_compare
 
-METRICS_FILE = "metrics.json"  # as attn_bench.training.run (not imported: that pulls in the whole trainer)
-CONFIG_FILE = "config.yaml"
-LAST_CKPT = "last.pt"
 GROUP_KEYS = ("backbone", "dataset")
 # Config keys that may differ between the seeds of one row without making them different experiments.
 POOLABLE_KEYS = {"seed", "name", "device", "measure_cost", "data.root", "data.download", "data.num_workers", "data.cache_dir",

@@ -14,6 +14,7 @@ from rich.table import Table
 from attn_bench.config import dirname_for
 from attn_bench.errors import check
 from attn_bench.io import atomic_write_json
+from attn_bench.rundir import is_completed
 from attn_bench.sweeps.queue import Job, Slot, cpu_slots, gpu_slots, run_queue
 
 log = logging.getLogger("attn_bench")
@@ -39,14 +40,6 @@ def detect_slots(devices: Sequence[str] | None, cpu_workers: int) -> list[Slot]:
 
         devices = [str(i) for i in range(torch.cuda.device_count())]
     return gpu_slots(devices) if devices else cpu_slots(cpu_workers)
-
-
-def is_completed(run_dir: Path) -> bool:
-    metrics = run_dir / "metrics.json"
-    try:
-        return json.loads(metrics.read_text()).get("status") == "completed"
-    except (OSError, ValueError):
-        return False
 
 
 def check_sweep_dir(sweep_dir: Path) -> None:

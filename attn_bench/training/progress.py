@@ -31,8 +31,8 @@ class EpochProgress:
         return self.progress.add_task("train", total=total, completed=completed, epoch=epoch, epochs=self.epochs,
                                       loss=float("nan"), acc=0.0, lr=0.0, img_s=0.0)
 
-    def update(self, task, **fields) -> None:
-        self.progress.update(task, advance=1, **fields)
+    def update(self, task, advance: int = 1, **fields) -> None:
+        self.progress.update(task, advance=advance, **fields)
 
     def finish(self, task) -> None:
         self.progress.remove_task(task)  # the epoch's log line keeps the history; bars would pile up

@@ -20,9 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from attn_bench.data.loaders import build_loaders
 from attn_bench.errors import ConfigError
-from attn_bench.io import atomic_write_json, atomic_write_text, read_json
+from attn_bench.io import atomic_write_json, atomic_write_text
 from attn_bench.metrics.complexity import count_params
 from attn_bench.models import build_model
+from attn_bench.models.backbones import resolve_stem
+from attn_bench.rundir import CONFIG_FILE, LAST_CKPT, METRICS_FILE, is_completed, read_metrics
 from attn_bench.training.checkpoint import load_checkpoint
 from attn_bench.training.distributed import (
     DistInfo, broadcast_object, destroy_process_group, dist_info_from_env, init_process_group, resolve_device,
@@ -34,17 +36,13 @@ from attn_bench.training.validate import per_rank_batch, validate_config, valida
 
 log = logging.getLogger("attn_bench")
 
-METRICS_FILE = "metrics.json"
-CONFIG_FILE = "config.yaml"
-LAST_CKPT = "last.pt"
 
 
 def model_from_config(cfg: DictConfig) -> torch.nn.Module:
     """The CLI's model for a composed config (``model.stem=auto`` picks by image size)."""
     m = cfg.model
-    stem = m.stem if m.stem != "auto" else ("small" if cfg.data.img_size <= 64 else "imagenet")
     return build_model(
-        m.backbone, m.attn, int(cfg.data.num_classes), stem=stem,
+        m.backbone, m.attn, int(cfg.data.num_classes), stem=resolve_stem(m.stem, int(cfg.data.img_size)),
         attn_args=OmegaConf.to_container(m.attn_args, resolve=True),
         attn_stages=None if m.attn_stages is None else list(m.attn_stages),
         attn_position=m.attn_position,
@@ -194,7 +192,9 @@ def _hparams(cfg: DictConfig, metrics: dict[str, Any]) -> tuple[dict[str, Any], 
 def _cost(cfg: DictConfig, raw_model, device: torch.device) -> dict[str, Any]:
     from attn_bench.metrics.cost import run_cost_metrics
 
-    return run_cost_metrics(raw_model, int(cfg.data.img_size), device)
+    amp = cfg.trainer.precision if cfg.trainer.precision != "fp32" else None
+    return run_cost_metrics(raw_model, int(cfg.data.img_size), device, amp_dtype=amp,
+                            channels_last=bool(cfg.trainer.channels_last))
 
 
 def _summary(cfg: DictConfig, state: TrainState, raw_model, device, dist: DistInfo) -> dict[str, Any]:
@@ -257,10 +257,9 @@ def _build(cfg: DictConfig, dist: DistInfo, device: torch.device):
 
 
 def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device, ignore_keys) -> dict[str, Any]:
-    metrics_path = run_dir / METRICS_FILE
-    if metrics_path.exists() and read_json(metrics_path).get("status") == "completed":
+    if is_completed(run_dir):
         _check_same_config(run_dir, cfg, ignore_keys)
-        metrics = read_json(metrics_path)
+        metrics = read_metrics(run_dir)
         log.info("already completed in %s: top-1 %.2f (nothing recomputed)", run_dir, metrics["final"]["top1"])
         return metrics
     resume = (run_dir / LAST_CKPT).exists()

@@ -10,7 +10,6 @@ A failing job does not stop the others; the sweep ends with a summary of what fa
 """
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from attn_bench.sweeps.queue import Job
 from attn_bench.errors import ConfigError, check
+from attn_bench.rundir import read_metrics
 from attn_bench.sweeps.sweep import check_sweep_dir, job_dirnames, run_sweep
 from attn_bench.training.validate import validate_config
 
@@ -89,7 +89,7 @@ class GpuQueueLauncher(Launcher):
     def _job_return(job) -> JobReturn:
         ret = JobReturn(overrides=job.overrides, working_dir=str(job.run_dir))
         ret.status = JobStatus.COMPLETED
-        metrics = job.run_dir / "metrics.json"
-        ret._return_value = json.loads(metrics.read_text())["final"]["top1"] if metrics.exists() else None
+        metrics = read_metrics(job.run_dir)
+        ret._return_value = metrics["final"]["top1"] if metrics else None
         return ret
 
