@@ -122,7 +122,9 @@ def _set_determinism(cfg: DictConfig, seed: int) -> None:
     if deterministic:  # cuBLAS needs a fixed workspace to be deterministic (PyTorch's reproducibility notes)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     # Always set, so that one deterministic run does not leave the next one (same process) deterministic.
-    torch.use_deterministic_algorithms(deterministic)
+    # warn_only: an op without a deterministic CUDA kernel (e.g. adaptive pooling backward) warns, naming
+    # itself, instead of stopping the run; on the CPU every op used here is deterministic.
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = bool(cfg.trainer.cudnn_benchmark) and not deterministic
 
