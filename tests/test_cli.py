@@ -48,7 +48,7 @@ def test_unknown_names_list_the_valid_choices(args, fragments, capsys):
     ("trainer.optimizer.lr=-0.1", "trainer.optimizer.lr must be positive"),
     ("trainer.epochs=0", "trainer.epochs must be a positive integer"),
     ("model.backbone=vit_base", "unknown backbone 'vit_base'"),
-    ("trainer.batch_size=5000", "larger than the 1000 training images"),
+    ("trainer.batch_size=20000", "larger than the 10000 training images"),
     ("trainer.precision=fp16", "fp16 needs a CUDA device"),
     ("model.attn_stages=[7]", "this backbone has stages [1, 2, 3, 4]"),
     ("data=imagefolder", "missing value(s) for data.num_classes, data.root"),
@@ -60,7 +60,7 @@ def test_unknown_names_list_the_valid_choices(args, fragments, capsys):
 def test_invalid_values_are_rejected_before_training(override, fragment, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ATTN_BENCH_OUTPUTS", str(tmp_path))
     with pytest.raises(SystemExit) as exit_info:
-        main(["data.train_size=1000", "trainer.progress=false", override])
+        main(["trainer.progress=false", override])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert fragment in err and len(err.strip().splitlines()) == 1
