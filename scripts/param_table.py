@@ -24,14 +24,11 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attn_bench.attention import list_blocks
-from attn_bench.models import attention_modules, build_model
+from attn_bench.metrics.complexity import count_params
+from attn_bench.models import build_model
 
 BACKBONES = ("resnet18", "resnet50", "mobilenetv2_100")
 NUM_CLASSES = 1000
-
-
-def count(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def param_rows(backbones=BACKBONES, blocks=None, num_classes: int = NUM_CLASSES) -> list[dict]:
@@ -47,8 +44,8 @@ def param_rows(backbones=BACKBONES, blocks=None, num_classes: int = NUM_CLASSES)
                     model = build_model(backbone, attn, num_classes)
             except (NotImplementedError, RuntimeError):  # an init that needs real values
                 model = build_model(backbone, attn, num_classes)
-            total = count(model)
-            attn_total = sum(count(m) for m in attention_modules(model))
+            counts = count_params(model)
+            total, attn_total = counts["params"], counts["attn_params"]
             if baseline is None:
                 baseline = total
             rows.append({"backbone": backbone, "attn": attn, "params": total,

@@ -5,7 +5,7 @@ from omegaconf import OmegaConf
 
 from attn_bench import build_model
 from attn_bench.errors import ConfigError
-from attn_bench.training.distributed import DistInfo, resolve_device
+from attn_bench.devices import resolve_device
 from attn_bench.training.optim import build_optimizer, build_scheduler
 
 
@@ -50,11 +50,11 @@ def test_more_processes_than_gpus_is_one_clear_line(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(ConfigError, match="more processes per node than the 2 visible GPU"):
-        resolve_device("auto", DistInfo(rank=2, world_size=4, local_rank=2))
-    assert resolve_device("auto", DistInfo(rank=1, world_size=2, local_rank=1)) == torch.device("cuda", 1)
+        resolve_device("auto", local_rank=2)
+    assert resolve_device("auto", local_rank=1) == torch.device("cuda", 1)
 
 
 def test_cuda_requested_without_cuda_is_one_clear_line(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="CUDA is not available"):
-        resolve_device("cuda", DistInfo())
+        resolve_device("cuda")

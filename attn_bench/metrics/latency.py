@@ -41,7 +41,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from attn_bench.errors import ConfigError, check
+from attn_bench.devices import resolve_device
+from attn_bench.errors import check
 from attn_bench.metrics.complexity import eval_mode
 
 BUSY_RELATIVE_IQR = 0.10
@@ -67,20 +68,6 @@ class TimingPlan:
         check(1 <= self.min_repeats <= self.repeats,
               f"timing needs 1 <= min_repeats <= repeats, got min_repeats={self.min_repeats}, repeats={self.repeats}")
         check(self.budget_s >= 0, f"timing budget_s={self.budget_s} must be >= 0")
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` -> the first CUDA device if there is one, else the CPU; checks that CUDA exists."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from None
-    check(device.type != "cuda" or torch.cuda.is_available(), f"device {device} asked for, but CUDA is not available")
-    if device.type == "cuda" and device.index is None:  # so that it compares equal to a tensor's device
-        device = torch.device("cuda", torch.cuda.current_device())
-    return device
 
 
 def resolve_amp(amp: str | torch.dtype | None) -> torch.dtype | None:

@@ -27,7 +27,8 @@ from attn_bench.attention import BASELINE, list_blocks
 from attn_bench.errors import ConfigError, check
 from attn_bench.io import atomic_write_json, atomic_write_text
 from attn_bench.metrics.cost import run_cost_metrics
-from attn_bench.metrics.latency import BusyDeviceWarning, TimingPlan, resolve_amp, resolve_device
+from attn_bench.devices import resolve_device
+from attn_bench.metrics.latency import BusyDeviceWarning, TimingPlan, resolve_amp
 from attn_bench.models.backbones import resolve_stem
 from attn_bench.models.build import build_model
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from attn_bench.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -32,29 +31,6 @@ def dist_info_from_env() -> DistInfo:
         world_size=int(os.environ.get("WORLD_SIZE", 1)),
         local_rank=int(os.environ.get("LOCAL_RANK", 0)),
     )
-
-
-def resolve_device(requested: str, info: DistInfo) -> torch.device:
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device={requested} but CUDA is not available here; use device=cpu or device=auto")
-        count = torch.cuda.device_count()
-        if info.enabled:
-            if info.local_rank >= count:
-                raise ConfigError(
-                    f"torchrun started more processes per node than the {count} visible GPU(s); "
-                    f"use --nproc_per_node={count} or fewer"
-                )
-            return torch.device("cuda", info.local_rank)
-        device = torch.device(requested)
-        if device.index is not None and device.index >= count:
-            raise ConfigError(f"device={requested} but only {count} GPU(s) are visible")
-        return device
-    if requested != "cpu":
-        raise ConfigError(f"unknown device '{requested}'; valid choices: auto, cpu, cuda, cuda:N")
-    return torch.device("cpu")
 
 
 def init_process_group(info: DistInfo, device: torch.device) -> None:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import logging
+import os
 import platform
 import resource
 from contextlib import contextmanager
@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from attn_bench.data.loaders import build_loaders
+from attn_bench.devices import resolve_device
 from attn_bench.errors import ConfigError
 from attn_bench.io import atomic_write_json, atomic_write_text
 from attn_bench.metrics.complexity import count_params
@@ -27,7 +28,7 @@ from attn_bench.models.backbones import resolve_stem
 from attn_bench.rundir import CONFIG_FILE, LAST_CKPT, METRICS_FILE, is_completed, read_metrics
 from attn_bench.training.checkpoint import load_checkpoint
 from attn_bench.training.distributed import (
-    DistInfo, broadcast_object, destroy_process_group, dist_info_from_env, init_process_group, resolve_device,
+    DistInfo, broadcast_object, destroy_process_group, dist_info_from_env, init_process_group,
 )
 from attn_bench.training.optim import build_optimizer, build_scheduler
 from attn_bench.training.progress import EpochProgress
@@ -229,7 +230,7 @@ def run_training(cfg: DictConfig, run_dir: str | Path, ignore_keys: Iterable[str
     dist = dist_info_from_env()
     if not dist.is_main:  # one voice per run: rank 0 logs, the others only warn
         logging.getLogger().setLevel(logging.WARNING)
-    device = resolve_device(cfg.device, dist)
+    device = resolve_device(cfg.device, dist.local_rank if dist.enabled else None)
     _check_precision(cfg.trainer.precision, device)
     init_process_group(dist, device)
     try:
