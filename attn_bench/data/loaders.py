@@ -20,20 +20,25 @@ from attn_bench.errors import ConfigError
 LOADERS = ("auto", "memory", "torch")
 
 
-def _random_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator, flip: bool) -> torch.Tensor:
-    """Random crop after zero padding and random horizontal flip, for a whole batch at once.
-
-    One ``gather`` over the flattened padded images: several times faster than per-sample
-    slicing or 4-D advanced indexing on a CPU.
-    """
-    n, c, h, w = x.shape
+def _draw_crop_flip(n: int, pad: int, gen: torch.Generator, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch's random crop offsets (2, n) and flip flags (n,), drawn on the CPU from ``gen``."""
     offsets = torch.randint(0, 2 * pad + 1, (2, n), generator=gen)
     flips = torch.rand(n, generator=gen) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
-    rows = offsets[0].view(n, 1) + torch.arange(h)
-    cols = offsets[1].view(n, 1) + torch.arange(w)
+    return offsets, flips
+
+
+def _crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: int) -> torch.Tensor:
+    """Random crop after zero padding and horizontal flip, for a whole batch at once.
+
+    One ``gather`` over the flattened padded images, its index built on ``x``'s device: several
+    times faster than per-sample slicing or 4-D advanced indexing on a CPU.
+    """
+    n, c, h, w = x.shape
+    offsets, flips = offsets.to(x.device), flips.to(x.device)
+    rows = offsets[0].view(n, 1) + torch.arange(h, device=x.device)
+    cols = offsets[1].view(n, 1) + torch.arange(w, device=x.device)
     cols = torch.where(flips.view(n, 1), cols.flip(1), cols)
-    index = rows.view(n, h, 1) * (w + 2 * pad) + cols.view(n, 1, w)
-    index = index.to(x.device).view(n, 1, h * w).expand(n, c, h * w)
+    index = (rows.view(n, h, 1) * (w + 2 * pad) + cols.view(n, 1, w)).view(n, 1, h * w).expand(n, c, h * w)
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     return padded.flatten(2).gather(2, index).view(n, c, h, w)
 
@@ -70,7 +75,10 @@ class MemoryLoader:
 
     @property
     def num_samples(self) -> int:
-        return len(self._indices())
+        """This rank's share of the split (what ``_indices`` returns, without drawing it)."""
+        n = self.labels.numel()
+        used = n - n % self.world_size if self.train else n
+        return len(range(self.rank, used, self.world_size))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -91,17 +99,19 @@ class MemoryLoader:
 
     def iterate(self, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of this epoch from ``start_batch`` on (earlier ones are planned, not computed)."""
-        indices = self._indices()
+        indices = self._indices().to(self.device)
         gen = self._generator()
         gen.manual_seed(gen.initial_seed() + 7919)  # augmentation stream, separate from the order
         for b in range(len(self)):
-            idx = indices[b * self.batch_size : (b + 1) * self.batch_size].to(self.device)
-            x = self.images[idx]
+            idx = indices[b * self.batch_size : (b + 1) * self.batch_size]
             if self.train:
-                # Always draw the batch's random numbers so that skipping keeps the stream aligned.
-                x = _random_crop_flip(x, self.pad, gen, self.flip)
+                # Skipped batches draw their random numbers too, so that the stream stays aligned.
+                offsets, flips = _draw_crop_flip(idx.numel(), self.pad, gen, self.flip)
             if b < start_batch:
                 continue
+            x = self.images[idx]
+            if self.train:
+                x = _crop_flip(x, offsets, flips, self.pad)
             x = torch.addcmul(self.shift, x.float(), self.scale)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
