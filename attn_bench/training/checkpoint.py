@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from attn_bench.errors import ConfigError
-from attn_bench.io import atomic_torch_save
+from attn_bench.io import atomic_torch_save, atomic_write_with
 
 
 def rng_state() -> dict[str, Any]:
@@ -31,6 +32,11 @@ def _as_tuple(value):
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     atomic_torch_save(state, path)
+
+
+def copy_checkpoint(source: Path, target: Path) -> None:
+    with open(source, "rb") as src:
+        atomic_write_with(target, lambda dst: shutil.copyfileobj(src, dst))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -11,7 +11,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from attn_bench.training.checkpoint import rng_state, save_checkpoint, set_rng_state
+from attn_bench.rundir import BEST_CKPT, LAST_CKPT
+from attn_bench.training.checkpoint import copy_checkpoint, rng_state, save_checkpoint, set_rng_state
 from attn_bench.training.distributed import DistInfo, all_reduce_sum
 
 log = logging.getLogger("attn_bench")
@@ -169,7 +170,7 @@ class Trainer:
                                      lr=lr, img_s=img_s)
             if save:
                 state.epoch_stats = self._global_partial(stats)
-                self._save(state, raw_model, "last.pt")
+                self._save(state, raw_model, LAST_CKPT)
             unsynced, tick = 0, time.perf_counter()
         if task is not None:
             self.progress.finish(task)
@@ -216,7 +217,8 @@ class Trainer:
             is_best = not state.best or record["eval_top1"] > state.best["eval_top1"]
             if is_best:
                 state.best = {k: record[k] for k in ("epoch", "eval_top1", "eval_top5")}
-                self._save(state, raw_model, "best.pt")
-            self._save(state, raw_model, "last.pt")
+            self._save(state, raw_model, LAST_CKPT)
+            if is_best and self.dist.is_main:  # the same state: copy the file rather than serialise it again
+                copy_checkpoint(self.run_dir / LAST_CKPT, self.run_dir / BEST_CKPT)
         self._update_wall_time(state)
         return state
