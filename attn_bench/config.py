@@ -1,36 +1,45 @@
-"""What Hydra needs from attn-bench before it composes a config: the config package, the
-run-directory naming resolver and the sweep launcher. Call :func:`register` once."""
+"""The config package and how to compose it: groups, their options, one ``compose`` helper.
+
+Training (through ``@hydra.main``), ``attn-bench profile``, the tests and the benchmark scripts
+all compose from :data:`CONFIG_MODULE`; only :func:`compose` talks to Hydra's compose API.
+"""
 from __future__ import annotations
 
-import hashlib
-import re
 from importlib import resources
+from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig
+
+from attn_bench.errors import ConfigError
 
 CONFIG_MODULE = "attn_bench.configs"
 CONFIG_GROUPS = ("model", "data", "trainer", "experiment")
 
 
-def dirname_for(overrides: str) -> str:
-    """A directory name for a set of overrides: readable, filesystem-safe, bounded in length."""
-    name = re.sub(r"[^A-Za-z0-9=,.+_\-\[\]]", "_", overrides) or "default"
-    if len(name) > 120:
-        name = f"{name[:100]}-{hashlib.sha1(overrides.encode()).hexdigest()[:10]}"
-    return name
-
-
 def group_options(group: str) -> list[str]:
+    """The choices of a config group."""
     folder = resources.files(CONFIG_MODULE) / group
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def register() -> None:
-    """The ``ab_dirname`` resolver, and the ``gpu_queue`` launcher (its config and its plugin class)."""
-    from hydra.core.plugins import Plugins
+def compose(config_name: str, overrides: list[str] | None = None, return_hydra_config: bool = False) -> DictConfig:
+    """``config_name`` with ``overrides`` applied, exactly as the CLI composes it; mistakes are one line."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
-    from hydra_plugins.attn_bench_launcher.gpu_queue import GpuQueueLauncher
+    GlobalHydra.instance().clear()  # an earlier in-process Hydra app may have left it set
+    try:
+        with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+            return hydra_compose(config_name, overrides=list(overrides or []), return_hydra_config=return_hydra_config)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(" ".join(str(err).split())) from None
 
-    OmegaConf.register_new_resolver("ab_dirname", dirname_for, replace=True)
-    # Hydra's own scan finds the launcher in a regular install but not in an editable one.
-    Plugins.instance().register(GpuQueueLauncher)
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as ``{"a.b.c": value}`` (lists and scalars are leaves)."""
+    if not isinstance(node, dict):
+        return {prefix[:-1]: node}
+    return {k: v for key, value in node.items() for k, v in flatten(value, f"{prefix}{key}.").items()}

@@ -1,8 +1,12 @@
-"""Errors that mean "the user asked for something that cannot work".
+"""Errors that mean "the user asked for something that cannot work", and how they are shown.
 
-The CLI prints these as one line and exits non-zero; any other exception is a
-real crash and keeps its traceback.
+The CLI prints these as one line and exits with :data:`USAGE_EXIT`; any other exception is a
+real crash and keeps its traceback. Every layer raises :class:`ConfigError`; only the commands
+call :func:`fail`.
 """
+from __future__ import annotations
+
+USAGE_EXIT = 2
 
 
 class ConfigError(ValueError):
@@ -13,3 +17,17 @@ def check(condition: bool, message: str) -> None:
     """Raise :class:`ConfigError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(message)
+
+
+def fail(message: str) -> int:
+    """Print ``message`` as the one error line on stderr; returns the exit status to use."""
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]attn-bench: error:[/] {message}")
+    return USAGE_EXIT
+
+
+def check_number(value, key: str, integer: bool = False) -> None:
+    """``key`` must hold a number (an integer with ``integer``); booleans are not numbers here."""
+    ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+    check(ok, f"{key} must be {'an integer' if integer else 'a number'}, got {value!r}")

@@ -1,29 +1,147 @@
-"""What a run directory holds, by name, and whether the run in it has finished.
+"""The one contract between trainer, launcher and report: what a run directory is called, what
+it holds, who may write it, and the shape of its ``metrics.json``.
 
-Shared by the trainer (which writes these files), the sweep launcher (which skips finished runs)
-and the report (which reads them), so that none of them needs to import another.
+None of the three imports another; they all read and write run directories through this module.
 """
 from __future__ import annotations
 
+import dataclasses
+import fcntl
+import hashlib
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-from attn_bench.io import read_json
+from omegaconf import DictConfig, OmegaConf
+
+from attn_bench.config import flatten
+from attn_bench.errors import ConfigError
+from attn_bench.io import atomic_write_json, read_json
 
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
 LAST_CKPT = "last.pt"
 BEST_CKPT = "best.pt"
+LOCK_FILE = ".lock"
 
 
-def read_metrics(run_dir: Path) -> dict[str, Any] | None:
-    """The run's metrics.json, or None when it is absent or unreadable (a run never half-writes it)."""
+def dirname_for(overrides: str) -> str:
+    """A directory name for a set of overrides: readable, filesystem-safe, bounded in length."""
+    name = re.sub(r"[^A-Za-z0-9=,.+_\-\[\]]", "_", overrides) or "default"
+    if len(name) > 120:
+        name = f"{name[:100]}-{hashlib.sha1(overrides.encode()).hexdigest()[:10]}"
+    return name
+
+
+# ---------------------------------------------------------------- identity and ownership
+
+def _comparable(cfg: DictConfig, ignore_keys: Iterable[str]) -> dict[str, Any]:
+    ignored = set(ignore_keys)
+    return {k: v for k, v in flatten(OmegaConf.to_container(cfg, resolve=True)).items() if k not in ignored}
+
+
+def check_same_config(run_dir: Path, cfg: DictConfig, ignore_keys: Iterable[str]) -> None:
+    """Refuse, in one line, to continue or report a run whose saved config differs from ``cfg``."""
+    saved = OmegaConf.load(run_dir / CONFIG_FILE)
+    old, new = _comparable(saved, ignore_keys), _comparable(cfg, ignore_keys)
+    diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:4])
+        raise ConfigError(
+            f"run directory '{run_dir}' holds a run with a different config ({shown}{' ...' if len(diff) > 4 else ''}); "
+            f"nothing was changed there. Start a separate run with name=<label> or another hydra.run.dir"
+        )
+
+
+@contextmanager
+def run_lock(run_dir: Path, enabled: bool = True):
+    """Hold the run directory for this process; a second process on it is refused in one line."""
+    if not enabled:
+        yield
+        return
+    handle = open(run_dir / LOCK_FILE, "w")
     try:
-        return read_json(Path(run_dir) / METRICS_FILE)
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(f"run directory '{run_dir}' is in use by another attn-bench process") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+# ---------------------------------------------------------------- metrics.json
+
+@dataclass
+class RunRecord:
+    """``metrics.json``: a completed run's results, or why and where a run failed.
+
+    ``config`` is the resolved config; ``final``/``best`` hold ``top1``/``top5`` (and ``loss`` or
+    ``epoch``); ``cost`` is :func:`attn_bench.metrics.cost.run_cost_metrics`' dict; ``history``
+    one dict per epoch. Fields that do not apply to the status are left out of the file.
+    """
+
+    status: str  # completed | failed
+    config: dict[str, Any]
+    seed: int
+    run_dir: str
+    versions: dict[str, str] = field(default_factory=dict)
+    final: dict[str, Any] | None = None
+    best: dict[str, Any] | None = None
+    params: int | None = None
+    attn_params: int | None = None
+    epochs: int | None = None
+    steps: int | None = None
+    wall_time_s: float | None = None
+    train_time_s: float | None = None
+    train_img_per_s: float | None = None
+    peak_memory_mb: float | None = None
+    device: str | None = None
+    world_size: int | None = None
+    history: list[dict[str, Any]] | None = None
+    cost: dict[str, Any] | None = None
+    reason: str | None = None  # failed runs
+    failed_at: dict[str, int] | None = None
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "RunRecord":
+        """Raises ``ValueError`` for anything that is not a metrics.json object with a status and config."""
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        if not isinstance(data.get("status"), str) or not isinstance(data.get("config"), dict):
+            raise ValueError("no 'status' or 'config'")
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{"seed": data.get("seed"), "run_dir": data.get("run_dir", ""),
+                      **{k: v for k, v in data.items() if k in names}})
+
+    def write(self, run_dir: Path) -> Path:
+        return atomic_write_json(Path(run_dir) / METRICS_FILE, self.to_dict())
+
+
+def load_record(run_dir: Path) -> RunRecord:
+    """The run's record; ``OSError`` when absent, ``ValueError`` when it is not a valid record."""
+    return RunRecord.from_dict(read_json(Path(run_dir) / METRICS_FILE))
+
+
+def read_record(run_dir: Path) -> RunRecord | None:
+    """The run's record, or None when it is absent or unreadable (a run never half-writes it)."""
+    try:
+        return load_record(run_dir)
     except (OSError, ValueError):
         return None
 
 
 def is_completed(run_dir: Path) -> bool:
-    metrics = read_metrics(run_dir)
-    return metrics is not None and metrics.get("status") == "completed"
+    record = read_record(run_dir)
+    return record is not None and record.completed

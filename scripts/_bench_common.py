@@ -5,10 +5,8 @@ import os
 import platform
 
 import torch
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
-
-from attn_bench.config import CONFIG_MODULE, register
+from attn_bench.cli import register
+from attn_bench.config import compose
 
 
 def machine() -> str:
@@ -24,6 +22,4 @@ def machine() -> str:
 
 def compose_train(overrides: list[str]):
     register()
-    GlobalHydra.instance().clear()
-    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
-        return compose("train", overrides=overrides)
+    return compose("train", overrides)

@@ -18,12 +18,13 @@ from _bench_common import compose_train, machine
 
 from attn_bench.data.datasets import load_tensors
 from attn_bench.training.optim import build_optimizer
-from attn_bench.training.run import model_from_config, run_training
+from attn_bench.commands.train import run_training
+from attn_bench.models import model_from_config
 
 
 def minimal_loop(cfg, epochs: int) -> float:
     torch.manual_seed(0)
-    model = model_from_config(cfg)
+    model = model_from_config(cfg.model, cfg.data.num_classes, cfg.data.img_size)
     optimizer = build_optimizer(model, cfg.trainer.optimizer)
     data = load_tensors(cfg.data, train=True)
     mean = torch.tensor(cfg.data.mean).view(1, 3, 1, 1)

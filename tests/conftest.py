@@ -1,20 +1,22 @@
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
 import torch
 
-from attn_bench.config import register
+from attn_bench.cli import register
+from attn_bench.config import compose
 
 register()  # the run-directory resolver and the sweep launcher, as the CLI does
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR10 = REPO.parent / "shared" / "data" / "cifar10-jpeg"
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible here)")
 
 
 @pytest.fixture
@@ -24,15 +26,19 @@ def cifar10_jpeg() -> Path:
     return SHARED_CIFAR10
 
 
+@functools.lru_cache(maxsize=None)
+def _composed(name: str, overrides: tuple[str, ...]):
+    return compose(name, list(overrides))
+
+
 def _compose_train(overrides: list[str] | None = None):
-    GlobalHydra.instance().clear()
-    with initialize_config_module("attn_bench.configs", version_base="1.3"):
-        return compose("train", overrides=list(overrides or []))
+    """The training config exactly as the CLI composes it: composed once per set of overrides in a
+    session, and a fresh copy for every caller (tests may change it)."""
+    return _composed("train", tuple(overrides or ())).copy()
 
 
 @pytest.fixture
 def compose_train():
-    """The training config exactly as the CLI composes it (Hydra's compose API)."""
     return _compose_train
 
 

@@ -1,7 +1,8 @@
 """Config composition: the card's commands compose to the documented recipes."""
 import pytest
 
-from attn_bench.config import dirname_for, group_options
+from attn_bench.config import group_options
+from attn_bench.rundir import dirname_for
 
 
 def test_default_config_is_the_quick_synthetic_run(compose_train):

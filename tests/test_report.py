@@ -4,11 +4,12 @@ import csv
 import json
 import math
 import sys
+from pathlib import Path
 
 import pytest
 
 from attn_bench.cli import main
-from attn_bench.sweeps import report
+from attn_bench.commands import report
 from attn_bench.sweeps.stats import NEED_SEEDS, sample_std, t_cdf, t_quantile, t_two_sided_p, welch_compare
 
 T975_DF2 = 4.302652729911275  # Student-t 97.5% quantile, 2 degrees of freedom (tables: 4.303)
@@ -220,7 +221,7 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path, capsys, make, args, fra
 # ---------------------------------------------------------------- real training runs
 
 def test_report_on_real_training_runs(compose_train, tiny_train, tmp_path, capsys):
-    from attn_bench.training.run import run_training
+    from attn_bench.commands.train import run_training
 
     small = ["data.train_size=500", "data.test_size=200", "trainer.epochs=1"]
     for block in ("none", "se"):
@@ -243,14 +244,14 @@ def test_unreadable_and_hidden_files_do_not_crash_the_report(tmp_path):
     (tmp_path / "ok" / ".hydra").mkdir()
     (tmp_path / "ok" / ".hydra" / "config.yaml").write_text("seed: 0\n")  # Hydra's own copy: not a run
     runs, problems = report.collect_runs([tmp_path])
-    assert [r["path"].name for r in runs] == ["ok"]
+    assert [Path(r.run_dir).name for r in runs] == ["ok"]
     assert [(p.path.name, p.status) for p in problems] == [("torn", "unreadable")]
     assert main(["report", str(tmp_path)]) == 0
     assert "| unreadable | ? | ? |" in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_block_variants_and_narrowed_backbones_get_their_own_rows():
-    from attn_bench.sweeps.report import backbone_label, block_label
+    from attn_bench.commands.report import backbone_label, block_label
 
     assert block_label({"attn": "gc", "attn_args": {}, "attn_stages": None, "attn_position": "every"}) == "gc"
     assert block_label({"attn": "gc", "attn_args": {"rd_ratio": 0.125}, "attn_stages": [2, 3, 4],

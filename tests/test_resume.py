@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from attn_bench.errors import ConfigError
-from attn_bench.training.run import run_training
+from attn_bench.commands.train import run_training
 
 DETERMINISTIC = ["trainer.deterministic=true", "trainer.epochs=3", "trainer.checkpoint_every_steps=3",
                  "data.train_size=600", "data.test_size=200", "trainer.batch_size=40"]

@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
+from attn_bench.config import compose
 
 from attn_bench.sweeps.queue import Job, cpu_slots, gpu_slots, run_queue
 
@@ -143,9 +142,7 @@ def test_interrupted_sweep_resumes_without_redoing_finished_jobs(tmp_path):
 
 
 def _hydra_config(overrides):
-    GlobalHydra.instance().clear()
-    with initialize_config_module("attn_bench.configs", version_base="1.3"):
-        return compose("train", overrides=overrides, return_hydra_config=True)
+    return compose("train", overrides, return_hydra_config=True)
 
 
 def test_default_sweep_launcher_is_the_device_queue():
@@ -182,3 +179,14 @@ def test_experiment_sweeps_its_own_params():
     cfg = _hydra_config(["experiment=cifar100_blocks"])
     assert cfg.data.name == "cifar100" and cfg.model.backbone == "resnet18" and cfg.trainer.epochs == 200
     assert cfg.hydra.sweeper.params["model.attn"] == "none,se,eca,gc,ca,gam,cbam"
+
+
+@pytest.mark.parametrize("bad", ["model.attn_stages=[7]", "model.attn_position=first", "data.loader=bogus"])
+def test_the_sweep_precheck_runs_the_jobs_own_checks(tmp_path, bad):
+    """Mistakes that only the model or data layer can see stop the sweep before any job starts."""
+    key, value = bad.split("=", 1)
+    proc = sweep(tmp_path, f"model.attn=none,se", f"{key}={value}")
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "sweep not started" in lines[0]
+    assert not list((tmp_path / "outputs").rglob("metrics.json"))

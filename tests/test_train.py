@@ -4,7 +4,7 @@ import json
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from attn_bench.training.run import run_training
+from attn_bench.commands.train import run_training
 
 LEARN = ["data.train_size=2000", "trainer.epochs=4", "trainer.scheduler.warmup_epochs=0.5"]
 

@@ -14,11 +14,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from attn_bench.data.synthetic import CLASSES as SYNTHETIC_CLASSES
+from attn_bench.data.spec import dataset_spec
 from attn_bench.data.synthetic import make_synthetic
 from attn_bench.errors import ConfigError
-
-DATASETS = ("synthetic", "cifar10", "cifar100", "imagefolder")
 
 
 @dataclass
@@ -37,15 +35,7 @@ class ImageTensors:
         return ImageTensors(self.images[keep], self.labels[keep])
 
 
-def check_dataset_name(name: str) -> None:
-    if name not in DATASETS:
-        raise ConfigError(f"unknown dataset '{name}'; valid choices: {', '.join(DATASETS)}")
-
-
 # --- torchvision CIFAR ------------------------------------------------------------------------
-
-_CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
-
 
 def _cifar(cfg: DictConfig, train: bool, transform=None):
     from torchvision import datasets
@@ -56,7 +46,7 @@ def _cifar(cfg: DictConfig, train: bool, transform=None):
         return cls(str(root), train=train, download=bool(cfg.download), transform=transform)
     except Exception as err:  # torchvision raises RuntimeError when absent, URLError/OSError offline
         how = (
-            f"put the python-version archive contents ('{_CIFAR_FOLDERS[cfg.name]}/') there, "
+            f"put the python-version archive contents ('{dataset_spec(cfg.name).folder}/') there, "
             f"point data.root at a folder that has them, or set data.download=true on a machine with network"
         )
         reason = "download failed: " + str(err).splitlines()[0] if cfg.download else "files not found"
@@ -151,14 +141,11 @@ def _imagefolder_tensors(cfg: DictConfig, train: bool) -> ImageTensors:
 
 def load_tensors(cfg: DictConfig, train: bool) -> ImageTensors:
     """The whole split decoded into memory (for the in-memory path)."""
-    check_dataset_name(cfg.name)
-    if cfg.name == "synthetic":
-        if cfg.num_classes != len(SYNTHETIC_CLASSES):
-            raise ConfigError(f"synthetic data has {len(SYNTHETIC_CLASSES)} classes; data.num_classes must be 10")
+    if dataset_spec(cfg.name).name == "synthetic":
         count = cfg.train_size if train else cfg.test_size
         images, labels = make_synthetic(int(count), seed=int(cfg.generator_seed) + (0 if train else 1))
         tensors = ImageTensors(images, labels)
-    elif cfg.name in _CIFAR_FOLDERS:
+    elif dataset_spec(cfg.name).folder is not None:
         tensors = _cifar_tensors(cfg, train)
     else:
         return _imagefolder_tensors(cfg, train)  # subset already applied before decoding
@@ -167,10 +154,7 @@ def load_tensors(cfg: DictConfig, train: bool) -> ImageTensors:
 
 def load_dataset(cfg: DictConfig, train: bool, transform):
     """A torchvision ``Dataset`` with PIL ``transform`` (for the standard DataLoader path)."""
-    check_dataset_name(cfg.name)
-    if cfg.name == "synthetic":
-        raise ConfigError("data.loader=torch is not available for synthetic data (it lives in memory); use memory")
-    ds = _cifar(cfg, train, transform) if cfg.name in _CIFAR_FOLDERS else _imagefolder(cfg, train, transform)
+    ds = _cifar(cfg, train, transform) if dataset_spec(cfg.name).folder is not None else _imagefolder(cfg, train, transform)
     if _per_class(cfg, train) is not None:
         ds = torch.utils.data.Subset(ds, _first_per_class(ds.targets, _per_class(cfg, train)))
     return ds

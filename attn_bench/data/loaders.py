@@ -15,9 +15,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
 from attn_bench.data.datasets import ImageTensors, load_dataset, load_tensors
-from attn_bench.errors import ConfigError
-
-LOADERS = ("auto", "memory", "torch")
+from attn_bench.data.spec import dataset_spec, is_small, resolve_loader
 
 
 def _draw_crop_flip(n: int, pad: int, gen: torch.Generator, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,28 +167,19 @@ def _pil_transforms(cfg: DictConfig, train: bool):
 
     size = int(cfg.img_size)
     normalize = [T.ToTensor(), T.Normalize(list(cfg.mean), list(cfg.std))]
-    if cfg.name in ("cifar10", "cifar100") or size <= 64:
+    if is_small(cfg):
         aug = [T.RandomCrop(size, padding=int(cfg.crop_padding)), T.RandomHorizontalFlip()] if train else []
-        resize = [] if cfg.name != "imagefolder" else [T.Resize((size, size))]
+        resize = [] if dataset_spec(cfg.name).img_size == size else [T.Resize((size, size))]
         return T.Compose(resize + aug + normalize)
     if train:
         return T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip()] + normalize)
     return T.Compose([T.Resize(int(round(size / cfg.eval_crop_pct))), T.CenterCrop(size)] + normalize)
 
 
-def resolve_loader_kind(cfg: DictConfig) -> str:
-    kind = cfg.loader
-    if kind not in LOADERS:
-        raise ConfigError(f"unknown data.loader '{kind}'; valid choices: {', '.join(LOADERS)}")
-    if kind == "auto":
-        return "memory" if cfg.name != "imagefolder" or int(cfg.img_size) <= 64 else "torch"
-    return kind
-
-
 def build_loaders(cfg: DictConfig, batch_size: int, device: torch.device, seed: int, drop_last: bool,
                   rank: int = 0, world_size: int = 1, channels_last: bool = False):
     """(train, eval) loaders with per-rank batch ``batch_size`` for the dataset ``cfg`` describes."""
-    kind = resolve_loader_kind(cfg)
+    kind = resolve_loader(cfg)
     common = dict(device=device, seed=seed, rank=rank, world_size=world_size, channels_last=channels_last)
     if kind == "memory":
         pad = int(cfg.crop_padding)

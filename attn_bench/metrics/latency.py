@@ -44,10 +44,10 @@ from torch import nn
 from attn_bench.devices import resolve_device
 from attn_bench.errors import check
 from attn_bench.metrics.complexity import eval_mode
+from attn_bench.precision import resolve_precision
 
 BUSY_RELATIVE_IQR = 0.10
 CONTENDED_CORES = 0.5
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 THROUGHPUT_BATCH = {"cpu": 8, "cuda": 64}  # CPU: 8 keeps a ResNet-50 pass under a second
 
 
@@ -73,8 +73,7 @@ class TimingPlan:
 def resolve_amp(amp: str | torch.dtype | None) -> torch.dtype | None:
     if amp is None or isinstance(amp, torch.dtype):
         return amp
-    check(amp in AMP_DTYPES, f"unknown amp dtype '{amp}'; valid choices: {', '.join(AMP_DTYPES)} (or null)")
-    return AMP_DTYPES[amp]
+    return resolve_precision(amp, key="amp dtype").amp_dtype
 
 
 def device_name(device: torch.device) -> str:

@@ -1,13 +1,18 @@
-"""``build_model``: the one place a backbone, its stem and its attention come together."""
+"""``build_model``: the one place a backbone, its stem and its attention come together, and
+``model_from_config`` / ``check``: the same for a composed ``model`` config node."""
 from __future__ import annotations
 
 from typing import Any, Iterable
 
+import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from attn_bench.errors import ConfigError
-from attn_bench.models.backbones import STEMS, create_backbone, use_small_stem
+from attn_bench.errors import ConfigError, check as require
+from attn_bench.models.backbones import STEMS, create_backbone, resolve_stem, use_small_stem
 from attn_bench.models.placement import place_attention
+
+PROBE_PX = 1024  # input size for measuring a backbone's output stride on the meta device
 
 
 def build_model(
@@ -40,3 +45,37 @@ def build_model(
         use_small_stem(model)
     place_attention(model, attn, attn_args, attn_stages, attn_position)
     return model
+
+
+def _container(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def model_from_config(model_cfg: DictConfig, num_classes: int, img_size: int) -> nn.Module:
+    """The model a ``model`` config node describes (``stem=auto`` picks by image size)."""
+    m = model_cfg
+    return build_model(
+        m.backbone, m.attn, int(num_classes), stem=resolve_stem(m.stem, int(img_size)),
+        attn_args=_container(m.attn_args) or None,
+        attn_stages=None if m.attn_stages is None else list(m.attn_stages),
+        attn_position=m.attn_position,
+        timm_kwargs=_container(m.timm_kwargs) or None,
+    )
+
+
+def check(model_cfg: DictConfig, num_classes: int, img_size: int) -> None:
+    """Everything about the model that can be wrong, found without memory or arithmetic.
+
+    Builds the model on the meta device (shapes only), so bad names and arguments fail here, and
+    checks that ``img_size`` covers the backbone's output stride (else the last feature map
+    would be smaller than 1x1).
+    """
+    require(isinstance(img_size, int) and not isinstance(img_size, bool) and img_size >= 1,
+            f"img_size={img_size!r} must be a positive integer")
+    with torch.device("meta"):
+        model = model_from_config(model_cfg, num_classes, img_size).eval()
+        stride = PROBE_PX // model.forward_features(torch.empty(1, 3, PROBE_PX, PROBE_PX)).shape[-1]
+    stem = resolve_stem(model_cfg.stem, img_size)
+    require(img_size >= stride,
+            f"img_size={img_size} is too small for {model_cfg.backbone} with the {stem} stem: it downsamples "
+            f"{stride}x, so the last feature map would be smaller than 1x1; use img_size >= {stride}")

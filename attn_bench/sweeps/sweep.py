@@ -11,7 +11,7 @@ from typing import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from attn_bench.config import dirname_for
+from attn_bench.rundir import dirname_for
 from attn_bench.errors import check
 from attn_bench.io import atomic_write_json
 from attn_bench.rundir import is_completed

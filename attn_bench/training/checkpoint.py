@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from attn_bench.errors import ConfigError
-from attn_bench.io import atomic_torch_save, atomic_write_with
+from attn_bench.io import atomic_write_with
 
 
 def rng_state() -> dict[str, Any]:
@@ -28,10 +28,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def _as_tuple(value):
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    atomic_torch_save(state, path)
 
 
 def copy_checkpoint(source: Path, target: Path) -> None:

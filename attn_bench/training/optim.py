@@ -1,13 +1,15 @@
-"""Optimiser and schedule from timm: weight decay skips norm and bias parameters."""
+"""Optimiser and schedule from timm: weight decay skips norm and bias parameters; the schedule
+(``trainer.scheduler.name``) is timm's cosine, tanh or poly decay after a linear warm-up."""
 from __future__ import annotations
 
 from omegaconf import DictConfig
 from timm.optim import create_optimizer_v2
-from timm.scheduler import CosineLRScheduler
+from timm.scheduler import CosineLRScheduler, PolyLRScheduler, TanhLRScheduler
+from timm.scheduler.scheduler import Scheduler
 from torch import nn
 
 OPTIMIZERS = ("sgd", "adamw")
-SCHEDULERS = ("cosine",)
+SCHEDULERS = {"cosine": CosineLRScheduler, "tanh": TanhLRScheduler, "poly": PolyLRScheduler}
 
 
 def build_optimizer(model: nn.Module, cfg: DictConfig):
@@ -19,11 +21,11 @@ def build_optimizer(model: nn.Module, cfg: DictConfig):
     return create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay, filter_bias_and_bn=True)
 
 
-def build_scheduler(optimizer, cfg: DictConfig, epochs: int, steps_per_epoch: int) -> CosineLRScheduler:
-    """Cosine decay over all updates after a linear warm-up (both counted in optimizer steps)."""
+def build_scheduler(optimizer, cfg: DictConfig, epochs: int, steps_per_epoch: int) -> Scheduler:
+    """``cfg.name`` decay to ``min_lr`` over all updates after a linear warm-up (both in optimizer steps)."""
     total = epochs * steps_per_epoch
     warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total - 1)
-    return CosineLRScheduler(
+    return SCHEDULERS[cfg.name](
         optimizer,
         t_initial=max(total - warmup, 1),
         lr_min=cfg.min_lr,

@@ -11,8 +11,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from attn_bench.precision import resolve_precision
 from attn_bench.rundir import BEST_CKPT, LAST_CKPT
-from attn_bench.training.checkpoint import copy_checkpoint, rng_state, save_checkpoint, set_rng_state
+from attn_bench.io import atomic_torch_save
+from attn_bench.training.checkpoint import copy_checkpoint, rng_state, set_rng_state
 from attn_bench.training.distributed import DistInfo, all_reduce_sum
 
 log = logging.getLogger("attn_bench")
@@ -64,8 +66,9 @@ class Trainer:
         self.on_log = on_log  # (tag, value, step) -> None; rank 0 writes TensorBoard
         self.progress = progress
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+        precision = resolve_precision(cfg.precision, device)
+        self.amp_dtype = precision.amp_dtype
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision.grad_scaler)
         self.steps_per_epoch = len(train_loader)
 
     # --- state ------------------------------------------------------------------------------
@@ -87,7 +90,7 @@ class Trainer:
     def _save(self, state: TrainState, raw_model: nn.Module, name: str) -> None:
         self._update_wall_time(state)
         if self.dist.is_main:
-            save_checkpoint(self.state_dict(state, raw_model), self.run_dir / name)
+            atomic_torch_save(self.state_dict(state, raw_model), self.run_dir / name)
 
     # --- loop -------------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """Hydra launcher ``hydra/launcher=gpu_queue`` (the default for ``-m``), a thin shell.
 
 One fresh process per job, one job per device; the logic lives in :mod:`attn_bench.sweeps`.
-:func:`attn_bench.config.register` imports and registers it before Hydra starts, so it also
-works in editable installs, where Hydra's plugin scan misses this namespace portion.
+Its config is ``configs/hydra/launcher/gpu_queue.yaml``; :func:`attn_bench.cli.register`
+registers this class before Hydra starts, so it also works in editable installs, where
+Hydra's plugin scan misses this namespace portion.
 
 Jobs whose ``metrics.json`` says completed are skipped (nothing finished is recomputed);
 interrupted jobs resume from their checkpoint because each job runs in its own fixed directory.
@@ -10,39 +11,21 @@ A failing job does not stop the others; the sweep ends with a summary of what fa
 """
 from __future__ import annotations
 
-import logging
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, Optional, Sequence
 
-from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from attn_bench.commands.train.checks import validate_config
+from attn_bench.errors import ConfigError, check, fail
+from attn_bench.rundir import read_record
 from attn_bench.sweeps.queue import Job
-from attn_bench.errors import ConfigError, check
-from attn_bench.rundir import read_metrics
 from attn_bench.sweeps.sweep import check_sweep_dir, job_dirnames, run_sweep
-from attn_bench.training.validate import validate_config
-
-log = logging.getLogger("attn_bench")
-
-
-@dataclass
-class GpuQueueLauncherConf:
-    _target_: str = "hydra_plugins.attn_bench_launcher.gpu_queue.GpuQueueLauncher"
-    # GPU ids to use, one job per GPU at a time; null = every visible GPU, and CPU workers if none.
-    devices: Optional[List[str]] = None
-    # Parallel jobs on a machine without GPUs (each gets cores / cpu_workers threads).
-    cpu_workers: int = 1
-
-
-ConfigStore.instance().store(group="hydra/launcher", name="gpu_queue", node=GpuQueueLauncherConf,
-                             provider="attn_bench")
 
 
 class GpuQueueLauncher(Launcher):
@@ -66,14 +49,13 @@ class GpuQueueLauncher(Launcher):
         jobs = [Job(index=initial_job_idx + i, overrides=overrides, run_dir=sweep_dir / name)
                 for i, (overrides, name) in enumerate(zip(job_overrides, names))]
         jobs = run_sweep(jobs, sweep_dir, self.devices, self.cpu_workers)
-        failed = [j for j in jobs if j.status == "failed"]
-        if failed:
+        if any(j.status == "failed" for j in jobs):
             # Hydra would re-raise per job with a traceback; the summary already says what failed.
             sys.exit(1)
         return [self._job_return(job) for job in jobs]
 
     def _check_before_starting(self, job_overrides: list[list[str]], sweep_dir: Path) -> None:
-        """Compose and validate every job first: a mistake in one stops the sweep before any job runs."""
+        """Validate every job with the job's own checks: a mistake in one stops the sweep before any job runs."""
         try:
             check(self.cpu_workers >= 1, f"hydra.launcher.cpu_workers must be at least 1, got {self.cpu_workers}")
             check_sweep_dir(sweep_dir)
@@ -81,15 +63,12 @@ class GpuQueueLauncher(Launcher):
                 job_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
                 validate_config(OmegaConf.masked_copy(job_cfg, [k for k in job_cfg if k != "hydra"]))
         except ConfigError as err:
-            from attn_bench.cli import fail
-
             sys.exit(fail(f"sweep not started: {err}"))
 
     @staticmethod
     def _job_return(job) -> JobReturn:
         ret = JobReturn(overrides=job.overrides, working_dir=str(job.run_dir))
         ret.status = JobStatus.COMPLETED
-        metrics = read_metrics(job.run_dir)
-        ret._return_value = metrics["final"]["top1"] if metrics else None
+        record = read_record(job.run_dir)
+        ret._return_value = record.final["top1"] if record and record.final else None
         return ret
-

@@ -1,0 +1,184 @@
+"""``attn-bench profile``: what each attention block costs in one backbone.
+
+    attn-bench profile model=resnet50 img_size=224 blocks=[none,se,eca,gc,ca,gam,cbam]
+
+Arguments are Hydra overrides of ``configs/profile.yaml`` (which uses the training ``model``
+group). Every block is built into the backbone exactly as training builds it
+(:func:`attn_bench.models.model_from_config`), then measured with
+:func:`attn_bench.metrics.cost.run_cost_metrics`. The table shows each row relative to the
+``none`` baseline when ``none`` is listed, and is written as CSV, Markdown and JSON to ``out_dir``.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from rich.console import Console
+
+from attn_bench import models
+from attn_bench.attention import BASELINE, list_blocks
+from attn_bench.config import CONFIG_MODULE, compose
+from attn_bench.devices import resolve_device
+from attn_bench.errors import check
+from attn_bench.io import atomic_write_json, atomic_write_text
+from attn_bench.metrics.cost import run_cost_metrics
+from attn_bench.metrics.latency import BusyDeviceWarning, TimingPlan, resolve_amp
+from attn_bench.tables import Column, Table, print_tables, to_csv, to_markdown
+
+CONFIG_NAME = "profile"
+MODEL_ALIASES = ("backbone", "attn_args", "attn_stages", "attn_position", "stem", "timm_kwargs")
+DELTA_KEYS = ("params", "macs", "flops", "latency_ms", "throughput_img_per_s")
+LEADING_CSV_COLUMNS = ("block", "params", "attn_params", "macs", "flops", "latency_ms", "throughput_img_per_s")
+
+
+def with_aliases(argv: list[str]) -> list[str]:
+    """``backbone=...`` (the earlier flat keys) -> ``++model.backbone=...`` (``++``: a dict value such
+    as ``timm_kwargs={channels:[...]}`` is set into the model's empty dict, as the flat key was)."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        out.append(f"++model.{key}={value}" if sep and key in MODEL_ALIASES else arg)
+    return out
+
+
+def checked_blocks(cfg: DictConfig) -> list[str]:
+    blocks = cfg.blocks
+    names = [str(b) for b in blocks] if isinstance(blocks, (list, ListConfig)) else [str(blocks)]
+    check(len(names) > 0, "blocks is empty; list at least one, e.g. blocks=[none,se]")
+    for name in names:
+        check(name in list_blocks(), f"unknown attention block '{name}'; valid choices: {', '.join(list_blocks())}")
+    check(len(set(names)) == len(names), f"blocks lists a block twice: {names}")
+    check(cfg.model.attn == BASELINE, f"profile measures the blocks in blocks=[...], not model.attn; "
+                                      f"use blocks=[{cfg.model.attn}]")
+    return names
+
+
+def block_model_cfg(cfg: DictConfig, block: str) -> DictConfig:
+    """The ``model`` node for one row: ``attn=block``; the baseline gets no block arguments."""
+    node = cfg.model.copy()
+    node.attn = block
+    if block == BASELINE:
+        node.attn_args = {}
+    return node
+
+
+def build(cfg: DictConfig, block: str) -> torch.nn.Module:
+    return models.model_from_config(block_model_cfg(cfg, block), cfg.num_classes, cfg.img_size)
+
+
+def timing_plan(node: DictConfig) -> TimingPlan:
+    return TimingPlan(warmup=node.warmup, warmup_s=node.warmup_s, repeats=node.repeats,
+                      min_repeats=node.min_repeats, budget_s=node.budget_s)
+
+
+def timing_options(cfg: DictConfig) -> dict[str, Any]:
+    """``run_cost_metrics`` keyword arguments, checked before any model is built."""
+    return {
+        "device": resolve_device(cfg.device), "num_threads": cfg.threads, "amp_dtype": resolve_amp(cfg.amp),
+        "channels_last": cfg.channels_last, "latency_plan": timing_plan(cfg.latency),
+        "throughput_plan": timing_plan(cfg.throughput), "throughput_batch": cfg.throughput.batch_size,
+    }
+
+
+def profile_block(cfg: DictConfig, block: str, options: dict[str, Any]) -> dict[str, Any]:
+    model = build(cfg, block)
+    with warnings.catch_warnings():  # the table marks busy rows itself
+        warnings.simplefilter("ignore", BusyDeviceWarning)
+        metrics = run_cost_metrics(model, cfg.img_size, **options)
+    return {"block": block, **metrics}
+
+
+def add_deltas(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``delta_<key>`` and ``delta_<key>_pct`` against the ``none`` row, if there is one."""
+    base = next((r for r in rows if r["block"] == BASELINE), None)
+    if base is None:
+        return rows
+    for row in rows:
+        for key in DELTA_KEYS:
+            row[f"delta_{key}"] = row[key] - base[key]
+            row[f"delta_{key}_pct"] = 100 * (row[key] - base[key]) / base[key] if base[key] else float("nan")
+    return rows
+
+
+def _delta(key: str, scale: float, digits: int) -> Callable[[dict], str]:
+    return lambda r: f"{r[f'delta_{key}'] / scale:+.{digits}f} ({r[f'delta_{key}_pct']:+.1f}%)"
+
+
+def columns(rows: list[dict[str, Any]]) -> list[Column]:
+    with_delta = "delta_params" in rows[0]
+    batch = rows[0]["throughput_batch_size"]
+    cols = [
+        Column("block", lambda r: r["block"] + (" *" if r["latency_busy"] or r["throughput_busy"] else ""), "left"),
+        Column("params (M)", lambda r: f"{r['params'] / 1e6:.3f}"), Column("Δ params (M)", _delta("params", 1e6, 3)),
+        Column("GMACs", lambda r: f"{r['gmacs']:.3f}"), Column("Δ GMACs", _delta("macs", 1e9, 3)),
+        Column("GFLOPs", lambda r: f"{r['gflops']:.3f}"), Column("Δ GFLOPs", _delta("flops", 1e9, 3)),
+        Column("latency ms", lambda r: f"{r['latency_ms']:.1f}"), Column("Δ latency ms", _delta("latency_ms", 1, 1)),
+        Column(f"img/s @{batch}", lambda r: f"{r['throughput_img_per_s']:.1f}"),
+        Column(f"Δ img/s @{batch}", _delta("throughput_img_per_s", 1, 1)),
+    ]
+    return [c for c in cols if with_delta or not c.header.startswith("Δ")]
+
+
+def caption(cfg: DictConfig, rows: list[dict[str, Any]]) -> str:
+    r = rows[0]
+    text = (f"{cfg.model.backbone} @ {cfg.img_size} px, {cfg.num_classes} classes; MACs/FLOPs: batch 1, eval; "
+            f"timing on {r['device']} ({r['device_name']}), {r['dtype']}, {r['num_threads']} threads, "
+            f"torch {r['torch_version']}; latency = median of batch-1 passes")
+    if any(row["latency_busy"] or row["throughput_busy"] for row in rows):
+        text += "; * = device busy while timing (wide spread or other processes on the CPU): compare with care"
+    return text
+
+
+def profile_table(cfg: DictConfig, rows: list[dict[str, Any]]) -> Table:
+    return Table(f"attn-bench profile: {cfg.model.backbone} @ {cfg.img_size} px", columns(rows), rows,
+                 caption(cfg, rows))
+
+
+def write_outputs(cfg: DictConfig, rows: list[dict[str, Any]]) -> Path:
+    out_dir, table = Path(cfg.out_dir), profile_table(cfg, rows)
+    fields = list(LEADING_CSV_COLUMNS) + [k for k in rows[0] if k not in LEADING_CSV_COLUMNS]
+    atomic_write_text(out_dir / "profile.csv", to_csv(rows, fields))
+    markdown = [f"# {table.title}", "", table.caption, "", *to_markdown(table)]
+    atomic_write_text(out_dir / "profile.md", "\n".join(markdown) + "\n")
+    atomic_write_json(out_dir / "profile.json", {"config": OmegaConf.to_container(cfg), "rows": rows})
+    return out_dir
+
+
+def print_help() -> None:
+    from importlib import resources
+
+    defaults = (resources.files(CONFIG_MODULE) / f"{CONFIG_NAME}.yaml").read_text()
+    text = f"{__doc__}\nKeys (override as key=value) and defaults:\n\n{defaults}"
+    Console(highlight=False, soft_wrap=True).print(text, markup=False)
+
+
+def main(argv: list[str]) -> int:
+    if {"-h", "--help"} & set(argv):
+        print_help()
+        return 0
+    cfg = compose(CONFIG_NAME, with_aliases(argv))
+    OmegaConf.resolve(cfg)
+    blocks = checked_blocks(cfg)
+    options = timing_options(cfg)
+    for block in blocks:  # every model checked before anything is measured
+        models.check(block_model_cfg(cfg, block), cfg.num_classes, cfg.img_size)
+    log = Console(stderr=True, highlight=False, soft_wrap=True)
+    # The first model timed in a process runs slow for a while (allocator, kernel selection); a
+    # discarded pass keeps that from penalising the first row, usually the baseline, and every delta.
+    profile_block(cfg, blocks[0], options)
+    rows = []
+    for i, block in enumerate(blocks, start=1):
+        started = time.perf_counter()
+        rows.append(profile_block(cfg, block, options))
+        log.print(f"[dim]profiled {block} ({i}/{len(blocks)}) in {time.perf_counter() - started:.1f} s[/]")
+    rows = add_deltas(rows)
+    print_tables(profile_table(cfg, rows))
+    uncounted = sorted({op for row in rows for op in row["uncounted_ops"]})
+    if uncounted:
+        log.print(f"[yellow]warning:[/] FLOPs leave out ops without a formula: {', '.join(uncounted)}")
+    log.print(f"written to {write_outputs(cfg, rows)}/profile.{{csv,md,json}}")
+    return 0

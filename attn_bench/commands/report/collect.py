@@ -1,0 +1,91 @@
+"""Finding and reading runs for the report: completed runs, and the problem runs listed beside them."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from attn_bench.errors import check
+from attn_bench.rundir import CONFIG_FILE, LAST_CKPT, METRICS_FILE, RunRecord, load_record
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A run that is not in the table: failed, still running, interrupted, or unreadable."""
+
+    path: Path
+    status: str
+    block: str
+    seed: Any
+    reason: str
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def run_dirs(root: Path) -> list[Path]:
+    """Directories under ``root`` (itself included) that hold a run; hidden folders are skipped."""
+    found = {p.parent for name in (METRICS_FILE, CONFIG_FILE) for p in root.rglob(name)}
+    return sorted(d for d in found if not any(part.startswith(".") for part in d.relative_to(root).parts))
+
+
+def _read_config_yaml(path: Path) -> dict[str, Any] | None:
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path))
+    except Exception:  # a half-written or hand-edited file: the run is listed with '?' instead
+        return None
+
+
+def _block_and_seed(config: Any) -> tuple[str, Any]:
+    config = config if isinstance(config, dict) else {}
+    return str((config.get("model") or {}).get("attn", "?")), config.get("seed", "?")
+
+
+def _has_row_keys(record: RunRecord) -> bool:
+    try:
+        return all(isinstance(x, str) or x is not None for x in (
+            record.config["model"]["backbone"], record.config["model"]["attn"], record.config["data"]["name"]))
+    except (KeyError, TypeError):
+        return False
+
+
+def load_run(path: Path) -> RunRecord | Problem:
+    """The record of a completed run (``run_dir`` set to where it was found), or why it is left out."""
+    if not (path / METRICS_FILE).exists():
+        block, seed = _block_and_seed(_read_config_yaml(path / CONFIG_FILE))
+        state = f"checkpoint {LAST_CKPT} present" if (path / LAST_CKPT).exists() else "no checkpoint yet"
+        return Problem(path, "incomplete", block, seed, f"no {METRICS_FILE}: in progress or interrupted ({state})")
+    try:
+        record = load_record(path)
+    except (OSError, ValueError) as err:
+        return Problem(path, "unreadable", "?", "?", f"{METRICS_FILE}: {err}")
+    block, seed = _block_and_seed(record.config)
+    if record.status == "failed":
+        where = record.failed_at or {}
+        return Problem(path, "failed", block, seed,
+                       f"{record.reason or '?'} (epoch {where.get('epoch', '?')}, step {where.get('step', '?')})")
+    if not record.completed or not is_number((record.final or {}).get("top1")):
+        return Problem(path, str(record.status), block, seed,
+                       f"{METRICS_FILE} has status {record.status!r} and no final top-1")
+    if not _has_row_keys(record):
+        return Problem(path, "unreadable", block, seed, f"{METRICS_FILE} has no config.model.backbone/attn or data.name")
+    record.run_dir = str(path)
+    return record
+
+
+def collect_runs(dirs: Iterable[Path]) -> tuple[list[RunRecord], list[Problem]]:
+    """Completed runs and problem runs under all ``dirs`` (each run once, however often it is reached)."""
+    completed, problems, seen = [], [], set()
+    for root in dirs:
+        check(root.is_dir(), f"report: '{root}' is not a directory")
+        paths = run_dirs(root)
+        check(bool(paths), f"report: no runs found in '{root}' (no {METRICS_FILE} or {CONFIG_FILE} below it)")
+        for path in (p for p in paths if p.resolve() not in seen):
+            seen.add(path.resolve())
+            run = load_run(path)
+            (problems if isinstance(run, Problem) else completed).append(run)
+    return completed, problems

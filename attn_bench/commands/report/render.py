@@ -1,0 +1,117 @@
+"""The report's rows as tables (:mod:`attn_bench.tables`): terminal, report.md, report.csv, report.tex."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+from attn_bench.commands.report.collect import Problem
+from attn_bench.commands.report.rows import GROUP_KEYS, varying_keys
+from attn_bench.sweeps.stats import Comparison
+from attn_bench.tables import Column, Table, to_latex, to_markdown
+
+TITLE = "attn-bench report"
+DELTA_HEADERS = {"Δ top-1", "95% CI", "beyond seed noise?"}
+CSV_FIELDS = ("backbone", "dataset", "block", "n", "seeds", "top1_mean", "top1_std", "top5_mean", "top5_std",
+              "delta_top1", "delta_ci_low", "delta_ci_high", "p_value", "welch_df", "beyond_seed_noise",
+              "params", "attn_params", "gmacs", "latency_ms", "throughput_img_per_s", "train_time_s", "epochs", "runs")
+
+
+def _mean_std(mean_key: str, std_key: str) -> Callable[[dict], str]:
+    def fmt(row: dict) -> str:
+        if row[mean_key] is None:
+            return "-"
+        std = row[std_key]
+        return f"{row[mean_key]:.2f}" if std is None or math.isnan(std) else f"{row[mean_key]:.2f} ± {std:.2f}"
+    return fmt
+
+
+def _number(key: str, scale: float, digits: int) -> Callable[[dict], str]:
+    return lambda row: "-" if row[key] is None else f"{row[key] / scale:.{digits}f}"
+
+
+def _delta(row: dict) -> str:
+    if row["is_baseline"]:
+        return "baseline"
+    return "-" if row["comparison"] is None else f"{row['comparison'].delta:+.2f}"
+
+
+def _interval(row: dict) -> str:
+    c: Comparison | None = row["comparison"]
+    if c is None:
+        return "-"
+    return c.note if c.ci_low is None else f"[{c.ci_low:+.2f}, {c.ci_high:+.2f}]"
+
+
+def _verdict(row: dict) -> str:
+    c: Comparison | None = row["comparison"]
+    if c is None:
+        return "-"
+    return "n/a" if c.p_value is None else c.verdict  # the interval column says why
+
+
+def columns(rows: list[dict[str, Any]]) -> list[Column]:
+    with_delta = any(row["is_baseline"] for row in rows)
+    cols = [Column(key, lambda r, key=key: r[key], "left") for key in varying_keys(rows)] + [
+        Column("block", lambda r: r["block"], "left"), Column("n", lambda r: str(r["n"])),
+        Column("top-1 (%)", _mean_std("top1_mean", "top1_std")),
+        Column("Δ top-1", _delta), Column("95% CI", _interval), Column("beyond seed noise?", _verdict),
+        Column("top-5 (%)", _mean_std("top5_mean", "top5_std")),
+        Column("params (M)", _number("params", 1e6, 3)), Column("GMACs", _number("gmacs", 1, 3)),
+        Column("latency (ms)", _number("latency_ms", 1, 2)), Column("img/s", _number("throughput_img_per_s", 1, 0)),
+        Column("train time (s)", _number("train_time_s", 1, 1)),
+    ]
+    return [c for c in cols if with_delta or c.header not in DELTA_HEADERS]
+
+
+def caption(rows: list[dict[str, Any]], baseline: str) -> str:
+    text = "top-1/top-5: eval accuracy after the last epoch, mean ± sample std over seeds (n = seeds); "
+    if any(row["is_baseline"] for row in rows):
+        text += (f"Δ top-1: minus the '{baseline}' block, 95% CI and p from Welch's t-test; "
+                 "beyond seed noise? = p < 0.05")
+    else:
+        text += f"no '{baseline}' (baseline) runs, so no deltas"
+    devices = sorted({d for row in rows for d in row["cost_devices"]})
+    if devices:
+        text += f"; latency (batch 1, median) and img/s measured on {', '.join(devices)}"
+    return text
+
+
+def results_table(rows: list[dict[str, Any]], baseline: str) -> Table:
+    styles = ["bold green" if row["comparison"] and row["comparison"].significant else None for row in rows]
+    return Table(TITLE, columns(rows), rows, caption(rows, baseline), styles)
+
+
+def problems_table(problems: list[Problem]) -> Table:
+    cols = [Column("status", lambda p: p.status, "left", True), Column("block", lambda p: p.block, "left", True),
+            Column("seed", lambda p: str(p.seed), "left", True), Column("directory", lambda p: str(p.path), "left", True),
+            Column("reason", lambda p: p.reason, "left", True)]
+    return Table("failed / incomplete runs (not counted above)", cols, problems)
+
+
+def markdown_document(rows: list[dict[str, Any]], problems: list[Problem], baseline: str, plots: list[Path]) -> str:
+    lines = [f"# {TITLE}", ""]
+    if rows:
+        table = results_table(rows, baseline)
+        lines += [table.caption + ".", ""] + to_markdown(table)
+    else:
+        lines += ["No completed runs."]
+    if problems:
+        lines += ["", "## Failed / incomplete runs", ""] + to_markdown(problems_table(problems))
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def latex_document(rows: list[dict[str, Any]], baseline: str) -> str:
+    return to_latex(results_table(rows, baseline)) if rows else f"% {TITLE}: no completed runs\n"
+
+
+def csv_record(row: dict[str, Any]) -> dict[str, Any]:
+    c: Comparison | None = row["comparison"]
+    return {
+        **{k: row[k] for k in CSV_FIELDS if k in row},
+        "delta_top1": c.delta if c else None, "delta_ci_low": c.ci_low if c else None,
+        "delta_ci_high": c.ci_high if c else None, "p_value": c.p_value if c else None, "welch_df": c.df if c else None,
+        "beyond_seed_noise": None if c is None else c.significant,
+    }

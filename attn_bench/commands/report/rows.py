@@ -1,0 +1,134 @@
+"""From runs to rows: one row per (backbone, dataset, block variant), seeds pooled, each compared
+with the baseline block by Welch's test (:mod:`attn_bench.sweeps.stats`)."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Iterable
+
+from attn_bench.attention import BASELINE
+from attn_bench.commands.report.collect import is_number
+from attn_bench.config import flatten
+from attn_bench.rundir import RunRecord
+from attn_bench.sweeps.stats import mean, sample_std, welch_compare
+
+GROUP_KEYS = ("backbone", "dataset")
+# Config keys that may differ between the seeds of one row without making them different experiments.
+POOLABLE_KEYS = {"seed", "name", "device", "measure_cost", "data.root", "data.download", "data.num_workers", "data.cache_dir",
+                 "trainer.progress", "trainer.log_every_steps", "trainer.checkpoint_every_steps"}
+
+
+def _with_settings(name: str, settings: list[str]) -> str:
+    return f"{name} ({', '.join(settings)})" if settings else name
+
+
+def backbone_label(model: dict[str, Any]) -> str:
+    """The backbone, plus its timm arguments when it has any (resnet18 and a narrowed resnet18 differ)."""
+    kwargs = model.get("timm_kwargs") or {}
+    return _with_settings(str(model["backbone"]), [f"{k}={v}" for k, v in sorted(kwargs.items())])
+
+
+def block_label(model: dict[str, Any]) -> str:
+    """The block, plus whatever makes it a variant: its arguments, stages and position."""
+    name = str(model["attn"])
+    if name == BASELINE:
+        return name
+    settings = [f"{k}={v}" for k, v in sorted((model.get("attn_args") or {}).items())]
+    if model.get("attn_stages") is not None:
+        settings.append(f"stages={list(model['attn_stages'])}")
+    if model.get("attn_position", "every") != "every":
+        settings.append(f"position={model['attn_position']}")
+    return _with_settings(name, settings)
+
+
+def group_of(run: RunRecord) -> tuple[str, str, str]:
+    """Runs of one row: same backbone (and timm arguments), dataset, and block variant."""
+    cfg = run.config
+    return backbone_label(cfg["model"]), str(cfg["data"]["name"]), block_label(cfg["model"])
+
+
+def group_runs(runs: list[RunRecord]) -> dict[tuple[str, str, str], list[RunRecord]]:
+    groups: dict[tuple[str, str, str], list[RunRecord]] = {}
+    for run in runs:
+        groups.setdefault(group_of(run), []).append(run)
+    return groups
+
+
+def _numbers(values: Iterable[Any]) -> list[float]:
+    return [v for v in values if is_number(v)]
+
+
+def _mean_or_none(values: Iterable[Any]) -> float | None:
+    numbers = _numbers(values)
+    return mean(numbers) if numbers else None
+
+
+def _std_or_none(values: Iterable[Any]) -> float | None:
+    numbers = _numbers(values)
+    return sample_std(numbers) if numbers else None
+
+
+def training_curve(runs: list[RunRecord]) -> list[tuple[int, float, float]]:
+    """(epoch, mean, std) of eval top-1 over the runs that reached each epoch."""
+    by_epoch: dict[int, list[float]] = {}
+    for run in runs:
+        for record in run.history or []:
+            if is_number(record.get("eval_top1")):
+                by_epoch.setdefault(int(record["epoch"]), []).append(record["eval_top1"])
+    return [(epoch, mean(v), sample_std(v)) for epoch, v in sorted(by_epoch.items())]
+
+
+def summarize(key: tuple[str, str, str], runs: list[RunRecord]) -> dict[str, Any]:
+    cost = [run.cost or {} for run in runs]
+    top1 = [run.final["top1"] for run in runs]
+    return {
+        "backbone": key[0], "dataset": key[1], "block": key[2], "n": len(runs),
+        "seeds": sorted(run.seed if run.seed is not None else run.config.get("seed") for run in runs),
+        "top1": top1, "top1_mean": mean(top1), "top1_std": sample_std(top1),
+        "top5_mean": _mean_or_none(run.final.get("top5") for run in runs),
+        "top5_std": _std_or_none(run.final.get("top5") for run in runs),
+        "params": next(iter(_numbers(run.params for run in runs)), None),  # the same for every seed
+        "attn_params": next(iter(_numbers(run.attn_params for run in runs)), None),
+        "gmacs": _mean_or_none(c.get("gmacs") for c in cost),
+        "latency_ms": _mean_or_none(c.get("latency_ms") for c in cost),
+        "throughput_img_per_s": _mean_or_none(c.get("throughput_img_per_s") for c in cost),
+        "cost_devices": sorted({str(c["device_name"]) for c in cost if c.get("device_name")}),
+        "train_time_s": _mean_or_none(run.train_time_s for run in runs),
+        "epochs": sorted({run.epochs for run in runs}, key=str),
+        "curve": training_curve(runs),
+        "runs": [run.run_dir for run in runs],
+        "comparison": None,
+    }
+
+
+def build_rows(runs: list[RunRecord], baseline: str) -> list[dict[str, Any]]:
+    """One row per (backbone, dataset, block), the baseline first in each backbone/dataset."""
+    groups = group_runs(runs)
+    order = sorted(groups, key=lambda k: (k[0], k[1], k[2] != baseline, k[2]))
+    rows = [summarize(key, groups[key]) for key in order]
+    for row in rows:
+        base = next((r for r in rows if (r["backbone"], r["dataset"], r["block"])
+                     == (row["backbone"], row["dataset"], baseline)), None)
+        if base is not None and base is not row:
+            row["comparison"] = welch_compare(row["top1"], base["top1"])
+        row["is_baseline"] = base is row
+    return rows
+
+
+def pooling_warnings(runs: list[RunRecord]) -> list[str]:
+    """Rows whose seeds differ in more than the seed, or repeat a seed: the statistics would mislead."""
+    warnings = []
+    for key, members in group_runs(runs).items():
+        configs = [flatten(run.config) for run in members]
+        keys = sorted({k for c in configs for k in c} - POOLABLE_KEYS)
+        differing = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
+        if differing:
+            warnings.append(f"{'/'.join(key)}: runs pooled as seeds differ in {', '.join(differing[:5])}"
+                            f"{' ...' if len(differing) > 5 else ''}")
+        repeated = [s for s, count in Counter(run.seed for run in members).items() if count > 1]
+        if repeated:
+            warnings.append(f"{'/'.join(key)}: seed {repeated[0]} appears in more than one run")
+    return warnings
+
+
+def varying_keys(rows: list[dict[str, Any]]) -> list[str]:
+    return [k for k in GROUP_KEYS if len({row[k] for row in rows}) > 1]

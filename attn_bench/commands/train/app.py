@@ -1,0 +1,87 @@
+"""The Hydra app behind ``attn-bench [overrides]``: names checked up front, one run (or ``-m``
+sweep), and a summary table of what the run measured."""
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+from rich.console import Console
+
+from attn_bench.config import CONFIG_GROUPS, CONFIG_MODULE, group_options
+from attn_bench.errors import ConfigError, fail
+from attn_bench.rundir import RunRecord
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Catch unknown group options and block names before Hydra or any job starts."""
+    from attn_bench.attention import list_blocks
+
+    for arg in overrides:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            continue
+        key = key.lstrip("+~")
+        sweep_fn = re.fullmatch(r"(\w+)\((.*)\)", value.strip())
+        if sweep_fn and sweep_fn.group(1) in ("range", "interval", "glob"):
+            continue  # not a list of names; Hydra and the run's own checks handle these
+        values = [v.strip() for v in (sweep_fn.group(2) if sweep_fn else value).split(",")]
+        if key in CONFIG_GROUPS:
+            valid = group_options(key)
+            bad = [v for v in values if v not in valid and v != "null"]
+            if bad:
+                raise ConfigError(f"unknown {key} '{bad[0]}'; valid choices: {', '.join(valid)}")
+        elif key == "model.attn":
+            bad = [v for v in values if v not in list_blocks()]
+            if bad:
+                raise ConfigError(f"unknown attention block '{bad[0]}'; valid choices: {', '.join(list_blocks())}")
+
+
+def print_run_summary(record: RunRecord) -> None:
+    """What the run measured, as one table (the same figures are in metrics.json)."""
+    from rich.table import Table
+
+    config, cost = record.config, record.cost or {}
+    table = Table(title=f"{config['model']['backbone']} + {config['model']['attn']} on {config['data']['name']}",
+                  show_header=False)
+    rows = [
+        ("top-1 / top-5 (final)", f"{record.final['top1']:.2f} / {record.final['top5']:.2f} %"),
+        ("top-1 (best epoch)", f"{record.best['top1']:.2f} % (epoch {record.best['epoch']})"),
+        ("params (attention)", f"{record.params:,} ({record.attn_params:,})"),
+        ("MACs / FLOPs", f"{cost['gmacs']:.3f} G / {cost['gflops']:.3f} G" if cost else "-"),
+        ("latency, batch 1", f"{cost['latency_ms']:.2f} ms on {cost['device_name']}" if cost else "-"),
+        ("throughput (eval)", f"{cost['throughput_img_per_s']:.0f} img/s" if cost else "-"),
+        ("training", f"{record.train_img_per_s:.0f} img/s, peak memory {record.peak_memory_mb:.0f} MB"),
+        ("wall time", f"{record.wall_time_s:.1f} s, {record.epochs} epochs"),
+        ("run directory", record.run_dir),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    Console().print(table)
+
+
+def main(argv: list[str]) -> int:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from attn_bench.commands.train.run import run_training
+
+    check_overrides(argv)
+
+    @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")
+    def train(cfg) -> float | None:
+        hc = HydraConfig.get()
+        try:
+            metrics = run_training(cfg, hc.runtime.output_dir, hc.job.config.override_dirname.exclude_keys)
+        except ConfigError as err:
+            if hc.mode == RunMode.MULTIRUN:
+                raise
+            sys.exit(fail(str(err)))
+        if hc.mode != RunMode.MULTIRUN and int(os.environ.get("RANK", 0)) == 0:
+            print_run_summary(RunRecord.from_dict(metrics))
+        return metrics["final"]["top1"]
+
+    sys.argv = [sys.argv[0]] + argv
+    train()
+    return 0

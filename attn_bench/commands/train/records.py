@@ -1,0 +1,79 @@
+"""What a run records: its metrics.json (:class:`~attn_bench.rundir.RunRecord`) and its HParams row."""
+from __future__ import annotations
+
+import platform
+import resource
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from attn_bench.metrics.complexity import count_params
+from attn_bench.rundir import RunRecord
+from attn_bench.training.distributed import DistInfo
+from attn_bench.training.trainer import TrainState
+
+HPARAM_KEYS = {
+    "backbone": "model.backbone", "attn": "model.attn", "attn_stages": "model.attn_stages",
+    "attn_position": "model.attn_position", "dataset": "data.name", "epochs": "trainer.epochs",
+    "batch_size": "trainer.batch_size", "optimizer": "trainer.optimizer.name", "lr": "trainer.optimizer.lr",
+    "weight_decay": "trainer.optimizer.weight_decay", "precision": "trainer.precision", "seed": "seed",
+}
+
+
+def library_versions() -> dict[str, str]:
+    import hydra
+    import omegaconf
+    import timm
+    import torchvision
+
+    import attn_bench
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "timm": timm.__version__, "hydra": hydra.__version__, "omegaconf": omegaconf.__version__,
+            "attn_bench": attn_bench.__version__}
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _identity(cfg: DictConfig, run_dir) -> dict[str, Any]:
+    return {"config": OmegaConf.to_container(cfg, resolve=True), "seed": int(cfg.seed), "run_dir": str(run_dir),
+            "versions": library_versions()}
+
+
+def completed_record(cfg: DictConfig, state: TrainState, raw_model, device: torch.device, dist: DistInfo,
+                     run_dir) -> RunRecord:
+    last = state.history[-1] if state.history else {}
+    params = count_params(raw_model)
+    return RunRecord(
+        status="completed", **_identity(cfg, run_dir),
+        final={"top1": last.get("eval_top1"), "top5": last.get("eval_top5"), "loss": last.get("eval_loss")},
+        best={"top1": state.best.get("eval_top1"), "top5": state.best.get("eval_top5"), "epoch": state.best.get("epoch")},
+        params=params["params"], attn_params=params["attn_params"], epochs=state.epoch, steps=state.step,
+        wall_time_s=state.wall_time, train_time_s=state.train_time,
+        train_img_per_s=sum(h["img_per_s"] * h["epoch_train_time_s"] for h in state.history) / max(state.train_time, 1e-9),
+        peak_memory_mb=_peak_memory_mb(device),
+        device=torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        world_size=dist.world_size, history=state.history,
+    )
+
+
+def failed_record(cfg: DictConfig, run_dir, reason: str, step: int, epoch: int) -> RunRecord:
+    return RunRecord(status="failed", reason=reason, failed_at={"epoch": epoch, "step": step}, **_identity(cfg, run_dir))
+
+
+def hparams(cfg: DictConfig, record: RunRecord) -> tuple[dict[str, Any], dict[str, float]]:
+    """The HParams row: the run's settings, and its results as ``hparam/...`` metrics."""
+    values = {name: OmegaConf.select(cfg, key) for name, key in HPARAM_KEYS.items()}
+    values = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in values.items()}
+    results = {"hparam/top1": record.final["top1"], "hparam/top5": record.final["top5"],
+               "hparam/best_top1": record.best["top1"], "hparam/params_m": record.params / 1e6,
+               "hparam/train_img_per_s": record.train_img_per_s, "hparam/peak_memory_mb": record.peak_memory_mb}
+    if record.cost:
+        results.update({"hparam/gmacs": record.cost["gmacs"], "hparam/latency_ms": record.cost["latency_ms"],
+                        "hparam/throughput_img_per_s": record.cost["throughput_img_per_s"]})
+    return values, results

@@ -1,0 +1,137 @@
+"""One training run, start to finish: config -> model -> data -> trainer -> metrics.json.
+
+A run owns its directory. Starting the same run again: a completed run is reported, not redone;
+an interrupted one resumes from ``last.pt``; a directory holding a different config is refused.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from attn_bench.commands.train.checks import validate_config
+from attn_bench.commands.train.records import completed_record, failed_record, hparams
+from attn_bench.data.loaders import build_loaders
+from attn_bench.devices import resolve_device
+from attn_bench.errors import ConfigError
+from attn_bench.io import atomic_write_text
+from attn_bench.metrics.cost import run_cost_metrics
+from attn_bench.models import model_from_config
+from attn_bench.precision import resolve_precision
+from attn_bench.rundir import (
+    CONFIG_FILE, LAST_CKPT, METRICS_FILE, RunRecord, check_same_config, read_record, run_lock,
+)
+from attn_bench.training.checkpoint import load_checkpoint
+from attn_bench.training.determinism import seed_everything
+from attn_bench.training.distributed import (
+    DistInfo, broadcast_object, destroy_process_group, dist_info_from_env, init_process_group,
+)
+from attn_bench.training.logger import TensorBoardLogger
+from attn_bench.training.optim import build_optimizer, build_scheduler
+from attn_bench.training.progress import EpochProgress
+from attn_bench.training.trainer import Trainer, TrainingDiverged, TrainState
+from attn_bench.training.validate import check_sizes, per_rank_batch
+
+log = logging.getLogger("attn_bench")
+
+
+def run_training(cfg: DictConfig, run_dir: str | Path, ignore_keys: Iterable[str] = ()) -> dict[str, Any]:
+    """Train and evaluate as ``cfg`` says, writing everything into ``run_dir``; returns metrics.json's content."""
+    validate_config(cfg)
+    dist = dist_info_from_env()
+    if not dist.is_main:  # one voice per run: rank 0 logs, the others only warn
+        logging.getLogger().setLevel(logging.WARNING)
+    device = resolve_device(cfg.device, dist.local_rank if dist.enabled else None)
+    resolve_precision(cfg.trainer.precision, device)
+    init_process_group(dist, device)
+    try:
+        run_dir = Path(broadcast_object(str(Path(run_dir).resolve())))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with run_lock(run_dir, dist.is_main):
+            return _run(cfg, run_dir, dist, device, tuple(ignore_keys)).to_dict()
+    finally:
+        destroy_process_group()
+
+
+def _build(cfg: DictConfig, dist: DistInfo, device: torch.device):
+    """Loaders for this rank, the model, and the model as trained (DDP-wrapped and/or compiled)."""
+    t = cfg.trainer
+    train_loader, eval_loader = build_loaders(cfg.data, per_rank_batch(t, dist.world_size), device, int(cfg.seed),
+                                              bool(t.drop_last), dist.rank, dist.world_size, bool(t.channels_last))
+    check_sizes(t, train_loader.num_samples, dist.world_size)
+    raw_model = model_from_config(cfg.model, cfg.data.num_classes, cfg.data.img_size).to(device)
+    if t.channels_last:
+        raw_model = raw_model.to(memory_format=torch.channels_last)
+    model = raw_model
+    if dist.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if t.compile:
+        model = torch.compile(model)
+    return train_loader, eval_loader, raw_model, model
+
+
+def _measure_cost(cfg: DictConfig, raw_model, device: torch.device) -> dict[str, Any]:
+    """The end-of-run cost figures, timed with the precision and memory format the run trained with."""
+    return run_cost_metrics(raw_model, int(cfg.data.img_size), device,
+                            amp_dtype=resolve_precision(cfg.trainer.precision).amp_dtype,
+                            channels_last=bool(cfg.trainer.channels_last))
+
+
+def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device, ignore_keys) -> RunRecord:
+    done = read_record(run_dir)
+    if done is not None and done.completed:
+        check_same_config(run_dir, cfg, ignore_keys)
+        log.info("already completed in %s: top-1 %.2f (nothing recomputed)", run_dir, done.final["top1"])
+        return done
+    resume = (run_dir / LAST_CKPT).exists()
+    if resume:
+        check_same_config(run_dir, cfg, ignore_keys)
+    elif dist.is_main:
+        atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
+
+    t = cfg.trainer
+    seed_everything(int(cfg.seed), bool(t.deterministic), bool(t.cudnn_benchmark))
+    train_loader, eval_loader, raw_model, model = _build(cfg, dist, device)
+    optimizer = build_optimizer(raw_model, t.optimizer)
+    scheduler = build_scheduler(optimizer, t.scheduler, t.epochs, len(train_loader))
+    checkpoint = load_checkpoint(run_dir / LAST_CKPT) if resume else None
+    logger = TensorBoardLogger(run_dir, dist.is_main, purge_step=checkpoint["step"] + 1 if resume else None)
+    state = TrainState()
+    try:
+        progress = EpochProgress(t.epochs) if t.progress and dist.is_main else None
+        trainer = Trainer(model, optimizer, scheduler, train_loader, eval_loader, t, device, dist, run_dir,
+                          on_log=logger, progress=progress)
+        if resume:
+            state = trainer.load_state_dict(checkpoint, raw_model)
+            log.info("resuming %s at epoch %d, batch %d (step %d)", run_dir, state.epoch + 1, state.batch, state.step)
+        log.info("training %s + %s on %s for %d epochs on %s -> %s", cfg.model.backbone, cfg.model.attn,
+                 cfg.data.name, t.epochs, device, run_dir)
+        with progress if progress else contextlib.nullcontext():
+            state = trainer.fit(state, raw_model, t.epochs)
+        record = completed_record(cfg, state, raw_model, device, dist, run_dir)
+        if cfg.measure_cost and dist.is_main:
+            record.cost = _measure_cost(cfg, raw_model, device)
+        logger.hparams(*hparams(cfg, record))
+    except TrainingDiverged as err:
+        _record_failure(cfg, run_dir, dist, f"diverged: {err}", step=err.step, epoch=err.epoch)
+        raise ConfigError(f"training diverged: {err} (recorded in {run_dir / METRICS_FILE})") from None
+    except BaseException as err:
+        _record_failure(cfg, run_dir, dist, f"{type(err).__name__}: {err}", step=state.step, epoch=state.epoch)
+        raise
+    finally:
+        logger.close()
+    if dist.is_main:
+        record.write(run_dir)
+        log.info("done: top-1 %.2f (best %.2f at epoch %s), %.0f img/s, %.1f s -> %s", record.final["top1"],
+                 record.best["top1"], record.best["epoch"], record.train_img_per_s, record.wall_time_s,
+                 run_dir / METRICS_FILE)
+    return record
+
+
+def _record_failure(cfg: DictConfig, run_dir: Path, dist: DistInfo, reason: str, step: int, epoch: int) -> None:
+    if dist.is_main:
+        failed_record(cfg, run_dir, reason, step=step, epoch=epoch).write(run_dir)

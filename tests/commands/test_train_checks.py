@@ -1,0 +1,28 @@
+"""``validate_config``: the one set of checks a job runs first and a sweep runs for every job."""
+from __future__ import annotations
+
+import pytest
+
+from attn_bench.commands.train import validate_config
+from attn_bench.errors import ConfigError
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.attn_stages=[7]"], "stage"),
+    (["model.attn_position=first"], "first"),
+    (["data.loader=bogus"], "unknown data.loader 'bogus'"),
+    (["model.attn=se", "+model.attn_args.foo=1"], "attention 'se' has no argument(s) foo"),
+    (["trainer.scheduler.name=step"], "unknown scheduler 'step'; valid choices: cosine, tanh, poly"),
+    (["trainer.precision=fp8"], "unknown trainer.precision 'fp8'; valid choices: fp32, bf16, fp16"),
+    (["model.stem=imagenet", "model=resnet50", "data.img_size=32"], None),  # 32 px >= stride 32: fine
+    (["model.stem=imagenet", "model=resnet50", "data=imagefolder", "data.root=x", "data.num_classes=2",
+      "data.img_size=16"], "img_size=16 is too small for resnet50 with the imagenet stem"),
+])
+def test_model_data_and_trainer_mistakes_are_all_found_before_building(compose_train, overrides, message):
+    cfg = compose_train(overrides)
+    if message is None:
+        validate_config(cfg)
+        return
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert message in str(err.value) and "\n" not in str(err.value)
