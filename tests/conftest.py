@@ -16,7 +16,16 @@ SHARED_CIFAR10 = REPO.parent / "shared" / "data" / "cifar10-jpeg"
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible here)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.requires_cuda`` tests are skipped, with the reason, where no GPU is visible."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none visible here)")
+    for item in items:
+        if "requires_cuda" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture

@@ -145,3 +145,10 @@ def test_the_progress_bar_runs_and_counts_every_batch(compose_train, tiny_train,
     cfg = compose_train(tiny_train + ["trainer.progress=true", "measure_cost=false"])
     run_training(cfg, tmp_path)
     assert sum(advanced) == 2 * (1000 // 50)  # every batch of both epochs, whatever the update interval
+
+
+@pytest.mark.requires_cuda
+def test_fp16_with_grad_scaler_trains_on_cuda(compose_train, tiny_train, tmp_path):
+    metrics = run_training(compose_train(tiny_train + LEARN + ["trainer.precision=fp16", "device=cuda",
+                                                               "measure_cost=false"]), tmp_path)
+    assert metrics["status"] == "completed" and metrics["final"]["top1"] > 20.0
