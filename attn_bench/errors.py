@@ -6,6 +6,8 @@ call :func:`fail`.
 """
 from __future__ import annotations
 
+import math
+
 USAGE_EXIT = 2
 
 
@@ -28,6 +30,7 @@ def fail(message: str) -> int:
 
 
 def check_number(value, key: str, integer: bool = False) -> None:
-    """``key`` must hold a number (an integer with ``integer``); booleans are not numbers here."""
+    """``key`` must hold a finite number (an integer with ``integer``); booleans are not numbers here."""
     ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
     check(ok, f"{key} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    check(math.isfinite(value), f"{key} must be a finite number, got {value!r}")

@@ -12,19 +12,26 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from attn_bench.config import flatten
 from attn_bench.errors import ConfigError
-from attn_bench.io import atomic_write_json, read_json
+from attn_bench.io import atomic_write_json, atomic_write_text, read_json
 
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
 LAST_CKPT = "last.pt"
 BEST_CKPT = "best.pt"
 LOCK_FILE = ".lock"
+DATASET_FILE = "dataset.json"  # what the run was trained on (attn_bench.data.identity), written at its start
+
+# Config keys that cannot change any number a run reports: they may differ between a run and its
+# resumption, and between the seeds the report pools. Everything else is part of a run's identity
+# (the device and data.root included: a different GPU or folder is a different measurement).
+NO_EFFECT_KEYS = frozenset({"trainer.progress", "trainer.log_every_steps", "trainer.checkpoint_every_steps",
+                            "data.download", "data.cache_dir", "measure_cost"})
 
 
 def dirname_for(overrides: str) -> str:
@@ -37,15 +44,14 @@ def dirname_for(overrides: str) -> str:
 
 # ---------------------------------------------------------------- identity and ownership
 
-def _comparable(cfg: DictConfig, ignore_keys: Iterable[str]) -> dict[str, Any]:
-    ignored = set(ignore_keys)
-    return {k: v for k, v in flatten(OmegaConf.to_container(cfg, resolve=True)).items() if k not in ignored}
+def _comparable(cfg: DictConfig) -> dict[str, Any]:
+    return {k: v for k, v in flatten(OmegaConf.to_container(cfg, resolve=True)).items() if k not in NO_EFFECT_KEYS}
 
 
-def check_same_config(run_dir: Path, cfg: DictConfig, ignore_keys: Iterable[str]) -> None:
+def check_same_config(run_dir: Path, cfg: DictConfig) -> None:
     """Refuse, in one line, to continue or report a run whose saved config differs from ``cfg``."""
     saved = OmegaConf.load(run_dir / CONFIG_FILE)
-    old, new = _comparable(saved, ignore_keys), _comparable(cfg, ignore_keys)
+    old, new = _comparable(saved), _comparable(cfg)
     diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if diff:
         shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:4])
@@ -53,6 +59,33 @@ def check_same_config(run_dir: Path, cfg: DictConfig, ignore_keys: Iterable[str]
             f"run directory '{run_dir}' holds a run with a different config ({shown}{' ...' if len(diff) > 4 else ''}); "
             f"nothing was changed there. Start a separate run with name=<label> or another hydra.run.dir"
         )
+
+
+def check_same_data(run_dir: Path, identity: dict[str, Any]) -> None:
+    """Refuse, in one line, a run directory that holds a run on other data (another folder, changed files)."""
+    try:
+        saved = read_json(run_dir / DATASET_FILE)
+    except (OSError, ValueError):
+        saved = None
+    if saved != identity:
+        was = "no record of its data" if not isinstance(saved, dict) else f"{saved.get('root') or saved.get('name')}"
+        raise ConfigError(
+            f"run directory '{run_dir}' holds a run on different data ({was} -> {identity.get('root') or identity['name']}"
+            f"{', files changed' if isinstance(saved, dict) and saved.get('root') == identity.get('root') else ''}); "
+            f"nothing was changed there. Start a separate run with name=<label> or another hydra.run.dir"
+        )
+
+
+def check_same_run(run_dir: Path, cfg: DictConfig, identity: dict[str, Any]) -> None:
+    """The run in ``run_dir`` is this config on this data, or a one-line refusal."""
+    check_same_config(run_dir, cfg)
+    check_same_data(run_dir, identity)
+
+
+def start_run(run_dir: Path, cfg: DictConfig, identity: dict[str, Any]) -> None:
+    """Record what a new run is: its resolved config and its data."""
+    atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_json(run_dir / DATASET_FILE, identity)
 
 
 @contextmanager
@@ -103,6 +136,7 @@ class RunRecord:
     device: str | None = None
     world_size: int | None = None
     history: list[dict[str, Any]] | None = None
+    data: dict[str, Any] | None = None  # attn_bench.data.identity: name, root, fingerprint
     cost: dict[str, Any] | None = None
     reason: str | None = None  # failed runs
     failed_at: dict[str, int] | None = None

@@ -7,6 +7,7 @@ for the in-memory path) and, except synthetic, as a torchvision ``Dataset`` with
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +15,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from attn_bench.data.identity import files_fingerprint
 from attn_bench.data.spec import dataset_spec
 from attn_bench.data.synthetic import make_synthetic
 from attn_bench.errors import ConfigError
+
+log = logging.getLogger("attn_bench")
 
 
 @dataclass
@@ -102,7 +106,8 @@ def _first_per_class(targets: list[int] | torch.Tensor, per_class: int | None) -
 
 
 def _cache_path(cfg: DictConfig, folder: Path, count: int) -> Path:
-    key = f"{folder.resolve()}|{count}|{cfg.img_size}"
+    """Keyed on the folder's files (paths, sizes, modification times): a changed image is a new cache."""
+    key = f"{folder.resolve()}|{count}|{cfg.img_size}|{files_fingerprint(folder)}"
     digest = hashlib.sha1(key.encode()).hexdigest()[:16]
     cache_dir = Path(os.path.expanduser(cfg.cache_dir))
     return cache_dir / f"{folder.parent.name}-{folder.name}-{cfg.img_size}px-{digest}.pt"
@@ -129,8 +134,11 @@ def _imagefolder_tensors(cfg: DictConfig, train: bool) -> ImageTensors:
     indices = _first_per_class(ds.targets, _per_class(cfg, train))
     path = _cache_path(cfg, _split_dir(cfg, train), len(indices))
     if path.exists():
-        cached = torch.load(path, weights_only=True)
-        return ImageTensors(cached["images"], cached["labels"])
+        try:
+            cached = torch.load(path, weights_only=True)
+            return ImageTensors(cached["images"], cached["labels"])
+        except Exception as err:  # a torn or foreign file: decode again rather than fail or trust it
+            log.warning("decode cache %s is unreadable (%s); rebuilding it", path, type(err).__name__)
     tensors = _decode(ds, indices, int(cfg.img_size))
     atomic_torch_save({"images": tensors.images, "labels": tensors.labels}, path)
     return tensors

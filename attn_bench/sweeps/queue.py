@@ -7,14 +7,21 @@ machine the slots are plain worker processes that share the cores.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import signal
 import subprocess
+import threading
 import time
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 POLL_S = 0.1
+STOP_WAIT_S = 30  # how long an interrupted job may take to stop before it is killed
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass
@@ -58,20 +65,56 @@ def run_queue(jobs: list[Job], slots: list[Slot], command: Callable[[Job], list[
     pending = [j for j in jobs if j.status == "pending"]
     running: dict[int, tuple[Job, subprocess.Popen, object]] = {}
     free = list(range(len(slots)))
-    while pending or running:
-        while pending and free:
-            slot_id, job = free.pop(0), pending.pop(0)
-            running[slot_id] = _start(job, slots[slot_id], command(job))
-            on_event("start", job)
-        time.sleep(POLL_S)
-        for slot_id, (job, proc, handle) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            _finish(job, proc, handle)
-            del running[slot_id]
-            free.append(slot_id)
-            on_event("end", job)
+    with _forward_signals(running):
+        while pending or running:
+            while pending and free:
+                slot_id, job = free.pop(0), pending.pop(0)
+                running[slot_id] = _start(job, slots[slot_id], command(job))
+                on_event("start", job)
+            time.sleep(POLL_S)
+            for slot_id, (job, proc, handle) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                _finish(job, proc, handle)
+                del running[slot_id]
+                free.append(slot_id)
+                on_event("end", job)
     return jobs
+
+
+@contextmanager
+def _forward_signals(running: dict):
+    """SIGINT/SIGTERM to the sweep reach every running job (each in its own process group), and the
+    sweep waits for them to stop before it exits, so that a re-run finds their directories free.
+    kill -9 cannot be caught; for it each job carries a parent-death signal (:func:`_die_with_parent`)."""
+    def forward(signum, frame):
+        for _, proc, _ in list(running.values()):
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signum)
+        for _, proc, _ in list(running.values()):
+            with suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=STOP_WAIT_S)
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # still there after the wait: stop it for good
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _die_with_parent() -> None:
+    """In the job, before exec: its own process group, and SIGTERM when the sweep process dies (Linux)."""
+    os.setpgrp()
+    with suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _start(job: Job, slot: Slot, argv: list[str]):
@@ -80,7 +123,8 @@ def _start(job: Job, slot: Slot, argv: list[str]):
     handle = open(job.log_file, "a")
     env = dict(os.environ, **slot.env, PYTHONUNBUFFERED="1")
     job.status, job.device, job.started = "running", slot.device, time.time()
-    proc = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
+                            preexec_fn=_die_with_parent)
     return job, proc, handle
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,9 +29,9 @@ EPOCH_SCALARS = {
 
 
 class TrainingDiverged(RuntimeError):
-    def __init__(self, epoch: int, step: int, loss: float):
-        super().__init__(f"loss became {loss} at epoch {epoch}, step {step}; lower the learning rate or use fp32")
-        self.epoch, self.step, self.loss = epoch, step, loss
+    def __init__(self, epoch: int, step: int, value: float, what: str = "loss"):
+        super().__init__(f"{what} became {value} at epoch {epoch}, step {step}; lower the learning rate or use fp32")
+        self.epoch, self.step, self.value = epoch, step, value
 
 
 @dataclass
@@ -127,6 +128,15 @@ class Trainer:
         if bad_step:
             raise TrainingDiverged(state.epoch + 1, bad_step, float(self._first_bad_loss))
 
+    @staticmethod
+    def _check_finite(record: dict[str, Any], raw_model: nn.Module) -> None:
+        """An epoch whose evaluation loss or weights are not finite is a diverged run, not a result."""
+        if not math.isfinite(record["eval_loss"]):
+            raise TrainingDiverged(record["epoch"], record["step"], record["eval_loss"], "evaluation loss")
+        bad = next((name for name, p in raw_model.named_parameters() if not bool(torch.isfinite(p).all())), None)
+        if bad is not None:
+            raise TrainingDiverged(record["epoch"], record["step"], float("nan"), f"weight {bad}")
+
     def _global_partial(self, stats: dict[str, float]) -> dict[str, float]:
         seen, correct, loss_sum = all_reduce_sum([stats["seen"], stats["correct"], stats["loss_sum"]], self.device)
         return {"loss_sum": loss_sum, "correct": correct, "seen": seen, "time": stats["time"]}
@@ -209,6 +219,7 @@ class Trainer:
             state.batch, state.epoch_stats = 0, {}
             record = {"epoch": state.epoch, "step": state.step, "lr": self.optimizer.param_groups[0]["lr"],
                       **train_stats, **eval_stats}
+            self._check_finite(record, raw_model)
             state.history.append(record)
             for key, tag in EPOCH_SCALARS.items():  # x = optimizer step, like the per-step scalars
                 self.on_log(tag, record[key], state.step)

@@ -23,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from attn_bench.commands.train.checks import validate_config
 from attn_bench.errors import ConfigError, check, fail
-from attn_bench.rundir import read_record
+from attn_bench.data.identity import dataset_identity
+from attn_bench.rundir import check_same_run, is_completed, read_record
 from attn_bench.sweeps.queue import Job
 from attn_bench.sweeps.sweep import check_sweep_dir, job_dirnames, run_sweep
 
@@ -44,24 +45,32 @@ class GpuQueueLauncher(Launcher):
         swept = {o.get_key_element() for o in parsed if o.is_sweep_override()}
         swept |= set(OmegaConf.select(self.config, "hydra.sweeper.params", default=None) or {})
         job_overrides = [list(overrides) for overrides in job_overrides]
-        self._check_before_starting(job_overrides, sweep_dir)
         names = job_dirnames(job_overrides, swept)
         jobs = [Job(index=initial_job_idx + i, overrides=overrides, run_dir=sweep_dir / name)
                 for i, (overrides, name) in enumerate(zip(job_overrides, names))]
+        self._check_before_starting(jobs, sweep_dir)
         jobs = run_sweep(jobs, sweep_dir, self.devices, self.cpu_workers)
         if any(j.status == "failed" for j in jobs):
             # Hydra would re-raise per job with a traceback; the summary already says what failed.
             sys.exit(1)
         return [self._job_return(job) for job in jobs]
 
-    def _check_before_starting(self, job_overrides: list[list[str]], sweep_dir: Path) -> None:
-        """Validate every job with the job's own checks: a mistake in one stops the sweep before any job runs."""
+    def _check_before_starting(self, jobs: list[Job], sweep_dir: Path) -> None:
+        """Validate every job with the job's own checks, and check that a finished job's directory
+        holds this job on this data (else it would be skipped with another run's numbers): a
+        mistake in one stops the sweep before any job runs."""
+        identities: dict[str, dict] = {}
         try:
             check(self.cpu_workers >= 1, f"hydra.launcher.cpu_workers must be at least 1, got {self.cpu_workers}")
             check_sweep_dir(sweep_dir)
-            for overrides in job_overrides:
-                job_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-                validate_config(OmegaConf.masked_copy(job_cfg, [k for k in job_cfg if k != "hydra"]))
+            for job in jobs:
+                job_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, job.overrides)
+                job_cfg = OmegaConf.masked_copy(job_cfg, [k for k in job_cfg if k != "hydra"])
+                validate_config(job_cfg)
+                if is_completed(job.run_dir):
+                    key = OmegaConf.to_yaml(job_cfg.data)
+                    identities.setdefault(key, dataset_identity(job_cfg.data))
+                    check_same_run(job.run_dir, job_cfg, identities[key])
         except ConfigError as err:
             sys.exit(fail(f"sweep not started: {err}"))
 

@@ -80,11 +80,11 @@ def test_killed_run_resumes_to_identical_metrics_and_weights(uninterrupted, tmp_
 
 
 def test_corrupt_checkpoint_is_named_in_one_line(tmp_path, compose_train, tiny_train):
-    (tmp_path / "config.yaml").write_text("")
-    cfg = compose_train(tiny_train)
-    from omegaconf import OmegaConf
+    from attn_bench.data.identity import dataset_identity
+    from attn_bench.rundir import start_run
 
-    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    cfg = compose_train(tiny_train)
+    start_run(tmp_path, cfg, dataset_identity(cfg.data))  # config.yaml and dataset.json, as a run writes them
     (tmp_path / "last.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match=r"checkpoint '.*last.pt' is corrupt"):
         run_training(cfg, tmp_path)

@@ -152,3 +152,33 @@ def test_fp16_with_grad_scaler_trains_on_cuda(compose_train, tiny_train, tmp_pat
     metrics = run_training(compose_train(tiny_train + LEARN + ["trainer.precision=fp16", "device=cuda",
                                                                "measure_cost=false"]), tmp_path)
     assert metrics["status"] == "completed" and metrics["final"]["top1"] > 20.0
+
+
+@pytest.mark.parametrize("poison", ["eval_loss", "weights"])
+def test_a_nan_evaluation_or_nan_weights_are_a_failed_run_not_a_result(compose_train, tiny_train, tmp_path,
+                                                                      monkeypatch, poison):
+    """The training loss stays finite, so only the end-of-epoch checks can catch these."""
+    import torch
+
+    from attn_bench.commands import report
+    from attn_bench.errors import ConfigError
+    from attn_bench.training.trainer import Trainer
+
+    evaluate = Trainer.evaluate
+
+    def poisoned(self):
+        stats = evaluate(self)
+        if poison == "eval_loss":
+            stats["eval_loss"] = float("nan")
+        else:
+            with torch.no_grad():
+                next(self.model.parameters()).fill_(float("inf"))
+        return stats
+
+    monkeypatch.setattr(Trainer, "evaluate", poisoned)
+    with pytest.raises(ConfigError, match="training diverged: (evaluation loss|weight conv1.weight) became"):
+        run_training(compose_train(tiny_train + ["measure_cost=false"]), tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and metrics["failed_at"]["epoch"] == 1
+    runs, problems = report.collect_runs([tmp_path])
+    assert runs == [] and [p.status for p in problems] == ["failed"]

@@ -190,3 +190,38 @@ def test_the_sweep_precheck_runs_the_jobs_own_checks(tmp_path, bad):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "sweep not started" in lines[0]
     assert not list((tmp_path / "outputs").rglob("metrics.json"))
+
+
+def job_pids(marker: str) -> list[int]:
+    """Live processes whose command line runs a sweep job under ``marker`` (zombies have none)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "hydra.run.dir=" in cmd and marker in cmd:
+                pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_jobs_die_with_the_sweep_and_a_rerun_resumes_cleanly(tmp_path, how):
+    env = dict(os.environ, ATTN_BENCH_OUTPUTS=str(tmp_path / "outputs"))
+    args = [sys.executable, "-m", "attn_bench", "-m", "model.attn=none,se", *TINY, "data.train_size=3000",
+            "trainer.epochs=3"]
+    parent = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not job_pids(str(tmp_path)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert job_pids(str(tmp_path)), "no job started"
+    parent.send_signal(how)
+    parent.wait(timeout=60)
+    deadline = time.time() + 30
+    while job_pids(str(tmp_path)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not job_pids(str(tmp_path)), "a job outlived its sweep"
+    again = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert sorted(m["status"] for m in job_metrics(sweep_dir(tmp_path)).values()) == ["completed", "completed"]

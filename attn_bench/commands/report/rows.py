@@ -8,13 +8,12 @@ from typing import Any, Iterable
 from attn_bench.attention import BASELINE
 from attn_bench.commands.report.collect import is_number
 from attn_bench.config import flatten
-from attn_bench.rundir import RunRecord
+from attn_bench.rundir import NO_EFFECT_KEYS, RunRecord
 from attn_bench.sweeps.stats import mean, sample_std, welch_compare
 
 GROUP_KEYS = ("backbone", "dataset")
-# Config keys that may differ between the seeds of one row without making them different experiments.
-POOLABLE_KEYS = {"seed", "name", "device", "measure_cost", "data.root", "data.download", "data.num_workers", "data.cache_dir",
-                 "trainer.progress", "trainer.log_every_steps", "trainer.checkpoint_every_steps"}
+# What may differ between the seeds of one row: the seed and label, and keys that change no number.
+POOLABLE_KEYS = NO_EFFECT_KEYS | {"seed", "name"}
 
 
 def _with_settings(name: str, settings: list[str]) -> str:
@@ -118,7 +117,7 @@ def pooling_warnings(runs: list[RunRecord]) -> list[str]:
     """Rows whose seeds differ in more than the seed, or repeat a seed: the statistics would mislead."""
     warnings = []
     for key, members in group_runs(runs).items():
-        configs = [flatten(run.config) for run in members]
+        configs = [{**flatten(run.config), "data files": (run.data or {}).get("fingerprint")} for run in members]
         keys = sorted({k for c in configs for k in c} - POOLABLE_KEYS)
         differing = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
         if differing:

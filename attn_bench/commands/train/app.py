@@ -73,7 +73,7 @@ def main(argv: list[str]) -> int:
     def train(cfg) -> float | None:
         hc = HydraConfig.get()
         try:
-            metrics = run_training(cfg, hc.runtime.output_dir, hc.job.config.override_dirname.exclude_keys)
+            metrics = run_training(cfg, hc.runtime.output_dir)
         except ConfigError as err:
             if hc.mode == RunMode.MULTIRUN:
                 raise

@@ -8,23 +8,21 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from attn_bench.commands.train.checks import validate_config
 from attn_bench.commands.train.records import completed_record, failed_record, hparams
+from attn_bench.data.identity import dataset_identity
 from attn_bench.data.loaders import build_loaders
 from attn_bench.devices import resolve_device
 from attn_bench.errors import ConfigError
-from attn_bench.io import atomic_write_text
 from attn_bench.metrics.cost import run_cost_metrics
 from attn_bench.models import model_from_config
 from attn_bench.precision import resolve_precision
-from attn_bench.rundir import (
-    CONFIG_FILE, LAST_CKPT, METRICS_FILE, RunRecord, check_same_config, read_record, run_lock,
-)
+from attn_bench.rundir import LAST_CKPT, METRICS_FILE, RunRecord, check_same_run, read_record, run_lock, start_run
 from attn_bench.training.checkpoint import load_checkpoint
 from attn_bench.training.determinism import seed_everything
 from attn_bench.training.distributed import (
@@ -39,7 +37,7 @@ from attn_bench.training.validate import check_sizes, per_rank_batch
 log = logging.getLogger("attn_bench")
 
 
-def run_training(cfg: DictConfig, run_dir: str | Path, ignore_keys: Iterable[str] = ()) -> dict[str, Any]:
+def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Train and evaluate as ``cfg`` says, writing everything into ``run_dir``; returns metrics.json's content."""
     validate_config(cfg)
     dist = dist_info_from_env()
@@ -52,7 +50,7 @@ def run_training(cfg: DictConfig, run_dir: str | Path, ignore_keys: Iterable[str
         run_dir = Path(broadcast_object(str(Path(run_dir).resolve())))
         run_dir.mkdir(parents=True, exist_ok=True)
         with run_lock(run_dir, dist.is_main):
-            return _run(cfg, run_dir, dist, device, tuple(ignore_keys)).to_dict()
+            return _run(cfg, run_dir, dist, device).to_dict()
     finally:
         destroy_process_group()
 
@@ -81,17 +79,18 @@ def _measure_cost(cfg: DictConfig, raw_model, device: torch.device) -> dict[str,
                             channels_last=bool(cfg.trainer.channels_last))
 
 
-def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device, ignore_keys) -> RunRecord:
+def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device) -> RunRecord:
+    identity = broadcast_object(dataset_identity(cfg.data) if dist.is_main else None)
     done = read_record(run_dir)
     if done is not None and done.completed:
-        check_same_config(run_dir, cfg, ignore_keys)
+        check_same_run(run_dir, cfg, identity)
         log.info("already completed in %s: top-1 %.2f (nothing recomputed)", run_dir, done.final["top1"])
         return done
     resume = (run_dir / LAST_CKPT).exists()
     if resume:
-        check_same_config(run_dir, cfg, ignore_keys)
+        check_same_run(run_dir, cfg, identity)
     elif dist.is_main:
-        atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
+        start_run(run_dir, cfg, identity)
 
     t = cfg.trainer
     seed_everything(int(cfg.seed), bool(t.deterministic), bool(t.cudnn_benchmark))
@@ -113,6 +112,7 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device, i
         with progress if progress else contextlib.nullcontext():
             state = trainer.fit(state, raw_model, t.epochs)
         record = completed_record(cfg, state, raw_model, device, dist, run_dir)
+        record.data = identity
         if cfg.measure_cost and dist.is_main:
             record.cost = _measure_cost(cfg, raw_model, device)
         logger.hparams(*hparams(cfg, record))
