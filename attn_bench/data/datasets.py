@@ -53,7 +53,14 @@ def _cifar(cfg: DictConfig, train: bool, transform=None):
             f"put the python-version archive contents ('{dataset_spec(cfg.name).folder}/') there, "
             f"point data.root at a folder that has them, or set data.download=true on a machine with network"
         )
-        reason = "download failed: " + str(err).splitlines()[0] if cfg.download else "files not found"
+        folder = root / dataset_spec(cfg.name).folder
+        if cfg.download:
+            reason = "download failed: " + str(err).splitlines()[0]
+        elif folder.is_dir() and any(folder.iterdir()):  # there, but torchvision's md5 check failed
+            reason = f"the files in '{folder}' are corrupt or incomplete (torchvision's checksums do not match)"
+            how = "replace them with an intact copy of the python-version archive"
+        else:
+            reason = "files not found"
         raise ConfigError(f"{cfg.name}: {reason} under '{root}'; {how}") from None
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from rich.table import Table
 from attn_bench.rundir import dirname_for
 from attn_bench.errors import check
 from attn_bench.io import atomic_write_json
-from attn_bench.rundir import is_completed
+from attn_bench.rundir import is_completed, read_record
 from attn_bench.sweeps.queue import Job, Slot, cpu_slots, gpu_slots, run_queue
 
 log = logging.getLogger("attn_bench")
@@ -54,6 +55,7 @@ def job_command(job: Job) -> list[str]:
 
 def run_sweep(jobs: list[Job], sweep_dir: Path, devices: Sequence[str] | None, cpu_workers: int) -> list[Job]:
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    history = earlier_launches(sweep_dir)  # checked before any job starts
     for job in jobs:
         if is_completed(job.run_dir):
             job.status = "skipped"
@@ -72,27 +74,52 @@ def run_sweep(jobs: list[Job], sweep_dir: Path, devices: Sequence[str] | None, c
                      f": {job.reason}" if job.reason else "")
 
     run_queue(jobs, slots, job_command, on_event)
-    _write_summary(sweep_dir, jobs, time.time() - started)
-    _print_summary(jobs)
+    _write_summary(sweep_dir, jobs, time.time() - started, history)
+    _print_summary(jobs, sweep_dir)
     return jobs
 
 
-def _write_summary(sweep_dir: Path, jobs: list[Job], wall: float) -> None:
+def earlier_launches(sweep_dir: Path) -> list[dict]:
+    """The launches ``sweep_summary.json`` records; a corrupt file is set aside with a warning (it is
+    bookkeeping: each job's own metrics.json holds its results)."""
     path = sweep_dir / SUMMARY_FILE
-    history = json.loads(path.read_text()).get("launches", []) if path.exists() else []
+    if not path.exists():
+        return []
+    try:
+        launches = json.loads(path.read_text())["launches"]
+        if isinstance(launches, list):
+            return launches
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    log.warning("%s is unreadable; it is rebuilt from this launch on", path)
+    return []
+
+
+def _write_summary(sweep_dir: Path, jobs: list[Job], wall: float, history: list[dict]) -> None:
+    path = sweep_dir / SUMMARY_FILE
     launch = {"started": time.time() - wall, "wall_time_s": wall, "jobs": [j.as_dict() for j in jobs]}
     atomic_write_json(path, {"sweep_dir": str(sweep_dir), "launches": history + [launch],
                              "counts": {s: sum(j.status == s for j in jobs)
                                         for s in ("completed", "skipped", "failed")}})
 
 
-def _print_summary(jobs: list[Job]) -> None:
+def _final_top1(job: Job) -> str:
+    record = read_record(job.run_dir)
+    top1 = (record.final or {}).get("top1") if record is not None and record.completed else None
+    return "-" if top1 is None else f"{top1:.2f}"
+
+
+def _print_summary(jobs: list[Job], sweep_dir: Path) -> None:
+    """Every job's outcome and final top-1, then the commands a user wants next."""
     table = Table(title="sweep summary")
-    for column in ("#", "status", "device", "time (s)", "overrides", "reason"):
+    for column in ("#", "status", "top-1 (%)", "device", "time (s)", "overrides", "reason"):
         table.add_column(column)
     for job in jobs:
         took = f"{job.ended - job.started:.1f}" if job.ended else "-"
         style = {"failed": "red", "skipped": "dim"}.get(job.status, "")
-        table.add_row(str(job.index), job.status, job.device or "cpu" if job.started else "-", took,
+        table.add_row(str(job.index), job.status, _final_top1(job), job.device or "cpu" if job.started else "-", took,
                       " ".join(job.overrides), job.reason or "", style=style)
-    Console(stderr=True).print(table)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    console.print(table)
+    console.print(f"next: attn-bench report {shlex.quote(str(sweep_dir))}\n"
+                  f"      tensorboard --logdir {shlex.quote(str(sweep_dir))}", markup=False)

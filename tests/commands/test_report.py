@@ -198,11 +198,13 @@ def test_unreadable_and_hidden_files_do_not_crash_the_report(tmp_path):
     completed(tmp_path / "ok", "none", 0, 70.0)
     (tmp_path / "torn").mkdir()
     (tmp_path / "torn" / "metrics.json").write_text('{"status": "compl')
+    (tmp_path / "list").mkdir()
+    (tmp_path / "list" / "metrics.json").write_text("[1, 2]")  # valid JSON, not a record
     (tmp_path / "ok" / ".hydra").mkdir()
     (tmp_path / "ok" / ".hydra" / "config.yaml").write_text("seed: 0\n")  # Hydra's own copy: not a run
     runs, problems = report.collect_runs([tmp_path])
     assert [Path(r.run_dir).name for r in runs] == ["ok"]
-    assert [(p.path.name, p.status) for p in problems] == [("torn", "unreadable")]
+    assert [(p.path.name, p.status) for p in problems] == [("list", "unreadable"), ("torn", "unreadable")]
     assert main(["report", str(tmp_path)]) == 0
     assert "| unreadable | ? | ? |" in (tmp_path / "report" / "report.md").read_text()
 

@@ -99,6 +99,8 @@ def test_hparams_row_reads_back_with_tensorboard(synthetic_run):
     hparams = session.session_start_info.hparams
     assert hparams["attn"].string_value == "none" and hparams["backbone"].string_value == "resnet18"
     assert hparams["seed"].number_value == 0
+    assert hparams["timm_kwargs"].string_value == "{'channels': [16, 32, 64, 128], 'stem_width': 16}"
+    assert hparams["attn_args"].string_value == "{}" and hparams["img_size"].number_value == 32
     assert events.Scalars("hparam/top1")[-1].value == pytest.approx(metrics["final"]["top1"], abs=1e-3)
 
 

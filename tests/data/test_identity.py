@@ -83,3 +83,15 @@ def test_a_run_directory_refuses_another_folder_and_changed_files(tmp_path, comp
     repaint(a / "val" / "class1" / "3.png", (0, 0, 0))
     with pytest.raises(ConfigError, match="holds a run on different data .*files changed"):
         run_training(compose_train(imagefolder_overrides(a, tmp_path / "cache")), run_dir)
+
+
+def test_corrupt_cifar_files_are_called_corrupt_not_missing(tmp_path, compose_train):
+    folder = tmp_path / "cifar" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
+                 "batches.meta"):
+        (folder / name).write_bytes(b"\x80\x04 truncated")
+    cfg = compose_train(["data=cifar10", f"data.root={tmp_path / 'cifar'}"]).data
+    with pytest.raises(ConfigError, match="corrupt or incomplete") as err:
+        load_tensors(cfg, train=True)
+    assert str(folder) in str(err.value) and "not found" not in str(err.value)

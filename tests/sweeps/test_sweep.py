@@ -71,6 +71,9 @@ def test_sweep_runs_every_job_and_a_rerun_recomputes_nothing(tmp_path):
     assert {m["config"]["model"]["attn"] for m in metrics.values()} == {"none", "se"}
     launch = json.loads((root / "sweep_summary.json").read_text())["launches"][-1]
     assert {j["device"] for j in launch["jobs"]} == {"0", "1"}
+    for m in metrics.values():  # the summary shows each job's final top-1, then what to run next
+        assert f"{m['final']['top1']:.2f}" in proc.stderr
+    assert f"attn-bench report {root}" in proc.stderr and f"tensorboard --logdir {root}" in proc.stderr
     for a in launch["jobs"]:
         for b in launch["jobs"]:
             if a is not b and a["device"] == b["device"]:
@@ -92,6 +95,11 @@ def test_sweep_runs_every_job_and_a_rerun_recomputes_nothing(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")} == mtimes
     launches = json.loads((root / "sweep_summary.json").read_text())["launches"]
     assert len(launches) == 2 and [j["status"] for j in launches[-1]["jobs"]] == ["skipped"] * 4
+
+    (root / "sweep_summary.json").write_text('{"launches": [')  # torn bookkeeping: rebuilt, never a crash
+    third = sweep(tmp_path, "model.attn=none,se", "seed=0,1", "hydra.launcher.devices=[0,1]")
+    assert third.returncode == 0 and "sweep_summary.json is unreadable" in third.stdout + third.stderr
+    assert len(json.loads((root / "sweep_summary.json").read_text())["launches"]) == 1
 
 
 def test_a_failing_job_does_not_stop_the_sweep_and_is_reported(tmp_path):

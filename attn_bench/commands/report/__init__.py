@@ -23,11 +23,10 @@ from attn_bench.commands.report.collect import Problem, collect_runs, load_run, 
 from attn_bench.commands.report.render import (
     CSV_FIELDS, csv_record, latex_document, markdown_document, problems_table, results_table,
 )
-from attn_bench.commands.report.rows import (
-    backbone_label, block_label, build_rows, group_of, pooling_warnings, varying_keys,
-)
+from attn_bench.commands.report.rows import build_rows, group_of, pooling_warnings, varying_keys
 from attn_bench.errors import ConfigError, check
 from attn_bench.io import atomic_write_text
+from attn_bench.models.labels import backbone_label, block_label
 from attn_bench.tables import print_tables, to_csv
 
 __all__ = ["Problem", "backbone_label", "block_label", "build_rows", "collect_runs", "load_run", "main",

@@ -5,38 +5,15 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Iterable
 
-from attn_bench.attention import BASELINE
 from attn_bench.commands.report.collect import is_number
 from attn_bench.config import flatten
+from attn_bench.models.labels import backbone_label, block_label
 from attn_bench.rundir import NO_EFFECT_KEYS, RunRecord
 from attn_bench.sweeps.stats import mean, sample_std, welch_compare
 
 GROUP_KEYS = ("backbone", "dataset")
 # What may differ between the seeds of one row: the seed and label, and keys that change no number.
 POOLABLE_KEYS = NO_EFFECT_KEYS | {"seed", "name"}
-
-
-def _with_settings(name: str, settings: list[str]) -> str:
-    return f"{name} ({', '.join(settings)})" if settings else name
-
-
-def backbone_label(model: dict[str, Any]) -> str:
-    """The backbone, plus its timm arguments when it has any (resnet18 and a narrowed resnet18 differ)."""
-    kwargs = model.get("timm_kwargs") or {}
-    return _with_settings(str(model["backbone"]), [f"{k}={v}" for k, v in sorted(kwargs.items())])
-
-
-def block_label(model: dict[str, Any]) -> str:
-    """The block, plus whatever makes it a variant: its arguments, stages and position."""
-    name = str(model["attn"])
-    if name == BASELINE:
-        return name
-    settings = [f"{k}={v}" for k, v in sorted((model.get("attn_args") or {}).items())]
-    if model.get("attn_stages") is not None:
-        settings.append(f"stages={list(model['attn_stages'])}")
-    if model.get("attn_position", "every") != "every":
-        settings.append(f"position={model['attn_position']}")
-    return _with_settings(name, settings)
 
 
 def group_of(run: RunRecord) -> tuple[str, str, str]:

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from attn_bench.config import CONFIG_GROUPS, CONFIG_MODULE, group_options
 from attn_bench.errors import ConfigError, fail
+from attn_bench.models.labels import backbone_label, block_label
 from attn_bench.rundir import RunRecord
 
 
@@ -42,8 +43,8 @@ def print_run_summary(record: RunRecord) -> None:
     from rich.table import Table
 
     config, cost = record.config, record.cost or {}
-    table = Table(title=f"{config['model']['backbone']} + {config['model']['attn']} on {config['data']['name']}",
-                  show_header=False)
+    model = config["model"]
+    table = Table(title=f"{backbone_label(model)} + {block_label(model)} on {config['data']['name']}", show_header=False)
     rows = [
         ("top-1 / top-5 (final)", f"{record.final['top1']:.2f} / {record.final['top5']:.2f} %"),
         ("top-1 (best epoch)", f"{record.best['top1']:.2f} % (epoch {record.best['epoch']})"),

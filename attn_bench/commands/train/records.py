@@ -13,9 +13,10 @@ from attn_bench.rundir import RunRecord
 from attn_bench.training.distributed import DistInfo
 from attn_bench.training.trainer import TrainState
 
-HPARAM_KEYS = {
-    "backbone": "model.backbone", "attn": "model.attn", "attn_stages": "model.attn_stages",
-    "attn_position": "model.attn_position", "dataset": "data.name", "epochs": "trainer.epochs",
+HPARAM_KEYS = {  # every setting that tells two runs of a sweep apart
+    "backbone": "model.backbone", "timm_kwargs": "model.timm_kwargs", "stem": "model.stem", "attn": "model.attn",
+    "attn_args": "model.attn_args", "attn_stages": "model.attn_stages", "attn_position": "model.attn_position",
+    "img_size": "data.img_size", "dataset": "data.name", "epochs": "trainer.epochs",
     "batch_size": "trainer.batch_size", "optimizer": "trainer.optimizer.name", "lr": "trainer.optimizer.lr",
     "weight_decay": "trainer.optimizer.weight_decay", "precision": "trainer.precision", "seed": "seed",
 }

@@ -1,0 +1,30 @@
+"""How a model config is named in tables, summaries and plots: the backbone with its timm
+arguments, the block with whatever makes it a variant (so that differing runs never share a label)."""
+from __future__ import annotations
+
+from typing import Any
+
+from attn_bench.attention import BASELINE
+
+
+def _with_settings(name: str, settings: list[str]) -> str:
+    return f"{name} ({', '.join(settings)})" if settings else name
+
+
+def backbone_label(model: dict[str, Any]) -> str:
+    """The backbone, plus its timm arguments when it has any (resnet18 and a narrowed resnet18 differ)."""
+    kwargs = model.get("timm_kwargs") or {}
+    return _with_settings(str(model["backbone"]), [f"{k}={v}" for k, v in sorted(kwargs.items())])
+
+
+def block_label(model: dict[str, Any]) -> str:
+    """The block, plus whatever makes it a variant: its arguments, stages and position."""
+    name = str(model["attn"])
+    if name == BASELINE:
+        return name
+    settings = [f"{k}={v}" for k, v in sorted((model.get("attn_args") or {}).items())]
+    if model.get("attn_stages") is not None:
+        settings.append(f"stages={list(model['attn_stages'])}")
+    if model.get("attn_position", "every") != "every":
+        settings.append(f"position={model['attn_position']}")
+    return _with_settings(name, settings)
