@@ -8,7 +8,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from attn_bench.errors import ConfigError
 
@@ -36,6 +36,23 @@ def compose(config_name: str, overrides: list[str] | None = None, return_hydra_c
             return hydra_compose(config_name, overrides=list(overrides or []), return_hydra_config=return_hydra_config)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(" ".join(str(err).split())) from None
+
+
+def shipped_keys(path: str) -> set[str]:
+    """The leaf keys a shipped config file defines (a ``_global_`` data file: those under ``data``)."""
+    loaded = OmegaConf.to_container(OmegaConf.load(resources.files(CONFIG_MODULE) / path))
+    loaded.pop("defaults", None)
+    return set(flatten(loaded.get("data", loaded) if path.startswith("data/") else loaded))
+
+
+def check_known_keys(node: DictConfig, prefix: str, known: set[str], free_form: tuple[str, ...] = ()) -> None:
+    """Refuse keys that nothing reads (``+trainer.ema=true`` would otherwise train as if it existed);
+    keys under ``free_form`` (block and timm arguments) are the user's own."""
+    keys = flatten(OmegaConf.to_container(node))
+    unknown = sorted(k for k in keys if k not in known and not any(k == f or k.startswith(f"{f}.") for f in free_form))
+    if unknown:
+        raise ConfigError(f"unknown key {prefix}.{unknown[0]}{' (and more)' if len(unknown) > 1 else ''}: nothing "
+                          f"reads it; valid keys under {prefix}: {', '.join(sorted(known | set(free_form)))}")
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:

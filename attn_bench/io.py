@@ -1,6 +1,8 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of one."""
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import tempfile
@@ -9,9 +11,24 @@ from typing import Any, Callable
 
 import torch
 
+from attn_bench.errors import ConfigError
+
+
+# Write failures that are the machine's state, not a bug: one line naming the path, never a traceback.
+USER_FIXABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
+
 
 def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str) -> Path:
     path = Path(path)
+    try:
+        return _write_then_replace(path, write, mode)
+    except OSError as err:
+        if err.errno in USER_FIXABLE:
+            raise ConfigError(f"cannot write '{path}': {err.strerror or err}") from None
+        raise
+
+
+def _write_then_replace(path: Path, write: Callable[[Any], None], mode: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -40,7 +57,11 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    return _atomic_write(path, lambda f: torch.save(obj, f), "wb")
+    # Serialised in memory first: torch's zip writer turns a full disk into "unexpected pos"; a plain
+    # write raises the OSError (ENOSPC) that names the cause.
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return _atomic_write(path, lambda f: f.write(buffer.getbuffer()), "wb")
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -137,6 +137,7 @@ class RunRecord:
     world_size: int | None = None
     history: list[dict[str, Any]] | None = None
     data: dict[str, Any] | None = None  # attn_bench.data.identity: name, root, fingerprint
+    skipped_files: int | None = None  # unreadable images left out (data.skip_corrupt=true)
     cost: dict[str, Any] | None = None
     reason: str | None = None  # failed runs
     failed_at: dict[str, int] | None = None

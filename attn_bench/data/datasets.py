@@ -27,6 +27,7 @@ log = logging.getLogger("attn_bench")
 class ImageTensors:
     images: torch.Tensor  # uint8 (N, 3, H, W)
     labels: torch.Tensor  # int64 (N,)
+    skipped: int = 0  # unreadable files left out (data.skip_corrupt=true)
 
     def __len__(self) -> int:
         return self.labels.numel()
@@ -36,7 +37,7 @@ class ImageTensors:
         if per_class is None:
             return self
         keep = torch.tensor(_first_per_class(self.labels, per_class))
-        return ImageTensors(self.images[keep], self.labels[keep])
+        return ImageTensors(self.images[keep], self.labels[keep], self.skipped)
 
 
 # --- torchvision CIFAR ------------------------------------------------------------------------
@@ -114,23 +115,38 @@ def _first_per_class(targets: list[int] | torch.Tensor, per_class: int | None) -
 
 def _cache_path(cfg: DictConfig, folder: Path, count: int) -> Path:
     """Keyed on the folder's files (paths, sizes, modification times): a changed image is a new cache."""
-    key = f"{folder.resolve()}|{count}|{cfg.img_size}|{files_fingerprint(folder)}"
+    key = f"{folder.resolve()}|{count}|{cfg.img_size}|{bool(cfg.skip_corrupt)}|{files_fingerprint(folder)}"
     digest = hashlib.sha1(key.encode()).hexdigest()[:16]
     cache_dir = Path(os.path.expanduser(cfg.cache_dir))
     return cache_dir / f"{folder.parent.name}-{folder.name}-{cfg.img_size}px-{digest}.pt"
 
 
-def _decode(ds, indices: list[int], size: int) -> ImageTensors:
+def _read_image(ds, path: str, skip_corrupt: bool):
+    """The image as RGB, or None for an unreadable file when ``skip_corrupt``; else one line naming it."""
+    try:
+        return ds.loader(path).convert("RGB")  # convert() forces the decode that finds a truncated file
+    except (OSError, SyntaxError, ValueError) as err:  # PIL: unidentified, truncated, broken headers
+        if skip_corrupt:
+            return None
+        raise ConfigError(f"imagefolder: cannot decode '{path}' ({type(err).__name__}: {err}); replace or remove "
+                          f"it, or set data.skip_corrupt=true to leave unreadable files out") from None
+
+
+def _decode(ds, indices: list[int], size: int, skip_corrupt: bool) -> ImageTensors:
     from torchvision.transforms.functional import pil_to_tensor, resize
 
     images = torch.empty(len(indices), 3, size, size, dtype=torch.uint8)
-    for row, i in enumerate(indices):
-        img = ds.loader(ds.samples[i][0]).convert("RGB")
+    kept = []
+    for i in indices:
+        img = _read_image(ds, ds.samples[i][0], skip_corrupt)
+        if img is None:
+            continue
         if img.size != (size, size):
             img = resize(img, [size, size], antialias=True)
-        images[row] = pil_to_tensor(img)
-    labels = torch.tensor([ds.targets[i] for i in indices], dtype=torch.int64)
-    return ImageTensors(images, labels)
+        images[len(kept)] = pil_to_tensor(img)
+        kept.append(i)
+    labels = torch.tensor([ds.targets[i] for i in kept], dtype=torch.int64)
+    return ImageTensors(images[: len(kept)], labels, skipped=len(indices) - len(kept))
 
 
 def _imagefolder_tensors(cfg: DictConfig, train: bool) -> ImageTensors:
@@ -143,11 +159,11 @@ def _imagefolder_tensors(cfg: DictConfig, train: bool) -> ImageTensors:
     if path.exists():
         try:
             cached = torch.load(path, weights_only=True)
-            return ImageTensors(cached["images"], cached["labels"])
+            return ImageTensors(cached["images"], cached["labels"], int(cached.get("skipped", 0)))
         except Exception as err:  # a torn or foreign file: decode again rather than fail or trust it
             log.warning("decode cache %s is unreadable (%s); rebuilding it", path, type(err).__name__)
-    tensors = _decode(ds, indices, int(cfg.img_size))
-    atomic_torch_save({"images": tensors.images, "labels": tensors.labels}, path)
+    tensors = _decode(ds, indices, int(cfg.img_size), bool(cfg.skip_corrupt))
+    atomic_torch_save({"images": tensors.images, "labels": tensors.labels, "skipped": tensors.skipped}, path)
     return tensors
 
 

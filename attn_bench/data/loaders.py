@@ -60,6 +60,7 @@ class MemoryLoader:
         world_size: int = 1,
         channels_last: bool = False,
     ):
+        self.skipped = data.skipped  # unreadable files left out of this split
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
         self.batch_size, self.device, self.train, self.seed = batch_size, device, train, seed
@@ -125,6 +126,7 @@ class TorchLoader:
     def __init__(self, dataset, batch_size: int, device: torch.device, train: bool, seed: int, drop_last: bool,
                  num_workers: int, rank: int = 0, world_size: int = 1, channels_last: bool = False):
         self.device, self.channels_last, self.train, self.seed = device, channels_last, train, seed
+        self.skipped = 0  # data.skip_corrupt needs the memory loader (data.check)
         if world_size > 1 and train:
             self.sampler = DistributedSampler(dataset, world_size, rank, shuffle=True, seed=seed, drop_last=True)
         elif world_size > 1:  # every eval sample exactly once over all ranks (no padding duplicates)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
+from attn_bench.config import check_known_keys, shipped_keys
 from attn_bench.errors import check as require
 from attn_bench.errors import check_number
 
@@ -55,6 +56,7 @@ def resolve_loader(cfg: DictConfig) -> str:
 def check(cfg: DictConfig) -> None:
     """Every mistake a ``data`` node can hold that shows without reading the data."""
     spec = dataset_spec(cfg.name)
+    check_known_keys(cfg, "data", shipped_keys(f"data/{spec.name}.yaml"))
     check_number(cfg.num_classes, "data.num_classes", integer=True)
     check_number(cfg.img_size, "data.img_size", integer=True)
     require(cfg.num_classes > 1, f"data.num_classes must be at least 2, got {cfg.num_classes}")
@@ -67,4 +69,7 @@ def check(cfg: DictConfig) -> None:
         value = cfg.get(key)
         require(value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0),
                 f"data.{key} must be a positive integer or null, got {value!r}")
-    resolve_loader(cfg)
+    kind = resolve_loader(cfg)
+    require(not cfg.get("skip_corrupt") or kind == "memory",
+            "data.skip_corrupt=true needs data.loader=memory (images decoded once, up to 64 px); the "
+            "DataLoader path reads files as it trains and cannot count what it would skip")

@@ -8,6 +8,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from attn_bench.config import check_known_keys, shipped_keys
 from attn_bench.errors import ConfigError, check as require
 from attn_bench.models.backbones import STEMS, create_backbone, resolve_stem, use_small_stem
 from attn_bench.models.placement import place_attention
@@ -70,6 +71,7 @@ def check(model_cfg: DictConfig, num_classes: int, img_size: int) -> None:
     checks that ``img_size`` covers the backbone's output stride (else the last feature map
     would be smaller than 1x1).
     """
+    check_known_keys(model_cfg, "model", shipped_keys("_model.yaml"), free_form=("attn_args", "timm_kwargs"))
     require(isinstance(img_size, int) and not isinstance(img_size, bool) and img_size >= 1,
             f"img_size={img_size!r} must be a positive integer")
     with torch.device("meta"):

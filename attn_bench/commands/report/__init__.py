@@ -53,6 +53,11 @@ def main(argv: list[str]) -> int:
         return int(done.code or 0)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     runs, problems = collect_runs(args.dirs)
+    out_dir = args.out or args.dirs[0] / "report"
+    try:  # before anything is printed: an unwritable --out is one line, not a late failure
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"report: cannot write to '{out_dir}': {error.strerror or error}") from None
     baseline = args.baseline or BASELINE
     blocks = sorted({group_of(run)[2] for run in runs})
     check(args.baseline is None or baseline in blocks,
@@ -66,7 +71,6 @@ def main(argv: list[str]) -> int:
 
     from attn_bench.commands.report.plots import write_plots
 
-    out_dir = args.out or args.dirs[0] / "report"
     plots = write_plots(rows, varying_keys(rows) if rows else [], out_dir)
     atomic_write_text(out_dir / "report.md", markdown_document(rows, problems, baseline, plots or []))
     atomic_write_text(out_dir / "report.csv", to_csv(map(csv_record, rows), CSV_FIELDS))

@@ -48,7 +48,10 @@ def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     init_process_group(dist, device)
     try:
         run_dir = Path(broadcast_object(str(Path(run_dir).resolve())))
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"cannot create the run directory '{run_dir}': {err.strerror or err}") from None
         with run_lock(run_dir, dist.is_main):
             return _run(cfg, run_dir, dist, device).to_dict()
     finally:
@@ -95,6 +98,9 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device) -
     t = cfg.trainer
     seed_everything(int(cfg.seed), bool(t.deterministic), bool(t.cudnn_benchmark))
     train_loader, eval_loader, raw_model, model = _build(cfg, dist, device)
+    if train_loader.skipped + eval_loader.skipped:
+        log.warning("left out %d unreadable image(s) (data.skip_corrupt=true); metrics.json counts them",
+                    train_loader.skipped + eval_loader.skipped)
     optimizer = build_optimizer(raw_model, t.optimizer)
     scheduler = build_scheduler(optimizer, t.scheduler, t.epochs, len(train_loader))
     checkpoint = load_checkpoint(run_dir / LAST_CKPT) if resume else None
@@ -113,6 +119,7 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device) -
             state = trainer.fit(state, raw_model, t.epochs)
         record = completed_record(cfg, state, raw_model, device, dist, run_dir)
         record.data = identity
+        record.skipped_files = train_loader.skipped + eval_loader.skipped
         if cfg.measure_cost and dist.is_main:
             record.cost = _measure_cost(cfg, raw_model, device)
         logger.hparams(*hparams(cfg, record))
@@ -133,5 +140,9 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device) -
 
 
 def _record_failure(cfg: DictConfig, run_dir: Path, dist: DistInfo, reason: str, step: int, epoch: int) -> None:
-    if dist.is_main:
+    if not dist.is_main:
+        return
+    try:
         failed_record(cfg, run_dir, reason, step=step, epoch=epoch).write(run_dir)
+    except (OSError, ConfigError) as err:  # e.g. the disk that stopped the run is still full
+        log.warning("could not record the failure in %s: %s", run_dir / METRICS_FILE, err)
