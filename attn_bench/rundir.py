@@ -31,6 +31,7 @@ DATASET_FILE = "dataset.json"  # what the run was trained on (attn_bench.data.id
 # resumption, and between the seeds the report pools. Everything else is part of a run's identity
 # (the device and data.root included: a different GPU or folder is a different measurement).
 NO_EFFECT_KEYS = frozenset({"trainer.progress", "trainer.log_every_steps", "trainer.checkpoint_every_steps",
+                            "trainer.checkpoint_every_minutes",
                             "data.download", "data.cache_dir", "measure_cost"})
 
 

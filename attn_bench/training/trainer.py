@@ -16,7 +16,7 @@ from attn_bench.precision import resolve_precision
 from attn_bench.rundir import BEST_CKPT, LAST_CKPT
 from attn_bench.io import atomic_torch_save
 from attn_bench.training.checkpoint import copy_checkpoint, rng_state, set_rng_state
-from attn_bench.training.distributed import DistInfo, all_reduce_sum
+from attn_bench.training.distributed import DistInfo, all_reduce_sum, broadcast_object
 
 log = logging.getLogger("attn_bench")
 
@@ -88,7 +88,15 @@ class Trainer:
         keys = TrainState.__dataclass_fields__
         return TrainState(**{k: ckpt[k] for k in keys if k in ckpt})
 
+    def _checkpoint_due(self) -> bool:
+        """``checkpoint_every_minutes`` have passed since the last checkpoint (rank 0's clock decides
+        for every rank, since saving includes a collective)."""
+        minutes = float(self.cfg.checkpoint_every_minutes)
+        due = minutes > 0 and time.monotonic() - self._last_checkpoint >= 60 * minutes
+        return bool(broadcast_object(due)) if self.dist.enabled else due
+
     def _save(self, state: TrainState, raw_model: nn.Module, name: str) -> None:
+        self._last_checkpoint = time.monotonic()
         self._update_wall_time(state)
         if self.dist.is_main:
             atomic_torch_save(self.state_dict(state, raw_model), self.run_dir / name)
@@ -168,6 +176,7 @@ class Trainer:
                     or state.batch == self.steps_per_epoch):
                 continue
             # sync point: read the device values, log, maybe checkpoint
+            save = save or (self._checkpoint_due() and state.batch < self.steps_per_epoch)
             self._check_divergence(state)
             stats["loss_sum"] += float(loss_sum)
             stats["correct"] += int(correct)
@@ -212,6 +221,7 @@ class Trainer:
 
     def fit(self, state: TrainState, raw_model: nn.Module, epochs: int) -> TrainState:
         self._wall_base, self._wall_start = state.wall_time, time.perf_counter()
+        self._last_checkpoint = time.monotonic()
         while state.epoch < epochs:
             train_stats = self.train_epoch(state, raw_model)
             eval_stats = self.evaluate()

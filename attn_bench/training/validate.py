@@ -23,6 +23,7 @@ def _check_types(t: DictConfig) -> None:
     for key in ("warmup_epochs", "warmup_lr", "min_lr"):
         check_number(t.scheduler[key], f"trainer.scheduler.{key}")
     check_number(t.label_smoothing, "trainer.label_smoothing")
+    check_number(t.checkpoint_every_minutes, "trainer.checkpoint_every_minutes")
 
 
 def check(t: DictConfig) -> None:
@@ -40,6 +41,8 @@ def check(t: DictConfig) -> None:
     require(t.scheduler.warmup_epochs >= 0, f"trainer.scheduler.warmup_epochs must be >= 0, got {t.scheduler.warmup_epochs}")
     require(t.log_every_steps > 0, f"trainer.log_every_steps must be positive, got {t.log_every_steps}")
     require(t.checkpoint_every_steps >= 0, f"trainer.checkpoint_every_steps must be >= 0, got {t.checkpoint_every_steps}")
+    require(t.checkpoint_every_minutes >= 0,
+            f"trainer.checkpoint_every_minutes must be >= 0, got {t.checkpoint_every_minutes}")
 
 
 def per_rank_batch(t: DictConfig, world_size: int) -> int:

@@ -104,3 +104,19 @@ def test_resuming_with_another_model_is_refused_and_nothing_is_overwritten(unint
     with pytest.raises(ConfigError, match="different config.*model.attn: 'none' -> 'se'"):
         run_training(compose_train(TINY_TRAIN + DETERMINISTIC + ["model.attn=se"]), run_dir)
     assert (run_dir / "last.pt").read_bytes() == before
+
+
+def test_time_based_checkpoints_resume_exactly(uninterrupted, tmp_path):
+    """``checkpoint_every_minutes`` (here: at every sync point) checkpoints mid-epoch, and a run killed
+    after one ends exactly like the uninterrupted run."""
+    from conftest import TINY_TRAIN, _compose_train
+
+    straight_dir, straight = uninterrupted
+    overrides = [o for o in TINY_TRAIN + DETERMINISTIC if not o.startswith("trainer.checkpoint_every_steps")]
+    overrides += ["trainer.checkpoint_every_steps=0", "trainer.checkpoint_every_minutes=1e-9"]
+    run_dir = _kill_mid_run(tmp_path, overrides)
+    assert torch.load(run_dir / "last.pt", weights_only=True)["batch"] > 0  # a mid-epoch, time-based checkpoint
+    resumed = run_training(_compose_train(overrides), run_dir)
+    assert _results(resumed) == _results(straight)
+    for name, tensor in _weights(straight_dir).items():
+        assert torch.equal(tensor, _weights(run_dir)[name]), name

@@ -214,7 +214,7 @@ def job_pids(marker: str) -> list[int]:
     return pids
 
 
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("how", [signal.SIGKILL, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
 def test_jobs_die_with_the_sweep_and_a_rerun_resumes_cleanly(tmp_path, how):
     env = dict(os.environ, ATTN_BENCH_OUTPUTS=str(tmp_path / "outputs"))
     args = [sys.executable, "-m", "attn_bench", "-m", "model.attn=none,se", *TINY, "data.train_size=3000",
