@@ -26,9 +26,18 @@ def resolve_stem(stem: str, img_size: int) -> str:
     return "small" if img_size <= SMALL_IMAGE_MAX else "imagenet"
 
 
+def _check_used(name: str, timm_kwargs: dict) -> None:
+    """timm passes some keyword arguments through without effect; a key that changes nothing is an error."""
+    if name in RESNETS and "stem_width" in timm_kwargs and "deep" not in str(timm_kwargs.get("stem_type", "")):
+        raise ConfigError(f"model.timm_kwargs.stem_width does nothing in timm's {name} unless stem_type is 'deep' or "
+                          f"'deep_tiered' (the default stem is one conv with 64 channels); drop it or set "
+                          f"model.timm_kwargs.stem_type=deep")
+
+
 def create_backbone(name: str, num_classes: int, **timm_kwargs) -> nn.Module:
     if name not in SUPPORTED_BACKBONES:
         raise ConfigError(f"unknown backbone '{name}'; valid choices: {', '.join(SUPPORTED_BACKBONES)}")
+    _check_used(name, timm_kwargs)
     try:
         return timm.create_model(name, pretrained=False, num_classes=num_classes, **timm_kwargs)
     except TypeError as err:  # timm passes unknown kwargs to the model class

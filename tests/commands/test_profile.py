@@ -8,7 +8,7 @@ import pytest
 from attn_bench.cli import main
 
 TINY = [
-    "backbone=resnet18", "img_size=32", "timm_kwargs={channels:[16,32,64,128],stem_width:16}", "threads=1",
+    "backbone=resnet18", "img_size=32", "timm_kwargs={channels:[16,32,64,128]}", "threads=1",
     "latency.warmup=1", "latency.warmup_s=0", "latency.repeats=3", "latency.min_repeats=1", "throughput.batch_size=2",
     "throughput.warmup=0", "throughput.warmup_s=0", "throughput.repeats=1",
 ]

@@ -6,6 +6,25 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from attn_bench.commands.train import run_training
 
+def default_model_counts(stem=64, widths=(16, 32, 64, 128), classes=10, px=32) -> tuple[int, int]:
+    """Parameters and MACs of the default model from its layer shapes: a 3x3 stride-1 stem conv of
+    ``stem`` channels (small stem, no max-pool), two BasicBlocks per stage (3x3 convs, a 1x1
+    projection where the width or stride changes, BN = 2 parameters per channel), linear head."""
+    params, macs = 3 * stem * 9 + 2 * stem, px * px * 3 * stem * 9
+    c_in, size = stem, px
+    for stage, c in enumerate(widths):
+        for block in range(2):
+            stride = 2 if stage > 0 and block == 0 else 1
+            size //= stride
+            params += c_in * c * 9 + c * c * 9 + 4 * c
+            macs += size * size * (c_in * c * 9 + c * c * 9)
+            if stride != 1 or c_in != c:
+                params += c_in * c + 2 * c
+                macs += size * size * c_in * c
+            c_in = c
+    return params + c_in * classes + classes, macs + c_in * classes
+
+
 LEARN = ["data.train_size=2000", "trainer.epochs=4", "trainer.scheduler.warmup_epochs=0.5"]
 
 
@@ -35,7 +54,7 @@ def test_metrics_json_holds_the_documented_fields(synthetic_run):
         assert key in metrics, key
     assert metrics["epochs"] == 4 and len(metrics["history"]) == 4
     assert metrics["config"]["model"]["attn"] == "none" and metrics["attn_params"] == 0
-    assert metrics["params"] == 710_826  # resnet18 layout at [16, 32, 64, 128], small stem, 10 classes
+    assert metrics["params"] == default_model_counts()[0] == 710_826
     assert metrics["train_img_per_s"] > 0 and metrics["wall_time_s"] > 0
     assert set(metrics["versions"]) >= {"torch", "torchvision", "timm", "hydra", "python", "attn_bench"}
     assert (run_dir / "best.pt").exists() and (run_dir / "last.pt").exists()
@@ -99,7 +118,7 @@ def test_hparams_row_reads_back_with_tensorboard(synthetic_run):
     hparams = session.session_start_info.hparams
     assert hparams["attn"].string_value == "none" and hparams["backbone"].string_value == "resnet18"
     assert hparams["seed"].number_value == 0
-    assert hparams["timm_kwargs"].string_value == "{'channels': [16, 32, 64, 128], 'stem_width': 16}"
+    assert hparams["timm_kwargs"].string_value == "{'channels': [16, 32, 64, 128]}"
     assert hparams["attn_args"].string_value == "{}" and hparams["img_size"].number_value == 32
     assert events.Scalars("hparam/top1")[-1].value == pytest.approx(metrics["final"]["top1"], abs=1e-3)
 
@@ -108,7 +127,7 @@ def test_cost_figures_are_recorded_in_metrics(synthetic_run):
     _, metrics, _ = synthetic_run
     cost = metrics["cost"]
     assert cost["params"] == metrics["params"] and cost["uncounted_ops"] == []
-    assert cost["macs"] == 44_500_224  # conv + linear MACs of the default model at 32 px
+    assert cost["macs"] == default_model_counts()[1] == 44_500_224
     assert cost["latency_ms"] > 0 and cost["throughput_img_per_s"] > 0
 
 

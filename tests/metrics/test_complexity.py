@@ -10,7 +10,7 @@ from attn_bench.attention import create_block, list_blocks
 from attn_bench.metrics.complexity import EXTRA_FORMULAS, count_ops, count_params
 from attn_bench.models.build import build_model
 
-TINY_RESNET = {"channels": [16, 32, 64, 128], "stem_width": 16}
+TINY_RESNET = {"channels": [16, 32, 64, 128]}
 
 
 def tiny_model(block: str) -> nn.Module:

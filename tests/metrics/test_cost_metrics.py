@@ -17,7 +17,7 @@ QUICK = TimingPlan(warmup=1, warmup_s=0, repeats=3, min_repeats=1, budget_s=1.0)
 
 
 def test_cost_metrics_are_flat_unit_explicit_and_cheap():
-    tiny = {"channels": [16, 32, 64, 128], "stem_width": 16}
+    tiny = {"channels": [16, 32, 64, 128]}
     model = build_model("resnet18", "se", 10, stem="small", timm_kwargs=tiny)
     model.train()
     started = time.perf_counter()

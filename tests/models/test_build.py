@@ -284,3 +284,16 @@ def test_stages_and_position_are_checked_for_none_too():
     model = build_model("resnet18", "none", attn_stages=[2, 3], attn_position="last")
     assert attention_modules(model) == []
     assert all(isinstance(model.get_submodule(s.path).se, nn.Identity) for s in find_slots(model))
+
+
+def test_a_timm_argument_that_changes_nothing_is_an_error():
+    import pytest
+
+    from attn_bench.errors import ConfigError
+    from attn_bench.metrics.complexity import count_params
+
+    with pytest.raises(ConfigError, match="stem_width does nothing in timm's resnet18 unless stem_type is 'deep'"):
+        build_model("resnet18", timm_kwargs={"channels": [16, 32, 64, 128], "stem_width": 16})
+    plain = build_model("resnet18", timm_kwargs={"channels": [16, 32, 64, 128]})
+    deep = build_model("resnet18", timm_kwargs={"channels": [16, 32, 64, 128], "stem_width": 16, "stem_type": "deep"})
+    assert count_params(deep)["params"] != count_params(plain)["params"]  # with a deep stem it takes effect
