@@ -219,3 +219,18 @@ def test_block_variants_and_narrowed_backbones_get_their_own_rows():
     assert backbone_label({"backbone": "resnet18", "timm_kwargs": {}}) == "resnet18"
     assert backbone_label({"backbone": "resnet18", "timm_kwargs": {"channels": [16, 32, 64, 128]}}) \
         == "resnet18 (channels=[16, 32, 64, 128])"
+
+
+def test_the_report_uses_the_last_epoch_not_the_best(tmp_path):
+    """Picking the best epoch on the test set would flatter every block: the row is the final top-1."""
+    completed(tmp_path / "a", "se", 0, 70.0)
+    completed(tmp_path / "b", "se", 1, 72.0)
+    for name, best in (("a", 79.0), ("b", 81.0)):
+        path = tmp_path / name / "metrics.json"
+        metrics = json.loads(path.read_text())
+        metrics["best"] = {"top1": best, "top5": 99.5, "epoch": 2}
+        metrics["history"][1]["eval_top1"] = best
+        path.write_text(json.dumps(metrics))
+    runs, _ = report.collect_runs([tmp_path])
+    (row,) = report.build_rows(runs, "none")
+    assert row["top1"] == [70.0, 72.0] and row["top1_mean"] == pytest.approx(71.0)

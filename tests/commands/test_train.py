@@ -203,3 +203,28 @@ def test_a_nan_evaluation_or_nan_weights_are_a_failed_run_not_a_result(compose_t
     assert metrics["status"] == "failed" and metrics["failed_at"]["epoch"] == 1
     runs, problems = report.collect_runs([tmp_path])
     assert runs == [] and [p.status for p in problems] == ["failed"]
+
+
+def test_best_pt_holds_the_best_epochs_weights(compose_train, tiny_train, tmp_path, monkeypatch):
+    import copy
+
+    import torch
+
+    from attn_bench.training.trainer import Trainer
+
+    evaluate, seen = Trainer.evaluate, []
+
+    def first_epoch_is_best(self):
+        stats = evaluate(self)
+        seen.append(copy.deepcopy(self.model.state_dict()))
+        stats["eval_top1"] = 90.0 - len(seen)  # epoch 1: 89, epoch 2: 88
+        return stats
+
+    monkeypatch.setattr(Trainer, "evaluate", first_epoch_is_best)
+    metrics = run_training(compose_train(tiny_train + ["measure_cost=false"]), tmp_path)
+    assert metrics["best"]["epoch"] == 1 and metrics["final"]["top1"] == 88.0
+    best, last = (torch.load(tmp_path / name, weights_only=True) for name in ("best.pt", "last.pt"))
+    assert best["epoch"] == 1 and last["epoch"] == 2
+    for name, tensor in seen[0].items():
+        assert torch.equal(best["model"][name], tensor), name
+    assert any(not torch.equal(best["model"][k], last["model"][k]) for k in best["model"])

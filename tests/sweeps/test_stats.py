@@ -49,3 +49,30 @@ def test_welch_interval_and_verdicts():
     assert single.delta == pytest.approx(4.0) and single.ci_low is None and single.verdict == NEED_SEEDS
     assert welch_compare([70.0, 70.0], [70.0, 70.0]).verdict.startswith("n/a: no seed variance")
     assert math.isnan(sample_std([1.0])) and sample_std([70.0, 72.0]) == pytest.approx(math.sqrt(2))
+
+
+def t_cdf_by_quadrature(t: float, df: float, steps: int = 20000) -> float:
+    """The Student-t CDF by Simpson's rule over the density: independent of the incomplete-beta code."""
+    pdf = lambda x: (math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2))  # noqa: E731
+                     * (1 + x * x / df) ** (-(df + 1) / 2))
+    h = abs(t) / steps
+    area = h / 3 * sum((1 if i in (0, steps) else 4 if i % 2 else 2) * pdf(i * h) for i in range(steps + 1))
+    return 0.5 + math.copysign(area, t)
+
+
+@pytest.mark.parametrize("t, df", [(1.3, 3.533), (-0.7385, 3.5), (2.5, 7.25), (0.4, 1.5)])
+def test_t_cdf_at_fractional_degrees_of_freedom_matches_quadrature(t, df):
+    assert t_cdf(t, df) == pytest.approx(t_cdf_by_quadrature(t, df), abs=1e-8)
+
+
+def test_welch_on_unequal_sizes_and_variances_matches_the_formulas():
+    """Groups where Welch and Student differ: n = 5 and 3, variances 2.5 and 4 (hand-derived values)."""
+    block, baseline = [1.0, 2.0, 3.0, 4.0, 5.0], [2.0, 4.0, 6.0]
+    c = welch_compare(block, baseline)
+    se = math.sqrt(2.5 / 5 + 4.0 / 3)
+    df = (2.5 / 5 + 4.0 / 3) ** 2 / ((2.5 / 5) ** 2 / 4 + (4.0 / 3) ** 2 / 2)
+    assert c.delta == pytest.approx(-1.0) and c.df == pytest.approx(df) and df == pytest.approx(3.5328, abs=1e-4)
+    assert c.p_value == pytest.approx(2 * (1 - t_cdf_by_quadrature(1.0 / se, df)), abs=1e-7)
+    student_df = 5 + 3 - 2  # Student's test would use 6 degrees of freedom: a visibly different p
+    assert abs(c.p_value - t_two_sided_p(-1.0 / se, student_df)) > 0.01
+    assert c.ci_high - c.delta == pytest.approx(t_quantile(0.975, df) * se)

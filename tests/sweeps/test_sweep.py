@@ -217,8 +217,8 @@ def job_pids(marker: str) -> list[int]:
 @pytest.mark.parametrize("how", [signal.SIGKILL, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
 def test_jobs_die_with_the_sweep_and_a_rerun_resumes_cleanly(tmp_path, how):
     env = dict(os.environ, ATTN_BENCH_OUTPUTS=str(tmp_path / "outputs"))
-    args = [sys.executable, "-m", "attn_bench", "-m", "model.attn=none,se", *TINY, "data.train_size=3000",
-            "trainer.epochs=3"]
+    args = [sys.executable, "-m", "attn_bench", "-m", "model.attn=none,se", *TINY, "data.train_size=1000",
+            "trainer.epochs=2"]
     parent = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not job_pids(str(tmp_path)) and time.time() < deadline:
