@@ -1,4 +1,5 @@
-"""Parameter and operation counts: ``count_params`` and ``count_ops``.
+"""Parameter and operation counts: ``count_params`` and ``count_ops``. (One idea, counting; most of
+its length is the table of per-op formulas, which reads best in one place.)
 
 Counter: ``torch.utils.flop_counter.FlopCounterMode``. It is PyTorch's own, maintained with
 PyTorch, and sees the aten ops that actually run (a ``TorchDispatchMode``), so nothing depends

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -20,9 +19,9 @@ def test_cost_metrics_are_flat_unit_explicit_and_cheap():
     tiny = {"channels": [16, 32, 64, 128]}
     model = build_model("resnet18", "se", 10, stem="small", timm_kwargs=tiny)
     model.train()
-    started = time.perf_counter()
     metrics = run_cost_metrics(model, 32, "cpu", num_threads=1, latency_plan=QUICK, throughput_plan=QUICK)
-    assert time.perf_counter() - started < 10
+    # cheap by construction (the speed itself is a scripts/ benchmark's business): the plan's passes, no more
+    assert 1 <= metrics["latency_repeats"] <= 3 and 1 <= metrics["throughput_repeats"] <= 3
     json.dumps(metrics)
     assert not any(isinstance(v, dict) for v in metrics.values())
     for key in ("params", "attn_params", "macs", "gmacs", "flops", "gflops", "latency_ms", "latency_p10_ms",

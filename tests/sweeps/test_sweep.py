@@ -40,9 +40,7 @@ def test_queue_gives_every_job_a_device_and_never_shares_one(tmp_path):
     script = ("import os, time, json, sys; t = time.time(); time.sleep(0.4 + 0.3 * (int(sys.argv[1]) % 3)); "
               "print(json.dumps({'gpu': os.environ['CUDA_VISIBLE_DEVICES'], 'start': t, 'end': time.time()}))")
     jobs = [Job(i, [], tmp_path / f"job{i}") for i in range(7)]
-    started = time.time()
     run_queue(jobs, gpu_slots(["0", "1", "2"]), lambda job: [sys.executable, "-c", script, str(job.index)])
-    wall = time.time() - started
     records = [json.loads(job.log_file.read_text()) for job in jobs]
     assert all(job.status == "completed" for job in jobs)
     assert [r["gpu"] for r in records] == [job.device for job in jobs]
@@ -51,8 +49,8 @@ def test_queue_gives_every_job_a_device_and_never_shares_one(tmp_path):
         for b in jobs:
             if a is not b and a.device == b.device:
                 assert not overlapping(a.as_dict(), b.as_dict()), "two concurrent jobs shared a device"
-    serial = sum(job.ended - job.started for job in jobs)
-    assert wall < 0.75 * serial, "jobs ran in parallel"
+    assert any(overlapping(a.as_dict(), b.as_dict()) for a in jobs for b in jobs if a.device != b.device), \
+        "jobs on different devices ran at the same time"
 
 
 def test_cpu_slots_share_the_cores_and_hide_gpus():

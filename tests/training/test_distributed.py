@@ -7,9 +7,18 @@ import sys
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
+def free_port() -> int:
+    """A port nothing listens on now (a fixed one collides with any other run on the machine)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_torchrun_two_processes_train_one_run(tmp_path):
     run_dir = tmp_path / "ddp"
-    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
             "-m", "attn_bench", "data.train_size=2000", "data.test_size=500", "trainer.epochs=4",
             "trainer.batch_size=50", "trainer.scheduler.warmup_epochs=0.5", "trainer.progress=false",
             f"hydra.run.dir={run_dir}"]
