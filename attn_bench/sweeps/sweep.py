@@ -48,8 +48,15 @@ def check_sweep_dir(sweep_dir: Path) -> None:
     check("'" not in str(sweep_dir), f"the sweep directory path may not contain a quote: {sweep_dir}")
 
 
+# A job runs the attn-bench the sweep runs. `python -m attn_bench` would put the working directory
+# first on sys.path, so a sweep started from a source checkout with a regular (non-editable)
+# install would run the checkout's package in its jobs, which has no attn_bench.configs.
+JOB_BOOTSTRAP = ("import sys; sys.path = [p for p in sys.path if p not in ('', '.')]; "
+                 "from attn_bench.cli import main; sys.exit(main())")
+
+
 def job_command(job: Job) -> list[str]:
-    return [sys.executable, "-m", "attn_bench", *job.overrides, f"hydra.run.dir='{job.run_dir}'",
+    return [sys.executable, "-c", JOB_BOOTSTRAP, *job.overrides, f"hydra.run.dir='{job.run_dir}'",
             "trainer.progress=false"]
 
 

@@ -231,3 +231,18 @@ def test_jobs_die_with_the_sweep_and_a_rerun_resumes_cleanly(tmp_path, how):
     again = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     assert again.returncode == 0, again.stderr[-2000:]
     assert sorted(m["status"] for m in job_metrics(sweep_dir(tmp_path)).values()) == ["completed", "completed"]
+
+
+def test_jobs_run_the_sweeps_attn_bench_not_a_package_in_the_working_directory(tmp_path):
+    """A sweep started from a source checkout with a regular install: `python -m` in the jobs would
+    import the checkout's attn_bench (no configs inside) instead of the one the sweep runs."""
+    from attn_bench.sweeps.sweep import JOB_BOOTSTRAP
+
+    shadow = tmp_path / "attn_bench"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('the working directory shadowed attn_bench')\n")
+    env = dict(os.environ, ATTN_BENCH_OUTPUTS=str(tmp_path / "outputs"))
+    proc = subprocess.run([sys.executable, "-c", JOB_BOOTSTRAP, "-m", "model.attn=none,se", *TINY], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(m["status"] for m in job_metrics(sweep_dir(tmp_path)).values()) == ["completed", "completed"]
