@@ -68,8 +68,13 @@ def check_same_data(run_dir: Path, identity: dict[str, Any]) -> None:
         saved = read_json(run_dir / DATASET_FILE)
     except (OSError, ValueError):
         saved = None
+    if not isinstance(saved, dict):
+        raise ConfigError(
+            f"run directory '{run_dir}' has no record of the data it was trained on ({DATASET_FILE}: it was made "
+            f"by an older attn-bench or by hand), so its numbers cannot be tied to this data; nothing was changed "
+            f"there. Start a separate run with name=<label>, or move the directory away")
     if saved != identity:
-        was = "no record of its data" if not isinstance(saved, dict) else f"{saved.get('root') or saved.get('name')}"
+        was = f"{saved.get('root') or saved.get('name')}"
         raise ConfigError(
             f"run directory '{run_dir}' holds a run on different data ({was} -> {identity.get('root') or identity['name']}"
             f"{', files changed' if isinstance(saved, dict) and saved.get('root') == identity.get('root') else ''}); "

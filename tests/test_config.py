@@ -50,3 +50,17 @@ def test_run_directory_names_are_readable_and_bounded():
     assert "/" not in dirname_for("data.root=/a/b")
     long = dirname_for("x" * 500)
     assert len(long) <= 120 and long != dirname_for("x" * 499)
+
+
+def test_the_run_name_leaves_out_exactly_the_keys_that_change_no_number():
+    """One list: a key in the name but not in the identity gives a needless new run; one in the
+    identity but not in the name finds an old directory and is refused there."""
+    from omegaconf import OmegaConf
+
+    from attn_bench.config import CONFIG_MODULE
+    from attn_bench.rundir import NO_EFFECT_KEYS
+
+    from importlib import resources
+
+    hydra = OmegaConf.load(resources.files(CONFIG_MODULE) / "hydra" / "default.yaml")
+    assert set(hydra.job.config.override_dirname.exclude_keys) == set(NO_EFFECT_KEYS)

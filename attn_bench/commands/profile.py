@@ -23,7 +23,7 @@ from attn_bench import models
 from attn_bench.attention import BASELINE, list_blocks
 from attn_bench.config import CONFIG_MODULE, compose
 from attn_bench.devices import resolve_device
-from attn_bench.errors import check
+from attn_bench.errors import check, check_number
 from attn_bench.io import atomic_write_json, atomic_write_text
 from attn_bench.metrics.cost import run_cost_metrics
 from attn_bench.metrics.latency import BusyDeviceWarning, TimingPlan, resolve_amp
@@ -77,6 +77,13 @@ def timing_plan(node: DictConfig) -> TimingPlan:
 
 def timing_options(cfg: DictConfig) -> dict[str, Any]:
     """``run_cost_metrics`` keyword arguments, checked before any model is built."""
+    check_number(cfg.num_classes, "num_classes", integer=True)
+    check(cfg.num_classes >= 1, f"num_classes must be at least 1, got {cfg.num_classes}")
+    for key in ("threads", "throughput.batch_size"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None:
+            check_number(value, key, integer=True)
+            check(value >= 1, f"{key} must be a positive integer or null, got {value}")
     return {
         "device": resolve_device(cfg.device), "num_threads": cfg.threads, "amp_dtype": resolve_amp(cfg.amp),
         "channels_last": cfg.channels_last, "latency_plan": timing_plan(cfg.latency),

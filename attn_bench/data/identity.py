@@ -15,20 +15,32 @@ from typing import Any
 from omegaconf import DictConfig
 
 from attn_bench.data.spec import dataset_spec
+from attn_bench.errors import ConfigError
 
 ABSENT = "absent"
 
 
 def files_fingerprint(folder: Path) -> str:
-    """sha1 over (relative path, size, mtime) of every file below ``folder``; ``absent`` if none."""
+    """sha1 over (relative path, size, mtime) of every file below ``folder``, symlinked folders
+    followed (subsets are often built from them) and folder names included; ``absent`` if none."""
     if not folder.is_dir():
         return ABSENT
-    digest = hashlib.sha1()
-    for dirpath, dirnames, filenames in os.walk(folder):
+    digest, seen = hashlib.sha1(), set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a link cycle: each real folder once
+            dirnames.clear()
+            continue
+        seen.add(real)
         dirnames.sort()
+        digest.update(f"dir {Path(dirpath).relative_to(folder)}\n".encode())
         for name in sorted(filenames):
             path = Path(dirpath) / name
-            stat = path.stat()
+            try:
+                stat = path.stat()
+            except OSError as err:  # e.g. a broken symlink
+                raise ConfigError(f"cannot read '{path}' in the dataset ({err.strerror or err}); "
+                                  f"fix or remove it") from None
             digest.update(f"{path.relative_to(folder)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 

@@ -87,15 +87,19 @@ def _forward_signals(running: dict):
     """SIGINT/SIGTERM to the sweep reach every running job (each in its own process group), and the
     sweep waits for them to stop before it exits, so that a re-run finds their directories free.
     kill -9 cannot be caught; for it each job carries a parent-death signal (:func:`_die_with_parent`)."""
+    stopping = []
+
     def forward(signum, frame):
-        for _, proc, _ in list(running.values()):
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signum)
-        for _, proc, _ in list(running.values()):
-            with suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=STOP_WAIT_S)
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # still there after the wait: stop it for good
+        procs = [proc for _, proc, _ in list(running.values())]
+        if stopping:  # a second signal while waiting: stop every job at once
+            _kill_all(procs, signal.SIGKILL)
+            raise KeyboardInterrupt
+        stopping.append(signum)
+        _kill_all(procs, signum)
+        deadline = time.monotonic() + STOP_WAIT_S  # one deadline for all jobs, not one each
+        while any(proc.poll() is None for proc in procs) and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+        _kill_all([proc for proc in procs if proc.poll() is None], signal.SIGKILL)
         raise KeyboardInterrupt
 
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
@@ -109,12 +113,22 @@ def _forward_signals(running: dict):
             signal.signal(sig, handler)
 
 
-def _die_with_parent() -> None:
+def _kill_all(procs: list, signum: int) -> None:
+    for proc in procs:
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signum)
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
     """In the job, before exec: its own process group, and SIGTERM when the sweep process dies (Linux)."""
-    os.setpgrp()
-    with suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    def setup() -> None:
+        os.setpgrp()
+        with suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the sweep died before the death signal was armed
+            os.kill(os.getpid(), signal.SIGTERM)
+    return setup
 
 
 def _start(job: Job, slot: Slot, argv: list[str]):
@@ -124,7 +138,7 @@ def _start(job: Job, slot: Slot, argv: list[str]):
     env = dict(os.environ, **slot.env, PYTHONUNBUFFERED="1")
     job.status, job.device, job.started = "running", slot.device, time.time()
     proc = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
-                            preexec_fn=_die_with_parent)
+                            preexec_fn=_die_with_parent(os.getpid()))
     return job, proc, handle
 
 

@@ -132,6 +132,13 @@ class Trainer:
         self._first_bad_loss = torch.where(first, loss, self._first_bad_loss)
 
     def _check_divergence(self, state: TrainState) -> None:
+        """At a sync point; under DDP every rank learns of any rank's bad step, so all stop together."""
+        if self.dist.enabled:
+            bad = torch.stack([self._first_bad_step.double(), self._first_bad_loss.double()])
+            bad = torch.where(bad[0] > 0, bad, torch.full_like(bad, -math.inf))
+            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+            if bad[0] > 0:
+                self._first_bad_step, self._first_bad_loss = bad[0].long(), bad[1].float()
         bad_step = int(self._first_bad_step)
         if bad_step:
             raise TrainingDiverged(state.epoch + 1, bad_step, float(self._first_bad_loss))
@@ -241,8 +248,10 @@ class Trainer:
             is_best = not state.best or record["eval_top1"] > state.best["eval_top1"]
             if is_best:
                 state.best = {k: record[k] for k in ("epoch", "eval_top1", "eval_top5")}
-            self._save(state, raw_model, LAST_CKPT)
+            # best.pt first: killed in between, last.pt is still the previous epoch and the resumed run
+            # redoes this one, so best.pt never lags behind the best epoch last.pt records
+            self._save(state, raw_model, BEST_CKPT if is_best else LAST_CKPT)
             if is_best and self.dist.is_main:  # the same state: copy the file rather than serialise it again
-                copy_checkpoint(self.run_dir / LAST_CKPT, self.run_dir / BEST_CKPT)
+                copy_checkpoint(self.run_dir / BEST_CKPT, self.run_dir / LAST_CKPT)
         self._update_wall_time(state)
         return state

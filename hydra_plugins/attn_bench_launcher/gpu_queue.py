@@ -69,7 +69,8 @@ class GpuQueueLauncher(Launcher):
                 validate_config(job_cfg)
                 if is_completed(job.run_dir):
                     key = OmegaConf.to_yaml(job_cfg.data)
-                    identities.setdefault(key, dataset_identity(job_cfg.data))
+                    if key not in identities:  # one walk over the files per dataset, not per job
+                        identities[key] = dataset_identity(job_cfg.data)
                     check_same_run(job.run_dir, job_cfg, identities[key])
         except ConfigError as err:
             sys.exit(fail(f"sweep not started: {err}"))

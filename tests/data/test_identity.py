@@ -95,3 +95,34 @@ def test_corrupt_cifar_files_are_called_corrupt_not_missing(tmp_path, compose_tr
     with pytest.raises(ConfigError, match="corrupt or incomplete") as err:
         load_tensors(cfg, train=True)
     assert str(folder) in str(err.value) and "not found" not in str(err.value)
+
+
+def test_data_fetched_while_building_the_loaders_is_what_the_run_records(tmp_path, compose_train, monkeypatch):
+    """data.download=true fetches the files inside the loaders: the fingerprint must be taken after,
+    or the second run of the same command would be refused as 'different data'."""
+    import attn_bench.commands.train.run as run_module
+    from attn_bench.commands.train import run_training
+
+    root = tmp_path / "late"
+    build = run_module.build_loaders
+
+    def download_then_build(cfg, *args, **kwargs):
+        make_imagefolder(root)  # what torchvision's download would do at this point
+        return build(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "build_loaders", download_then_build)
+    overrides = imagefolder_overrides(root, tmp_path / "cache")
+    first = run_training(compose_train(overrides), tmp_path / "run")
+    assert first["data"]["fingerprint"] == dataset_identity(compose_train(overrides).data)["fingerprint"]
+    assert run_training(compose_train(overrides), tmp_path / "run")["final"] == first["final"]
+
+
+def test_a_directory_without_a_data_record_is_refused_with_the_reason(tmp_path, compose_train):
+    from attn_bench.commands.train import run_training
+
+    root = make_imagefolder(tmp_path / "a")
+    overrides = imagefolder_overrides(root, tmp_path / "cache")
+    run_training(compose_train(overrides), tmp_path / "run")
+    (tmp_path / "run" / "dataset.json").unlink()  # as a run of an older attn-bench left it
+    with pytest.raises(ConfigError, match="no record of the data it was trained on .*older attn-bench"):
+        run_training(compose_train(overrides), tmp_path / "run")

@@ -82,22 +82,28 @@ def _measure_cost(cfg: DictConfig, raw_model, device: torch.device) -> dict[str,
                             channels_last=bool(cfg.trainer.channels_last))
 
 
+def _identity(cfg: DictConfig, dist: DistInfo) -> dict[str, Any]:
+    """The data's identity, taken once (rank 0) and shared, so every rank agrees."""
+    return broadcast_object(dataset_identity(cfg.data) if dist.is_main else None)
+
+
 def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device) -> RunRecord:
-    identity = broadcast_object(dataset_identity(cfg.data) if dist.is_main else None)
     done = read_record(run_dir)
-    if done is not None and done.completed:
-        check_same_run(run_dir, cfg, identity)
-        log.info("already completed in %s: top-1 %.2f (nothing recomputed)", run_dir, done.final["top1"])
-        return done
     resume = (run_dir / LAST_CKPT).exists()
-    if resume:
+    if (done is not None and done.completed) or resume:
+        identity = _identity(cfg, dist)
         check_same_run(run_dir, cfg, identity)
-    elif dist.is_main:
-        start_run(run_dir, cfg, identity)
+        if done is not None and done.completed:
+            log.info("already completed in %s: top-1 %.2f (nothing recomputed)", run_dir, done.final["top1"])
+            return done
 
     t = cfg.trainer
     seed_everything(int(cfg.seed), bool(t.deterministic), bool(t.cudnn_benchmark))
     train_loader, eval_loader, raw_model, model = _build(cfg, dist, device)
+    if not resume:  # fingerprinted after the loaders exist: data.download=true has fetched the files by now
+        identity = _identity(cfg, dist)
+        if dist.is_main:
+            start_run(run_dir, cfg, identity)
     if train_loader.skipped + eval_loader.skipped:
         log.warning("left out %d unreadable image(s) (data.skip_corrupt=true); metrics.json counts them",
                     train_loader.skipped + eval_loader.skipped)
