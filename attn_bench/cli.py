@@ -27,10 +27,14 @@ def register() -> None:
     from omegaconf import OmegaConf
 
     from attn_bench.rundir import dirname_for
+    from hydra_plugins.attn_bench_launcher import submitit
     from hydra_plugins.attn_bench_launcher.gpu_queue import GpuQueueLauncher
 
     OmegaConf.register_new_resolver("ab_dirname", dirname_for, replace=True)
     Plugins.instance().register(GpuQueueLauncher)
+    if submitit.LocalLauncher is not None:  # the optional submitit launchers, with attn-bench's sweep layout
+        Plugins.instance().register(submitit.AttnBenchLocalLauncher)
+        Plugins.instance().register(submitit.AttnBenchSlurmLauncher)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,6 +86,22 @@ def run_sweep(jobs: list[Job], sweep_dir: Path, devices: Sequence[str] | None, c
     return jobs
 
 
+def finish_sweep(jobs: list[Job], sweep_dir: Path, wall: float) -> None:
+    """Record and print a sweep that another engine ran (the submitit launchers)."""
+    _write_summary(sweep_dir, jobs, wall, earlier_launches(sweep_dir))
+    _print_summary(jobs, sweep_dir)
+
+
+def swept_keys(hydra_cfg) -> set[str]:
+    """The keys a multirun sweeps: comma/range overrides on the command line and the sweeper's params."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    parsed = OverridesParser.create().parse_overrides(list(hydra_cfg.hydra.overrides.task))
+    keys = {o.get_key_element() for o in parsed if o.is_sweep_override()}
+    return keys | set(OmegaConf.select(hydra_cfg, "hydra.sweeper.params", default=None) or {})
+
+
 def earlier_launches(sweep_dir: Path) -> list[dict]:
     """The launches ``sweep_summary.json`` records; a corrupt file is set aside with a warning (it is
     bookkeeping: each job's own metrics.json holds its results)."""

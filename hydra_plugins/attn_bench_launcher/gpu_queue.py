@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
@@ -26,7 +25,7 @@ from attn_bench.errors import ConfigError, check, fail
 from attn_bench.data.identity import dataset_identity
 from attn_bench.rundir import check_same_run, is_completed, read_record
 from attn_bench.sweeps.queue import Job
-from attn_bench.sweeps.sweep import check_sweep_dir, job_dirnames, run_sweep
+from attn_bench.sweeps.sweep import check_sweep_dir, job_dirnames, run_sweep, swept_keys
 
 
 class GpuQueueLauncher(Launcher):
@@ -41,11 +40,8 @@ class GpuQueueLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
-        parsed = OverridesParser.create().parse_overrides(list(self.config.hydra.overrides.task))
-        swept = {o.get_key_element() for o in parsed if o.is_sweep_override()}
-        swept |= set(OmegaConf.select(self.config, "hydra.sweeper.params", default=None) or {})
         job_overrides = [list(overrides) for overrides in job_overrides]
-        names = job_dirnames(job_overrides, swept)
+        names = job_dirnames(job_overrides, swept_keys(self.config))
         jobs = [Job(index=initial_job_idx + i, overrides=overrides, run_dir=sweep_dir / name)
                 for i, (overrides, name) in enumerate(zip(job_overrides, names))]
         self._check_before_starting(jobs, sweep_dir)

@@ -159,7 +159,12 @@ def test_default_sweep_launcher_is_the_device_queue():
 def test_slurm_launcher_config_asks_for_one_gpu_per_job():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     cfg = _hydra_config(["hydra/launcher=slurm", "hydra.launcher.partition=gpu"])
-    assert cfg.hydra.launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    from hydra.utils import get_class
+
+    # submitit's SLURM launcher, with attn-bench's sweep layout on top (compared by name: Hydra's
+    # plugin scan may import the submitit module a second time)
+    bases = [(c.__module__, c.__name__) for c in get_class(cfg.hydra.launcher._target_).__mro__]
+    assert ("hydra_plugins.hydra_submitit_launcher.submitit_launcher", "SlurmLauncher") in bases
     assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.tasks_per_node == 1
     assert cfg.hydra.launcher.partition == "gpu"
 
@@ -170,6 +175,22 @@ def test_submitit_local_executor_runs_a_sweep(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = list((tmp_path / "outputs" / "sweeps").glob("*/*/metrics.json"))
     assert len(runs) == 2 and all(json.loads(p.read_text())["status"] == "completed" for p in runs)
+
+
+def test_the_local_submitit_launcher_keeps_the_sweep_layout_and_summary(tmp_path):
+    """hydra/launcher=local (and slurm): jobs in the sweep's folder under their swept values, the
+    same summary and sweep_summary.json as the default launcher, and a re-run finds them."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    proc = sweep(tmp_path, "hydra/launcher=local", "seed=0,1", "hydra.launcher.timeout_min=10")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    root = sweep_dir(tmp_path)
+    metrics = job_metrics(root)
+    assert set(metrics) == {"seed=0", "seed=1"} and all(m["status"] == "completed" for m in metrics.values())
+    for m in metrics.values():
+        assert f"{m['final']['top1']:.2f}" in proc.stderr
+    assert f"attn-bench report {root}" in proc.stderr
+    launch = json.loads((root / "sweep_summary.json").read_text())["launches"][-1]
+    assert sorted(j["status"] for j in launch["jobs"]) == ["completed", "completed"]
 
 
 def test_jobs_are_named_by_their_swept_values_and_never_collide():

@@ -1,0 +1,61 @@
+"""``hydra/launcher=slurm`` and ``hydra/launcher=local``: Hydra's submitit launchers, with the
+sweep layout of attn-bench's own launcher.
+
+Hydra's submitit launcher resolves ``hydra.sweep.dir`` inside each job, where the overrides that
+name the sweep directory are the job's own, so every job landed beside the sweep, not in it, and
+nothing summarised the sweep. Here each job is given the sweep's resolved directory and its
+swept-values name (``hydra.*`` overrides, which do not enter the job's own name), and the sweep
+ends with the same summary and ``sweep_summary.json`` as ``gpu_queue``.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from hydra.core.utils import JobReturn, JobStatus
+
+from attn_bench.rundir import read_record
+from attn_bench.sweeps.queue import Job
+from attn_bench.sweeps.sweep import check_sweep_dir, finish_sweep, job_dirnames, swept_keys
+
+try:  # an optional dependency (the `slurm` extra)
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
+except ImportError:  # pragma: no cover - without it these launchers do not exist
+    LocalLauncher = SlurmLauncher = None
+
+
+class _SweepLayout:
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
+        check_sweep_dir(sweep_dir)
+        job_overrides = [list(overrides) for overrides in job_overrides]
+        names = job_dirnames(job_overrides, swept_keys(self.config))
+        placed = [overrides + [f"hydra.sweep.dir='{sweep_dir}'", f"hydra.sweep.subdir='{name}'"]
+                  for overrides, name in zip(job_overrides, names)]
+        started = time.time()
+        returns = super().launch(placed, initial_job_idx)
+        jobs = [self._job(initial_job_idx + i, overrides, sweep_dir / name, ret)
+                for i, (overrides, name, ret) in enumerate(zip(job_overrides, names, returns))]
+        finish_sweep(jobs, sweep_dir, time.time() - started)
+        if any(job.status == "failed" for job in jobs):
+            sys.exit(1)  # the summary says what failed; Hydra would re-raise each with a traceback
+        return returns
+
+    @staticmethod
+    def _job(index: int, overrides: list[str], run_dir: Path, ret: JobReturn) -> Job:
+        job = Job(index=index, overrides=overrides, run_dir=run_dir)
+        record = read_record(run_dir)
+        job.status = "completed" if ret.status == JobStatus.COMPLETED and record and record.completed else "failed"
+        if job.status == "failed":
+            job.reason = str(ret._return_value) if ret.status == JobStatus.FAILED else (record.reason if record else None)
+        return job
+
+
+if LocalLauncher is not None:
+    class AttnBenchLocalLauncher(_SweepLayout, LocalLauncher):
+        pass
+
+    class AttnBenchSlurmLauncher(_SweepLayout, SlurmLauncher):
+        pass
