@@ -9,6 +9,7 @@ ends with the same summary and ``sweep_summary.json`` as ``gpu_queue``.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,10 @@ class _SweepLayout:
         names = job_dirnames(job_overrides, swept_keys(self.config))
         placed = [overrides + [f"hydra.sweep.dir='{sweep_dir}'", f"hydra.sweep.subdir='{name}'"]
                   for overrides, name in zip(job_overrides, names)]
+        # submitit starts jobs with `python -m`, which puts the working directory first on sys.path: from
+        # a source checkout with a regular install, the jobs would import the checkout's attn_bench (no
+        # configs inside). Python >= 3.11 leaves the working directory out with PYTHONSAFEPATH.
+        os.environ.setdefault("PYTHONSAFEPATH", "1")
         started = time.time()
         returns = super().launch(placed, initial_job_idx)
         jobs = [self._job(initial_job_idx + i, overrides, sweep_dir / name, ret)
