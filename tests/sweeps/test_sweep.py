@@ -212,7 +212,7 @@ def test_experiment_sweeps_its_own_params():
 def test_the_sweep_precheck_runs_the_jobs_own_checks(tmp_path, bad):
     """Mistakes that only the model or data layer can see stop the sweep before any job starts."""
     key, value = bad.split("=", 1)
-    proc = sweep(tmp_path, f"model.attn=none,se", f"{key}={value}")
+    proc = sweep(tmp_path, "model.attn=none,se", f"{key}={value}")
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "sweep not started" in lines[0]

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from attn_bench.commands.report.collect import Problem
-from attn_bench.commands.report.rows import GROUP_KEYS, varying_keys
+from attn_bench.commands.report.rows import varying_keys
 from attn_bench.sweeps.stats import Comparison
 from attn_bench.tables import Column, Table, to_latex, to_markdown
 
