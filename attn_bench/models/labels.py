@@ -28,3 +28,8 @@ def block_label(model: dict[str, Any]) -> str:
     if model.get("attn_position", "every") != "every":
         settings.append(f"position={model['attn_position']}")
     return _with_settings(name, settings)
+
+
+def row_key(config: dict[str, Any]) -> tuple[str, str, str]:
+    """(backbone label, dataset, block label): runs that share it are seeds of one experiment."""
+    return backbone_label(config["model"]), str(config["data"]["name"]), block_label(config["model"])

@@ -148,8 +148,10 @@ class Trainer:
         """An epoch whose evaluation loss or weights are not finite is a diverged run, not a result."""
         if not math.isfinite(record["eval_loss"]):
             raise TrainingDiverged(record["epoch"], record["step"], record["eval_loss"], "evaluation loss")
-        bad = next((name for name, p in raw_model.named_parameters() if not bool(torch.isfinite(p).all())), None)
-        if bad is not None:
+        params = list(raw_model.named_parameters())
+        finite = torch.stack([torch.isfinite(p).all() for _, p in params])
+        if not bool(finite.all()):  # one host sync for the whole model; the name only when needed
+            bad = params[int((~finite).nonzero()[0])][0]
             raise TrainingDiverged(record["epoch"], record["step"], float("nan"), f"weight {bad}")
 
     def _global_partial(self, stats: dict[str, float]) -> dict[str, float]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from attn_bench.errors import check
+from attn_bench.models.labels import row_key
 from attn_bench.rundir import CONFIG_FILE, LAST_CKPT, METRICS_FILE, RunRecord, load_record
 
 
@@ -47,10 +48,10 @@ def _block_and_seed(config: Any) -> tuple[str, Any]:
 
 def _has_row_keys(record: RunRecord) -> bool:
     try:
-        return all(isinstance(x, str) or x is not None for x in (
-            record.config["model"]["backbone"], record.config["model"]["attn"], record.config["data"]["name"]))
-    except (KeyError, TypeError):
+        row_key(record.config)
+    except (KeyError, TypeError, AttributeError):
         return False
+    return True
 
 
 def load_run(path: Path) -> RunRecord | Problem:

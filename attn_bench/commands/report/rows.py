@@ -7,7 +7,7 @@ from typing import Any, Iterable
 
 from attn_bench.commands.report.collect import is_number
 from attn_bench.config import flatten
-from attn_bench.models.labels import backbone_label, block_label
+from attn_bench.models.labels import row_key
 from attn_bench.rundir import NO_EFFECT_KEYS, RunRecord
 from attn_bench.sweeps.stats import mean, sample_std, welch_compare
 
@@ -18,8 +18,7 @@ POOLABLE_KEYS = NO_EFFECT_KEYS | {"seed", "name"}
 
 def group_of(run: RunRecord) -> tuple[str, str, str]:
     """Runs of one row: same backbone (and timm arguments), dataset, and block variant."""
-    cfg = run.config
-    return backbone_label(cfg["model"]), str(cfg["data"]["name"]), block_label(cfg["model"])
+    return row_key(run.config)
 
 
 def group_runs(runs: list[RunRecord]) -> dict[tuple[str, str, str], list[RunRecord]]:
