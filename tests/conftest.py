@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from attn_bench.cli import register
 from attn_bench.config import compose
@@ -64,3 +65,22 @@ TINY_TRAIN = [
     "trainer.batch_size=50",
     "trainer.progress=false",
 ]
+
+
+def make_imagefolder(root: Path, colour_of=lambda c, i: (40 + 150 * c, 60 + 10 * i, 90), per_class=6,
+                     noise: bool = False) -> Path:
+    """A two-class ImageFolder tree (``train`` and ``val``) of 32x32 PNGs: flat colours, or (``noise``)
+    seeded random pixels, so that crops and flips change what the network sees."""
+    gen = torch.Generator().manual_seed(0)
+    for split in ("train", "val"):
+        for c in range(2):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                if noise:
+                    pixels = torch.randint(0, 256, (32, 32, 3), generator=gen, dtype=torch.uint8)
+                    pixels[:, :16] //= 2 if c else 1  # a class signal on one side, so it can be learned
+                    Image.fromarray(pixels.numpy()).save(folder / f"{i}.png")
+                else:
+                    Image.new("RGB", (32, 32), colour_of(c, i)).save(folder / f"{i}.png")
+    return root

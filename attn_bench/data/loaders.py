@@ -3,7 +3,9 @@
 The in-memory path keeps the whole split as uint8 on the training device and augments whole
 batches as tensors (pad-and-crop, flip, normalise), with no per-sample PIL work. Its order and
 augmentation are a pure function of (seed, epoch), which makes mid-epoch resume exact: a resumed
-epoch regenerates the same plan and skips the batches already done.
+epoch regenerates the same plan and skips the batches already done. The DataLoader path follows the
+same plan: its order comes from the same (seed, epoch) generator and every sample's PIL augmentation
+runs under its own seed, so neither the number of workers nor a resume changes what is seen.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Iterator, Sequence
 
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset
 
 from attn_bench.data.datasets import ImageTensors, load_dataset, load_tensors
 from attn_bench.data.spec import dataset_spec, is_small, resolve_loader
@@ -41,7 +43,49 @@ def _crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad:
     return padded.flatten(2).gather(2, index).view(n, c, h, w)
 
 
-class MemoryLoader:
+class _EpochPlan:
+    """The order of one epoch for this rank, a pure function of (seed, epoch): shuffled for training
+    (equal shares under DDP, as ``DistributedSampler(drop_last=True)``), in order for evaluation (every
+    sample exactly once over all ranks, no padding duplicates)."""
+
+    def _plan(self, size: int, batch_size: int, train: bool, seed: int, drop_last: bool, rank: int,
+              world_size: int) -> None:
+        self.size, self.batch_size, self.train, self.seed = size, batch_size, train, seed
+        self.drop_last, self.rank, self.world_size = drop_last and train, rank, world_size
+        self.epoch = 0
+
+    @property
+    def num_samples(self) -> int:
+        """This rank's share of the split (what ``_indices`` returns, without drawing it)."""
+        used = self.size - self.size % self.world_size if self.train else self.size
+        return len(range(self.rank, used, self.world_size))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+
+    def _augmentation_generator(self) -> torch.Generator:
+        gen = self._generator()
+        return gen.manual_seed(gen.initial_seed() + 7919)  # a stream separate from the order's
+
+    def _indices(self) -> torch.Tensor:
+        n = self.size
+        order = torch.randperm(n, generator=self._generator()) if self.train else torch.arange(n)
+        if self.train and self.world_size > 1:
+            order = order[: n - n % self.world_size]
+        return order[self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        n = self.num_samples
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self):
+        return self.iterate()
+
+
+class MemoryLoader(_EpochPlan):
     """Iterates ``ImageTensors`` in batches on ``device``; this rank's share only under DDP."""
 
     def __init__(
@@ -63,44 +107,17 @@ class MemoryLoader:
         self.skipped = data.skipped  # unreadable files left out of this split
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
-        self.batch_size, self.device, self.train, self.seed = batch_size, device, train, seed
-        self.drop_last, self.pad, self.flip = drop_last and train, pad, flip
-        self.rank, self.world_size, self.channels_last = rank, world_size, channels_last
+        self._plan(self.labels.numel(), batch_size, train, seed, drop_last, rank, world_size)
+        self.device, self.pad, self.flip, self.channels_last = device, pad, flip, channels_last
         # uint8 -> normalised float as one multiply-add: x * scale + shift
         std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
         self.scale = 1.0 / (255.0 * std_t)
         self.shift = -torch.tensor(mean, device=device).view(1, -1, 1, 1) / std_t
-        self.epoch = 0
-
-    @property
-    def num_samples(self) -> int:
-        """This rank's share of the split (what ``_indices`` returns, without drawing it)."""
-        n = self.labels.numel()
-        used = n - n % self.world_size if self.train else n
-        return len(range(self.rank, used, self.world_size))
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _generator(self) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-
-    def _indices(self) -> torch.Tensor:
-        n = self.labels.numel()
-        order = torch.randperm(n, generator=self._generator()) if self.train else torch.arange(n)
-        if self.train and self.world_size > 1:  # equal shares, as DistributedSampler(drop_last=True)
-            order = order[: n - n % self.world_size]
-        return order[self.rank :: self.world_size]
-
-    def __len__(self) -> int:
-        n = self.num_samples
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def iterate(self, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of this epoch from ``start_batch`` on (earlier ones are planned, not computed)."""
         indices = self._indices().to(self.device)
-        gen = self._generator()
-        gen.manual_seed(gen.initial_seed() + 7919)  # augmentation stream, separate from the order
+        gen = self._augmentation_generator()
         for b in range(len(self)):
             idx = indices[b * self.batch_size : (b + 1) * self.batch_size]
             if self.train:
@@ -116,52 +133,67 @@ class MemoryLoader:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.labels[idx]
 
+
+class _SeededSamples(Dataset):
+    """``dataset[index]`` with the global RNG, which torchvision's random transforms draw from, seeded
+    by the sample's own seed (``None``: left alone), in whichever process loads it."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int | None]):
+        index, seed = item
+        if seed is None:
+            return self.dataset[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
+class _Batches:
+    """The DataLoader's batch sampler: the batches the current ``iterate`` planned (persistent workers
+    keep the DataLoader, the plan changes every epoch)."""
+
+    def __init__(self):
+        self.batches: list[list[tuple[int, int | None]]] = []
+
     def __iter__(self):
-        return self.iterate()
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
-class TorchLoader:
+class TorchLoader(_EpochPlan):
     """The standard path: torchvision dataset + PIL transforms + DataLoader workers."""
 
     def __init__(self, dataset, batch_size: int, device: torch.device, train: bool, seed: int, drop_last: bool,
                  num_workers: int, rank: int = 0, world_size: int = 1, channels_last: bool = False):
-        self.device, self.channels_last, self.train, self.seed = device, channels_last, train, seed
+        self._plan(len(dataset), batch_size, train, seed, drop_last, rank, world_size)
+        self.device, self.channels_last = device, channels_last
         self.skipped = 0  # data.skip_corrupt needs the memory loader (data.check)
-        if world_size > 1 and train:
-            self.sampler = DistributedSampler(dataset, world_size, rank, shuffle=True, seed=seed, drop_last=True)
-        elif world_size > 1:  # every eval sample exactly once over all ranks (no padding duplicates)
-            self.sampler = list(range(rank, len(dataset), world_size))
-        elif train:
-            self.sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
-        else:
-            self.sampler = SequentialSampler(dataset)
-        self.loader = DataLoader(
-            dataset, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
-            pin_memory=device.type == "cuda", drop_last=drop_last and train,
-            persistent_workers=num_workers > 0,
-        )
-        self.num_samples = len(self.sampler)
-
-    def set_epoch(self, epoch: int) -> None:
-        if isinstance(self.sampler, DistributedSampler):
-            self.sampler.set_epoch(epoch)
-        elif isinstance(self.sampler, RandomSampler):
-            self.sampler.generator.manual_seed(self.seed * 1_000_003 + epoch)
-
-    def __len__(self) -> int:
-        return len(self.loader)
+        self.batches = _Batches()
+        self.loader = DataLoader(_SeededSamples(dataset), batch_sampler=self.batches, num_workers=num_workers,
+                                 pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
 
     def iterate(self, start_batch: int = 0):
-        for b, (x, y) in enumerate(self.loader):
-            if b < start_batch:
-                continue
+        """Batches of this epoch from ``start_batch`` on; the skipped ones are never loaded."""
+        indices = self._indices().tolist()
+        if self.train:  # one seed per position in the epoch, drawn for all positions: resume-proof
+            seeds = torch.randint(2**62, (len(indices),), generator=self._augmentation_generator()).tolist()
+        else:
+            seeds = [None] * len(indices)
+        size = self.batch_size
+        self.batches.batches = [list(zip(indices[b * size : (b + 1) * size], seeds[b * size : (b + 1) * size]))
+                                for b in range(start_batch, len(self))]
+        for x, y in self.loader:
             x = x.to(self.device, non_blocking=True)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y.to(self.device, non_blocking=True)
-
-    def __iter__(self):
-        return self.iterate()
 
 
 def _pil_transforms(cfg: DictConfig, train: bool):

@@ -1,18 +1,18 @@
 """Exact resume: a run killed at any point and started again ends exactly like an uninterrupted one."""
-import os
 import signal
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from attn_bench.errors import ConfigError
 from attn_bench.commands.train import run_training
+from conftest import TINY_TRAIN, _compose_train
 
 DETERMINISTIC = ["trainer.deterministic=true", "trainer.epochs=3", "trainer.checkpoint_every_steps=3",
-                 "data.train_size=600", "data.test_size=200", "trainer.batch_size=40"]
+                 "data.train_size=600", "data.test_size=200", "trainer.batch_size=40", "measure_cost=false"]
 
 
 def _results(metrics):
@@ -26,57 +26,67 @@ def _weights(run_dir):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    from conftest import TINY_TRAIN, _compose_train
-
     run_dir = tmp_path_factory.mktemp("straight")
     return run_dir, run_training(_compose_train(TINY_TRAIN + DETERMINISTIC), run_dir)
 
 
-def _kill_mid_run(tmp_path, overrides):
-    """Start the CLI, SIGKILL it once a mid-epoch checkpoint exists; return the run directory."""
-    run_dir = tmp_path / "killed"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    args = [sys.executable, "-m", "attn_bench", *overrides, f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            ckpt = run_dir / "last.pt"
-            if ckpt.exists():
-                state = torch.load(ckpt, weights_only=True)
-                if state["epoch"] >= 1 and state["batch"] > 0:
-                    break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run ended before it could be interrupted: " + proc.stderr.read().decode()
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+KILL_AT = Path(__file__).resolve().parents[1] / "kill_at.py"
+
+
+def _kill_at(point: str, run_dir: Path, overrides: list[str]) -> Path:
+    """Run the CLI until it SIGKILLs itself at ``point`` (see kill_at.py); return the run directory."""
+    args = [sys.executable, str(KILL_AT), point, *overrides, f"hydra.run.dir={run_dir}"]
+    proc = subprocess.run(args, cwd=run_dir.parent, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, f"not killed at {point}: {proc.stderr[-3000:]}"
     return run_dir
 
 
-def test_killed_run_resumes_to_identical_metrics_and_weights(uninterrupted, tmp_path, monkeypatch):
-    from conftest import TINY_TRAIN, _compose_train
-
+def _resume_counting_steps(overrides: list[str], run_dir: Path, monkeypatch) -> tuple[dict, int]:
     from attn_bench.training.trainer import Trainer
-
-    straight_dir, straight = uninterrupted
-    overrides = TINY_TRAIN + DETERMINISTIC
-    run_dir = _kill_mid_run(tmp_path, overrides)
-    interrupted_at = torch.load(run_dir / "last.pt", weights_only=True)
-    assert not (run_dir / "metrics.json").exists() or "completed" not in (run_dir / "metrics.json").read_text()
 
     steps_run = []
     original_step = Trainer._train_step
     monkeypatch.setattr(Trainer, "_train_step", lambda self, *a: steps_run.append(1) or original_step(self, *a))
     resumed = run_training(_compose_train(overrides), run_dir)
+    monkeypatch.undo()
+    return resumed, len(steps_run)
+
+
+def _assert_same_run(straight_dir: Path, straight: dict, run_dir: Path, resumed: dict) -> None:
     assert resumed["status"] == "completed"
     assert _results(resumed) == _results(straight)
-    # it continued from the checkpoint rather than starting over
-    assert 0 < len(steps_run) == straight["steps"] - interrupted_at["step"]
     for name, tensor in _weights(straight_dir).items():
         assert torch.equal(tensor, _weights(run_dir)[name]), name
+    best = torch.load(run_dir / "best.pt", weights_only=True)
+    assert best["epoch"] == straight["best"]["epoch"]
+    for name, tensor in torch.load(straight_dir / "best.pt", weights_only=True)["model"].items():
+        assert torch.equal(tensor, best["model"][name]), f"best.pt {name}"
+
+
+# where each kill point leaves last.pt: (epochs done, batches done in the next epoch);
+# 15 batches an epoch, a checkpoint every 3 steps
+KILL_POINTS = {
+    "mid_epoch": (1, 3),  # the first mid-epoch checkpoint of epoch 2
+    "epoch_end": (1, 0),
+    "before_last": (0, 12),  # epoch 1's best.pt written, last.pt still its last mid-epoch checkpoint
+    "eval": (1, 12),  # epoch 2 trained, its evaluation cut short: last.pt is epoch 2's last checkpoint
+    "before_metrics": (3, 0),  # everything done but metrics.json
+}
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_a_run_killed_anywhere_resumes_to_identical_metrics_and_weights(point, uninterrupted, tmp_path, monkeypatch):
+    straight_dir, straight = uninterrupted
+    overrides = TINY_TRAIN + DETERMINISTIC
+    run_dir = _kill_at(point, tmp_path / "killed", overrides)
+    interrupted_at = torch.load(run_dir / "last.pt", weights_only=True)
+    assert (interrupted_at["epoch"], interrupted_at["batch"]) == KILL_POINTS[point]
+    assert not (run_dir / "metrics.json").exists()
+
+    resumed, steps_run = _resume_counting_steps(overrides, run_dir, monkeypatch)
+    _assert_same_run(straight_dir, straight, run_dir, resumed)
+    # it continued from the checkpoint rather than starting over
+    assert steps_run == straight["steps"] - interrupted_at["step"]
 
 
 def test_corrupt_checkpoint_is_named_in_one_line(tmp_path, compose_train, tiny_train):
@@ -99,8 +109,6 @@ def test_resuming_with_another_model_is_refused_and_nothing_is_overwritten(unint
     shutil.copytree(straight_dir, run_dir)
     (run_dir / "metrics.json").unlink()  # looks interrupted
     before = (run_dir / "last.pt").read_bytes()
-    from conftest import TINY_TRAIN
-
     with pytest.raises(ConfigError, match="different config.*model.attn: 'none' -> 'se'"):
         run_training(compose_train(TINY_TRAIN + DETERMINISTIC + ["model.attn=se"]), run_dir)
     assert (run_dir / "last.pt").read_bytes() == before
@@ -109,14 +117,31 @@ def test_resuming_with_another_model_is_refused_and_nothing_is_overwritten(unint
 def test_time_based_checkpoints_resume_exactly(uninterrupted, tmp_path):
     """``checkpoint_every_minutes`` (here: at every sync point) checkpoints mid-epoch, and a run killed
     after one ends exactly like the uninterrupted run."""
-    from conftest import TINY_TRAIN, _compose_train
-
     straight_dir, straight = uninterrupted
     overrides = [o for o in TINY_TRAIN + DETERMINISTIC if not o.startswith("trainer.checkpoint_every_steps")]
     overrides += ["trainer.checkpoint_every_steps=0", "trainer.checkpoint_every_minutes=1e-9"]
-    run_dir = _kill_mid_run(tmp_path, overrides)
+    run_dir = _kill_at("mid_epoch", tmp_path / "killed", overrides)
     assert torch.load(run_dir / "last.pt", weights_only=True)["batch"] > 0  # a mid-epoch, time-based checkpoint
     resumed = run_training(_compose_train(overrides), run_dir)
-    assert _results(resumed) == _results(straight)
-    for name, tensor in _weights(straight_dir).items():
-        assert torch.equal(tensor, _weights(run_dir)[name]), name
+    _assert_same_run(straight_dir, straight, run_dir, resumed)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_dataloader_path_resumes_mid_epoch_exactly(workers, tmp_path, monkeypatch):
+    """``data.loader=torch`` (PIL transforms, DataLoader workers): augmentation and order survive a kill."""
+    from conftest import make_imagefolder
+
+    root = make_imagefolder(tmp_path / "images", per_class=24, noise=True)
+    overrides = ["data=imagefolder", f"data.root={root}", "data.num_classes=2", "data.img_size=32",
+                 "data.loader=torch", f"data.num_workers={workers}", "model=resnet18_tiny", "trainer=quick",
+                 "trainer.epochs=2", "trainer.batch_size=8", "trainer.checkpoint_every_steps=2",
+                 "trainer.deterministic=true", "trainer.progress=false", "measure_cost=false", "device=cpu"]
+    straight_dir = tmp_path / "straight"
+    straight = run_training(_compose_train(overrides), straight_dir)
+    run_dir = _kill_at("mid_epoch", tmp_path / "killed", overrides)
+    interrupted_at = torch.load(run_dir / "last.pt", weights_only=True)
+    assert (interrupted_at["epoch"], interrupted_at["batch"]) == (1, 2)
+
+    resumed, steps_run = _resume_counting_steps(overrides, run_dir, monkeypatch)
+    _assert_same_run(straight_dir, straight, run_dir, resumed)
+    assert steps_run == straight["steps"] - interrupted_at["step"] == 4

@@ -11,16 +11,7 @@ from PIL import Image
 from attn_bench.data.datasets import load_tensors
 from attn_bench.data.identity import ABSENT, dataset_identity, files_fingerprint
 from attn_bench.errors import ConfigError
-
-
-def make_imagefolder(root: Path, colour_of=lambda c, i: (40 + 150 * c, 60 + 10 * i, 90), per_class=6) -> Path:
-    for split in ("train", "val"):
-        for c in range(2):
-            folder = root / split / f"class{c}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                Image.new("RGB", (32, 32), colour_of(c, i)).save(folder / f"{i}.png")
-    return root
+from conftest import make_imagefolder
 
 
 def repaint(path: Path, colour) -> None:

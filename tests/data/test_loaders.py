@@ -73,3 +73,52 @@ def test_order_is_a_function_of_seed_and_epoch_and_resume_skips_exactly():
     full = [y.tolist() for _, y in a.iterate()]
     assert [y.tolist() for _, y in a.iterate(start_batch=4)] == full[4:]
     assert len(full) == 10 and all(len(y) == 10 for y in full)  # drop_last: 103 -> 10 batches of 10
+
+
+def torch_loader(workers: int, train: bool = True, rank: int = 0, world_size: int = 1):
+    from torchvision import transforms as T
+    from torchvision.datasets import FakeData
+
+    from attn_bench.data.loaders import TorchLoader
+
+    augment = [T.RandomCrop(16, padding=4), T.RandomHorizontalFlip()] if train else []
+    data = FakeData(30, (3, 16, 16), num_classes=3, transform=T.Compose(augment + [T.PILToTensor()]), random_offset=5)
+    return TorchLoader(data, 4, torch.device("cpu"), train=train, seed=3, drop_last=train, num_workers=workers,
+                       rank=rank, world_size=world_size)
+
+
+def test_the_dataloader_path_sees_the_same_batches_whatever_the_workers_or_the_start():
+    """Order and PIL augmentation are functions of (seed, epoch, position): not of the worker processes,
+    not of where the epoch started (resume), and not the same in the next epoch."""
+    in_process, workers = torch_loader(0), torch_loader(2)
+    batches = list(in_process.iterate())
+    assert len(batches) == len(in_process) == 7
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(batches, workers.iterate()))
+    resumed = list(torch_loader(0).iterate(start_batch=4))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches[4:], resumed)) and len(resumed) == 3
+    in_process.set_epoch(1)
+    assert not torch.equal(torch.cat([x for x, _ in in_process]), torch.cat([x for x, _ in batches]))
+    # no augmentation outside training: evaluation sees each image as stored, once, in order
+    plain = torch_loader(0, train=False)
+    assert torch.equal(torch.cat([y for _, y in plain]), torch.tensor([plain.loader.dataset.dataset[i][1] for i in range(30)]))
+
+
+def test_dataloader_eval_shares_cover_each_sample_once():
+    whole = torch.cat([x for x, _ in torch_loader(0, train=False)])
+    shares = [torch.cat([x for x, _ in torch_loader(0, train=False, rank=r, world_size=4)]) for r in range(4)]
+    assert [len(s) for s in shares] == [8, 8, 7, 7]  # 30 images over 4 ranks: no padding duplicates
+    for rank, share in enumerate(shares):
+        assert torch.equal(share, whole[rank::4])
+
+
+def test_synthetic_classes_are_balanced_and_the_images_a_function_of_the_seed():
+    from attn_bench.data.synthetic import CLASSES, make_synthetic
+
+    images, labels = make_synthetic(1003, seed=5)
+    counts = torch.bincount(labels, minlength=len(CLASSES))
+    assert counts.max() - counts.min() <= 1 and counts.sum() == 1003
+    again, same_labels = make_synthetic(1003, seed=5)
+    assert torch.equal(images, again) and torch.equal(labels, same_labels)
+    other, other_labels = make_synthetic(1003, seed=6)
+    assert not torch.equal(labels, other_labels) and not torch.equal(images, other)
+    assert images.shape == (1003, 3, 32, 32) and images.dtype == torch.uint8
