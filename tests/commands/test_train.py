@@ -142,11 +142,37 @@ def test_divergence_stops_the_run_and_records_the_step(compose_train, tiny_train
     assert 1 <= metrics["failed_at"]["step"] <= 20 and metrics["failed_at"]["epoch"] == 1
 
 
-def test_bf16_autocast_and_channels_last_train_on_cpu(compose_train, tiny_train, tmp_path):
-    cfg = compose_train(tiny_train + LEARN + ["trainer.precision=bf16", "trainer.channels_last=true",
-                                              "measure_cost=false"])
-    metrics = run_training(cfg, tmp_path)
-    assert metrics["final"]["top1"] > 30.0
+@pytest.mark.parametrize("precision, channels_last", [("bf16", True), ("fp32", False)])
+def test_precision_and_memory_format_hold_inside_the_training_step(precision, channels_last, compose_train,
+                                                                    tiny_train, tmp_path):
+    """Every convolution of every training and evaluation step sees what the config says: bf16 outputs
+    under autocast and channels_last inputs (or fp32 and contiguous), checked by a hook, not inferred
+    from the run converging."""
+    import torch
+
+    seen = {"train": set(), "eval": set()}
+
+    def record(module, inputs, output):
+        if isinstance(module, torch.nn.Conv2d) and output.device.type != "meta":  # not the config check's
+            x = inputs[0]
+            layout = "channels_last" if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
+                else "contiguous"
+            seen["train" if module.training else "eval"].add((output.dtype, layout, module.weight.dtype))
+
+    learn = LEARN if precision == "bf16" else []  # fp32 learning is tested elsewhere
+    cfg = compose_train(tiny_train + learn + [f"trainer.precision={precision}",
+                                              f"trainer.channels_last={str(channels_last).lower()}",
+                                              "measure_cost=false", "device=cpu"])
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        metrics = run_training(cfg, tmp_path)
+    finally:
+        handle.remove()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    layout = "channels_last" if channels_last else "contiguous"
+    # weights stay fp32 (autocast casts per op); activations are bf16
+    assert seen["train"] == seen["eval"] == {(dtype, layout, torch.float32)}
+    assert metrics["final"]["top1"] > (30.0 if learn else 10.0)
 
 
 @pytest.mark.slow
