@@ -16,7 +16,9 @@ is returned in ``uncounted_ops``.
 Units: ``macs`` are multiply-accumulates of conv / linear / matmul (what papers call "FLOPs" or
 "Mult-Adds": ResNet-50 at 224 px is 4.1 G). ``flops`` counts every floating-point op: 2 per MAC,
 plus the per-element costs below. Bias additions of conv / linear are not counted (PyTorch's
-formulas, fvcore and the papers leave them out too).
+formulas, fvcore and the papers leave them out too), with one exception the counter cannot see
+through: a linear layer applied to a non-contiguous input (GAM's channel MLP on a permuted NCHW
+map) runs as ``mm`` + ``add``, and that ``add`` is counted (hidden x H x W flops, ~0.01 % of GAM's).
 
 Cost per element (one flop each for add, sub, mul, div, compare, exp, erf, sqrt, tanh):
 

@@ -103,3 +103,119 @@ def test_count_ops_leaves_the_model_as_it_was():
     count_ops(model, 32)
     assert model.training and not model.fc.training
     assert all(p.device.type == "cpu" for p in model.parameters())
+
+
+# --- every block by hand -------------------------------------------------------------------------
+# C channels on an H x W map (non-square, so that a swapped H and W would show). Costs per element
+# as in complexity.py's table: add/mul/div/relu 1, sigmoid 4, hardswish 5, softmax 5, eval BN 2,
+# layer norm 7; mean 1 per input + 1 per output; amax and sum 1 per input. A conv or linear adds
+# out_elements * fan_in MACs (zero padding included, biases not counted).
+C, H, W = 64, 6, 5
+P = H * W
+
+
+def _gc():
+    hid = C // 16
+    macs = C * P + C * P + 2 * C * hid  # attention logits, context (bmm), the two 1x1 transforms
+    return macs, 2 * macs + 5 * P + 7 * hid + hid + C * P  # softmax, layer norm, relu, the add
+
+
+def _ca():
+    hid, lines = 8, H + W  # max(8, 64 // 32)
+    macs = hid * C * lines + C * hid * H + C * hid * W
+    pooling = (C * P + C * H) + (C * P + C * W)
+    return macs, 2 * macs + pooling + (2 + 5) * hid * lines + 4 * C * lines + 2 * C * P
+
+
+def _gam():
+    hid = C // 4
+    macs = 2 * P * C * hid + 2 * 49 * P * C * hid  # two linears per pixel, two 7x7 convs
+    channel = P * hid + 4 * C * P + C * P  # relu, sigmoid, rescale
+    channel += P * hid  # fc1 sees the permuted, non-contiguous map: it runs as mm + add, bias add counted
+    spatial = 2 * hid * P + hid * P + 2 * C * P + 4 * C * P + C * P  # bn, relu, bn, sigmoid, rescale
+    return macs, 2 * macs + channel + spatial
+
+
+def _cbam():
+    hid = C // 16
+    macs = 2 * (C * hid + hid * C) + 2 * 49 * P  # the shared MLP twice, the 7x7 conv 2 -> 1
+    channel = (C * P + C) + C * P + 2 * hid + C + 4 * C + C * P  # mean, max, relus, add, sigmoid, rescale
+    spatial = C * P + (C * P + P) + 2 * P + 4 * P + C * P  # max, mean over C, bn, sigmoid, rescale
+    return macs, 2 * macs + channel + spatial
+
+
+def _bam():
+    hid = C // 16
+    macs = 2 * C * hid + C * hid * P + 2 * 9 * hid * hid * P + hid * P
+    channel = (C * P + C) + 2 * hid + hid  # mean, BatchNorm1d, relu
+    spatial = 3 * (2 * hid * P + hid * P)  # three conv-bn-relu
+    combine = C * P + 4 * C * P + C * P + C * P  # mc + ms, sigmoid, 1 +, rescale
+    return macs, 2 * macs + channel + spatial + combine
+
+
+def _simam():
+    # mean, x - mean, square, sum, / n, v + lambda, 4 *, d / ..., + 0.5, sigmoid, rescale
+    return 0, (C * P + C) + C * P + C * P + C * P + C + C + C + C * P + C * P + 4 * C * P + C * P
+
+
+def _triplet():
+    planes = C * W + H * C + H * W  # the (C, W), (H, C) and (H, W) planes of the three branches
+    macs = 2 * 49 * planes
+    per_branch = 3 * C * P  # max and mean over the third axis, rescale
+    return macs, 2 * macs + 3 * per_branch + 7 * planes + 3 * C * P  # + mean's divide, bn, sigmoid; (a+b+c)/3
+
+
+HAND_COUNTS = {"gc": _gc, "ca": _ca, "gam": _gam, "cbam": _cbam, "bam": _bam, "simam": _simam, "triplet": _triplet}
+
+
+def test_every_block_has_a_hand_count():
+    assert set(HAND_COUNTS) | {"se", "eca", "none"} == set(list_blocks())
+
+
+@pytest.mark.parametrize("block", HAND_COUNTS)
+def test_block_alone_matches_hand_count(block):
+    ops = count_ops(create_block(block, C), (H, W), in_chans=C)
+    assert ops.uncounted_ops == []
+    assert (ops.macs, ops.flops) == HAND_COUNTS[block](), ops.flops_by_op
+
+
+def test_mobilenet_ops_match_hand_count():
+    """Depthwise conv (fan-in 1 x k x k per output), hardswish 5 and hardsigmoid 4 per element."""
+    c = 8
+    module = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False), nn.Hardswish(), nn.Hardsigmoid())
+    ops = count_ops(module, (H, W), in_chans=c)
+    assert ops.macs == c * P * 9
+    assert ops.flops == 2 * ops.macs + 5 * c * P + 4 * c * P and ops.uncounted_ops == []
+
+
+def _macs_from_layer_shapes(model: nn.Module, img_size: int) -> int:
+    """Conv and linear MACs summed from each layer's output shape and fan-in (forward hooks): a count
+    independent of the dispatch-level counter."""
+    total = []
+
+    def hook(module, inputs, output):
+        if isinstance(module, nn.Conv2d):
+            fan_in = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            total.append(output.numel() * fan_in)
+        elif isinstance(module, nn.Linear):
+            total.append(output.numel() * module.in_features)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    with torch.no_grad():
+        model.eval()(torch.randn(1, 3, img_size, img_size))
+    for handle in handles:
+        handle.remove()
+    return sum(total)
+
+
+@pytest.mark.parametrize("backbone, attn, macs", [
+    ("resnet50", "none", 4_089_184_256),  # torchvision's and He et al.'s "4.1 GFLOPs"
+    ("mobilenetv3_large_100", "none", None),
+    ("mobilenetv2_100", "ca", None),
+])
+def test_backbone_macs_are_exact(backbone, attn, macs):
+    model = build_model(backbone, attn, num_classes=1000)
+    ops = count_ops(model, 224)
+    assert ops.macs == _macs_from_layer_shapes(model, 224)
+    assert macs is None or ops.macs == macs
+    assert ops.uncounted_ops == []
