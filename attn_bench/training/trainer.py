@@ -133,12 +133,14 @@ class Trainer:
 
     def _check_divergence(self, state: TrainState) -> None:
         """At a sync point; under DDP every rank learns of any rank's bad step, so all stop together."""
-        if self.dist.enabled:
-            bad = torch.stack([self._first_bad_step.double(), self._first_bad_loss.double()])
-            bad = torch.where(bad[0] > 0, bad, torch.full_like(bad, -math.inf))
-            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
-            if bad[0] > 0:
-                self._first_bad_step, self._first_bad_loss = bad[0].long(), bad[1].float()
+        if self.dist.enabled:  # gathered, not reduced: MAX would pick the later step and turn NaN into -inf
+            local = torch.stack([self._first_bad_step.double(), self._first_bad_loss.double()])
+            every = [torch.empty_like(local) for _ in range(self.dist.world_size)]
+            torch.distributed.all_gather(every, local)
+            bad = [b for b in every if b[0] > 0]
+            if bad:
+                first = min(bad, key=lambda b: float(b[0]))
+                self._first_bad_step, self._first_bad_loss = first[0].long(), first[1].float()
         bad_step = int(self._first_bad_step)
         if bad_step:
             raise TrainingDiverged(state.epoch + 1, bad_step, float(self._first_bad_loss))

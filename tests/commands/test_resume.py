@@ -30,12 +30,12 @@ def uninterrupted(tmp_path_factory):
     return run_dir, run_training(_compose_train(TINY_TRAIN + DETERMINISTIC), run_dir)
 
 
-KILL_AT = Path(__file__).resolve().parents[1] / "kill_at.py"
+FAULT_AT = Path(__file__).resolve().parents[1] / "fault_at.py"
 
 
 def _kill_at(point: str, run_dir: Path, overrides: list[str]) -> Path:
-    """Run the CLI until it SIGKILLs itself at ``point`` (see kill_at.py); return the run directory."""
-    args = [sys.executable, str(KILL_AT), point, *overrides, f"hydra.run.dir={run_dir}"]
+    """Run the CLI until it SIGKILLs itself at ``point`` (see fault_at.py); return the run directory."""
+    args = [sys.executable, str(FAULT_AT), point, *overrides, f"hydra.run.dir={run_dir}"]
     proc = subprocess.run(args, cwd=run_dir.parent, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, f"not killed at {point}: {proc.stderr[-3000:]}"
     return run_dir

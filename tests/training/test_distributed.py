@@ -3,7 +3,10 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
@@ -37,3 +40,71 @@ def test_torchrun_two_processes_train_one_run(tmp_path):
     events = EventAccumulator(str(run_dir))
     events.Reload()
     assert len(events.Scalars("eval/top1")) == 4
+
+
+FAULT_AT = Path(__file__).resolve().parents[1] / "fault_at.py"
+# 15 steps an epoch at a global batch of 40 (20 per rank); 103 test images: 52 on rank 0, 51 on rank 1
+SMALL = ["data.train_size=600", "data.test_size=103", "trainer.epochs=2", "trainer.batch_size=40",
+         "trainer.checkpoint_every_steps=3", "trainer.deterministic=true", "trainer.progress=false",
+         "measure_cost=false", "device=cpu"]
+
+
+def torchrun(tmp_path: Path, run_dir: Path, *target: str, overrides=SMALL) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+            *target, *overrides, f"hydra.run.dir={run_dir}"]
+    return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=400,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+@pytest.fixture(scope="module")
+def straight_ddp(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("ddp")
+    run_dir = tmp_path / "straight"
+    proc = torchrun(tmp_path, run_dir, "-m", "attn_bench")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir, json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_ddp_evaluation_counts_an_uneven_set_once(straight_ddp, compose_train):
+    """103 images on 2 ranks: the gathered top-1 is exactly a single process's on the same weights."""
+    from attn_bench.data.loaders import build_loaders
+    from attn_bench.models import model_from_config
+
+    run_dir, metrics = straight_ddp
+    assert [h["eval_images"] for h in metrics["history"]] == [103, 103]
+    cfg = compose_train(SMALL)
+    model = model_from_config(cfg.model, cfg.data.num_classes, cfg.data.img_size)
+    model.load_state_dict(torch.load(run_dir / "last.pt", weights_only=True)["model"])
+    _, eval_loader = build_loaders(cfg.data, 40, torch.device("cpu"), 0, True)
+    with torch.no_grad():
+        correct = sum(int((model.eval()(x).argmax(1) == y).sum()) for x, y in eval_loader)
+    assert metrics["final"]["top1"] == pytest.approx(100.0 * correct / 103, abs=1e-9)
+    assert 0 < correct < 103
+
+
+def test_ddp_run_killed_mid_epoch_resumes_identically(straight_ddp, tmp_path):
+    straight_dir, straight = straight_ddp
+    run_dir = tmp_path / "killed"
+    killed = torchrun(tmp_path, run_dir, str(FAULT_AT), "mid_epoch")
+    assert killed.returncode != 0 and not (run_dir / "metrics.json").exists()
+    at = torch.load(run_dir / "last.pt", weights_only=True)
+    assert (at["epoch"], at["batch"]) == (1, 3)
+    resumed = torchrun(tmp_path, run_dir, "-m", "attn_bench")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming" in resumed.stdout + resumed.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    keys = ("epoch", "step", "lr", "train_loss", "train_top1", "eval_loss", "eval_top1", "eval_top5", "eval_images")
+    assert [{k: h[k] for k in keys} for h in metrics["history"]] == [{k: h[k] for k in keys} for h in straight["history"]]
+    final, last = (torch.load(d / "last.pt", weights_only=True)["model"] for d in (straight_dir, run_dir))
+    assert all(torch.equal(final[name], last[name]) for name in final)
+
+
+def test_one_rank_diverging_stops_every_rank_at_that_step(tmp_path):
+    """Only rank 1 sees a NaN loss (step 5); rank 0 learns it at the next sync point and records it."""
+    run_dir = tmp_path / "nan"
+    proc = torchrun(tmp_path, run_dir, str(FAULT_AT), "nan_on_rank1",
+                    overrides=SMALL + ["trainer.log_every_steps=1"])
+    assert proc.returncode != 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and metrics["failed_at"] == {"epoch": 1, "step": 5}, metrics
+    assert "loss became nan at epoch 1, step 5" in metrics["reason"]

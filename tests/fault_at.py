@@ -1,6 +1,6 @@
-"""Run the attn-bench CLI and SIGKILL it at one named point of a run, deterministically (no polling).
+"""Run the attn-bench CLI with one fault injected at a named point of a run, deterministically.
 
-``python kill_at.py POINT [overrides ...]`` - the process dies by SIGKILL (exit -9) right at POINT:
+``python fault_at.py POINT [overrides ...]``. Most points SIGKILL the process (exit -9) right there:
 
 - ``mid_epoch``: just after the first mid-epoch ``last.pt`` of epoch 2 is written;
 - ``epoch_end``: just after epoch 1's end-of-epoch checkpoint reached ``last.pt``;
@@ -9,6 +9,8 @@
 - ``before_metrics``: after the final ``last.pt``, before ``metrics.json`` is written.
 
 Under torchrun only rank 0 kills itself (torchrun then stops the other ranks).
+
+``nan_on_rank1``: under torchrun, rank 1's loss at step 5 reads as NaN (rank 0's stays finite).
 """
 from __future__ import annotations
 
@@ -67,8 +69,17 @@ def _patch(point: str) -> None:
             return write(self, run_dir)
 
         rundir.RunRecord.write = write_or_die
+    elif point == "nan_on_rank1":
+        watch = Trainer._watch_divergence
+
+        def watch_poisoned(self, loss):
+            if os.environ.get("RANK") == "1" and int(self._step_counter) == 4:  # the counter before step 5
+                loss = loss * float("nan")
+            watch(self, loss)
+
+        Trainer._watch_divergence = watch_poisoned
     else:
-        raise SystemExit(f"unknown kill point {point!r}")
+        raise SystemExit(f"unknown fault point {point!r}")
 
 
 if __name__ == "__main__":
