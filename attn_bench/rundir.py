@@ -147,6 +147,7 @@ class RunRecord:
     cost: dict[str, Any] | None = None
     reason: str | None = None  # failed runs
     failed_at: dict[str, int] | None = None
+    resumed_from: list[dict[str, int]] | None = None  # each resume's epochs done, batch and step
 
     @property
     def completed(self) -> bool:

@@ -46,6 +46,7 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=dict)
     epoch_stats: dict[str, float] = field(default_factory=dict)  # partial sums of the current epoch
+    resumes: list[dict[str, int]] = field(default_factory=list)  # where each resume picked up (epoch, batch, step)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from attn_bench.config import compose
 
 from attn_bench.sweeps.queue import Job, cpu_slots, gpu_slots, run_queue
@@ -17,9 +18,9 @@ TINY = ["data.train_size=300", "data.test_size=100", "trainer.epochs=1", "traine
         "measure_cost=false"]
 
 
-def sweep(tmp_path, *args, timeout=400):
+def sweep(tmp_path, *args, timeout=400, base=TINY):
     env = dict(os.environ, ATTN_BENCH_OUTPUTS=str(tmp_path / "outputs"))
-    return subprocess.run([sys.executable, "-m", "attn_bench", "-m", *args, *TINY], cwd=tmp_path, env=env,
+    return subprocess.run([sys.executable, "-m", "attn_bench", "-m", *args, *base], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -121,30 +122,41 @@ def test_a_config_mistake_in_any_job_stops_the_sweep_before_it_starts(tmp_path):
     assert not list((tmp_path / "outputs").rglob("metrics.json"))
 
 
-def test_interrupted_sweep_resumes_without_redoing_finished_jobs(tmp_path):
-    env = dict(os.environ, ATTN_BENCH_OUTPUTS=str(tmp_path / "outputs"))
-    args = [sys.executable, "-m", "attn_bench", "-m", "model.attn=none,eca,se", *TINY]
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        done = list((tmp_path / "outputs").glob("sweeps/*/*/metrics.json"))
-        if done:
-            break
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and its running job, as a lost node would
-    proc.wait()
-    assert len(done) == 1, "interrupted after exactly one finished job"
-    finished, stamp = done[0], done[0].stat().st_mtime_ns
+def test_a_rerun_sweep_skips_finished_jobs_and_resumes_a_killed_one_from_its_checkpoint(tmp_path):
+    """Deterministic, no polling: a job killed right after a mid-epoch checkpoint (fault_at.py) in the
+    sweep's own directory; the re-run sweep skips the finished job and continues the killed one."""
+    import shutil
 
-    rerun = sweep(tmp_path, "model.attn=none,eca,se")
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    longer = [o for o in TINY if not o.startswith("trainer.epochs")]
+    longer += ["trainer.epochs=2", "trainer.checkpoint_every_steps=2", "trainer.deterministic=true"]
+    first = sweep(tmp_path, "model.attn=none,eca", base=longer)
+    assert first.returncode == 0, first.stderr[-3000:]
     root = sweep_dir(tmp_path)
+    finished = root / "model.attn=none" / "metrics.json"
+    stamp = finished.stat().st_mtime_ns
+    straight = job_metrics(root)["model.attn=eca"]
+    job = root / "model.attn=eca"
+    shutil.rmtree(job)  # and run it again, killed this time
+    fault_at = Path(__file__).resolve().parents[1] / "fault_at.py"
+    killed = subprocess.run([sys.executable, str(fault_at), "mid_epoch", *longer, "model.attn=eca",
+                             f"hydra.run.dir='{job}'"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    checkpoint = torch.load(job / "last.pt", weights_only=True)
+    assert (checkpoint["epoch"], checkpoint["batch"]) == (1, 2)
+
+    rerun = sweep(tmp_path, "model.attn=none,eca", base=longer)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert finished.stat().st_mtime_ns == stamp, "the finished job was not recomputed"
-    statuses = {j["run_dir"]: j["status"] for j in json.loads((root / "sweep_summary.json").read_text())["launches"][-1]["jobs"]}
-    assert statuses[str(finished.parent)] == "skipped"
-    assert sorted(statuses.values()) == ["completed", "completed", "skipped"]
-    assert all(m["status"] == "completed" for m in job_metrics(root).values())
+    jobs = json.loads((root / "sweep_summary.json").read_text())["launches"][-1]["jobs"]
+    assert {Path(j["run_dir"]).name: j["status"] for j in jobs} == {"model.attn=none": "skipped",
+                                                                     "model.attn=eca": "completed"}
+    resumed = job_metrics(root)["model.attn=eca"]
+    # it picked up at the checkpoint (6 steps an epoch): 4 of its 12 steps were run again, not all 12
+    assert resumed["resumed_from"] == [{"epoch": 1, "batch": 2, "step": checkpoint["step"]}]
+    assert checkpoint["step"] == 8 and resumed["steps"] == straight["steps"] == 12
+    assert "resumed_from" not in straight
+    assert resumed["history"] == [{**h, **{k: r[k] for k in ("img_per_s", "epoch_train_time_s")}}
+                                  for h, r in zip(straight["history"], resumed["history"])]
 
 
 def _hydra_config(overrides):

@@ -59,7 +59,7 @@ def completed_record(cfg: DictConfig, state: TrainState, raw_model, device: torc
         train_img_per_s=sum(h["img_per_s"] * h["epoch_train_time_s"] for h in state.history) / max(state.train_time, 1e-9),
         peak_memory_mb=_peak_memory_mb(device),
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-        world_size=dist.world_size, history=state.history,
+        world_size=dist.world_size, history=state.history, resumed_from=state.resumes or None,
     )
 
 

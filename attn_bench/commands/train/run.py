@@ -118,6 +118,7 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device) -
                           on_log=logger, progress=progress)
         if resume:
             state = trainer.load_state_dict(checkpoint, raw_model)
+            state.resumes.append({"epoch": state.epoch, "batch": state.batch, "step": state.step})
             log.info("resuming %s at epoch %d, batch %d (step %d)", run_dir, state.epoch + 1, state.batch, state.step)
         log.info("training %s + %s on %s for %d epochs on %s -> %s", cfg.model.backbone, cfg.model.attn,
                  cfg.data.name, t.epochs, device, run_dir)
