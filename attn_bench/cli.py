@@ -13,6 +13,7 @@ from attn_bench.errors import ConfigError, fail
 # subcommand -> module with ``main(argv) -> int`` (imported only when used)
 SUBCOMMANDS = {
     "blocks": "attn_bench.commands.blocks",
+    "check-block": "attn_bench.commands.check_block",
     "profile": "attn_bench.commands.profile",
     "report": "attn_bench.commands.report",
 }

@@ -1,4 +1,6 @@
 """Attention blocks, one per file, each faithful to its paper (see each module's docstring)."""
-from attn_bench.attention.registry import BASELINE, block_defaults, create_block, get_block_class, list_blocks
+from attn_bench.attention.registry import (
+    BASELINE, block_defaults, block_identity, create_block, get_block_class, list_blocks,
+)
 
-__all__ = ["BASELINE", "block_defaults", "create_block", "get_block_class", "list_blocks"]
+__all__ = ["BASELINE", "block_defaults", "block_identity", "create_block", "get_block_class", "list_blocks"]

@@ -3,6 +3,9 @@
 Every block class takes ``channels`` as its first argument and maps an
 ``(N, C, H, W)`` tensor to a tensor of the same shape. Classes are imported
 lazily so that listing the names costs nothing.
+
+Besides the built-in names: installed plug-ins (entry-point group ``attn_bench.blocks``) by name,
+and any class by ``path/to/file.py:Class`` or ``package.module:Class`` (see ``attention.user``).
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from attn_bench.attention import user
 from attn_bench.errors import ConfigError
 
 _BLOCKS: dict[str, str] = {
@@ -30,15 +34,50 @@ BASELINE = "none"
 
 
 def list_blocks(include_baseline: bool = True) -> list[str]:
-    """Names accepted by ``model.attn``, baseline first."""
-    return ([BASELINE] if include_baseline else []) + list(_BLOCKS)
+    """Names accepted by ``model.attn``, baseline first, then built-ins, then installed plug-ins
+    (a plug-in may not take a built-in's name)."""
+    plugins = [name for name in user.plugin_blocks() if name not in _BLOCKS and name != BASELINE]
+    return ([BASELINE] if include_baseline else []) + list(_BLOCKS) + plugins
+
+
+def _target(name: str) -> str:
+    """``module:Class`` (or ``file.py:Class``) that ``name`` stands for."""
+    if name in _BLOCKS:
+        return _BLOCKS[name]
+    if user.is_spec(name):
+        return name
+    plugins = user.plugin_blocks()
+    if name in plugins and name != BASELINE:
+        return plugins[name]
+    raise ConfigError(f"unknown attention block '{name}'; valid choices: {', '.join(list_blocks())}, "
+                      f"or your own as path/to/file.py:ClassName or package.module:ClassName")
 
 
 def get_block_class(name: str) -> type[nn.Module]:
-    if name not in _BLOCKS:
-        raise ConfigError(f"unknown attention block '{name}'; valid choices: {', '.join(list_blocks())}")
-    module_name, class_name = _BLOCKS[name].split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    target = _target(str(name))
+    if name in _BLOCKS:
+        module_name, class_name = target.split(":")
+        return getattr(importlib.import_module(module_name), class_name)
+    return user.load_class(target)
+
+
+def block_identity(name: str) -> dict[str, Any]:
+    """What a run records about its block: the name as given, the class it resolved to, and, for a
+    block from outside attn-bench, the file and the SHA-256 of its source (built-ins are identified
+    by attn-bench's version, which every run records)."""
+    name = str(name)
+    if name == BASELINE:
+        return {"attn": name}
+    target = _target(name)
+    if name in _BLOCKS:
+        return {"attn": name, "class": target}
+    cls = get_block_class(name)  # fails here, in one line, for a spec that does not load
+    path = user.source_file(target)
+    where = target.rpartition(":")[0]
+    identity = {"attn": name, "class": f"{path if user.is_file_spec(where) else where}:{cls.__name__}"}
+    if path is not None:
+        identity.update(source=str(path), source_sha256=user.source_sha256(target))
+    return identity
 
 
 def block_defaults(name: str) -> dict[str, Any]:
@@ -46,7 +85,11 @@ def block_defaults(name: str) -> dict[str, Any]:
     if name == BASELINE:
         return {}
     params = list(inspect.signature(get_block_class(name).__init__).parameters.values())[2:]
-    return {p.name: p.default for p in params if p.kind is p.POSITIONAL_OR_KEYWORD}
+    return {p.name: p.default for p in params if p.kind is p.POSITIONAL_OR_KEYWORD or p.kind is p.KEYWORD_ONLY}
+
+
+def _takes_any_keyword(cls: type) -> bool:
+    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())
 
 
 def create_block(name: str, channels: int, **kwargs: Any) -> nn.Module:
@@ -57,7 +100,7 @@ def create_block(name: str, channels: int, **kwargs: Any) -> nn.Module:
         return nn.Identity()
     cls = get_block_class(name)
     unknown = sorted(set(kwargs) - set(block_defaults(name)))
-    if unknown:
+    if unknown and not _takes_any_keyword(cls):
         raise ConfigError(
             f"attention '{name}' has no argument(s) {', '.join(unknown)}; "
             f"valid: {', '.join(block_defaults(name)) or '(none)'}"

@@ -1,4 +1,4 @@
-"""``attn-bench blocks``: every attention block, its paper and its defaults."""
+"""``attn-bench blocks``: every attention block (built-in and installed plug-ins), its paper and its defaults."""
 from __future__ import annotations
 
 import sys
@@ -6,18 +6,27 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from attn_bench.attention import block_defaults, get_block_class, list_blocks
+from attn_bench.attention import block_defaults, block_identity, get_block_class, list_blocks
+
+
+def _first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def main(argv: list[str]) -> int:
-    table = Table(title="attention blocks (model.attn=<name>, arguments as +model.attn_args.<arg>=<value>)")
+    table = Table(title="attention blocks (model.attn=<name>, arguments as +model.attn_args.<arg>=<value>)",
+                  caption="your own: model.attn=path/to/file.py:ClassName or package.module:ClassName "
+                          "(check it first: attn-bench check-block SPEC)")
     for col in ("name", "class", "paper", "defaults"):
         table.add_column(col)
     table.add_row("none", "-", "baseline: the backbone with every attention slot empty", "")
     for name in list_blocks(include_baseline=False):
         cls = get_block_class(name)
-        paper = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        builtin = cls.__module__.startswith("attn_bench.")
+        paper = _first_line(sys.modules[cls.__module__].__doc__) if builtin else _first_line(cls.__doc__)
+        label = cls.__name__ if builtin else f"{block_identity(name)['class']} (plug-in)"
         defaults = ", ".join(f"{k}={v!r}" for k, v in block_defaults(name).items())
-        table.add_row(name, cls.__name__, paper, defaults)
+        table.add_row(name, label, paper, defaults)
     Console().print(table)
     return 0

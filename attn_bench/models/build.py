@@ -8,10 +8,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from attn_bench.attention import BASELINE, list_blocks
+from attn_bench.attention.contract import check_contract
 from attn_bench.config import check_known_keys, shipped_keys
 from attn_bench.errors import ConfigError, check as require
 from attn_bench.models.backbones import STEMS, create_backbone, resolve_stem, use_small_stem
-from attn_bench.models.placement import place_attention
+from attn_bench.models.placement import find_slots, place_attention
 
 PROBE_PX = 1024  # input size for measuring a backbone's output stride on the meta device
 
@@ -74,9 +76,16 @@ def check(model_cfg: DictConfig, num_classes: int, img_size: int) -> None:
     check_known_keys(model_cfg, "model", shipped_keys("_model.yaml"), free_form=("attn_args", "timm_kwargs"))
     require(isinstance(img_size, int) and not isinstance(img_size, bool) and img_size >= 1,
             f"img_size={img_size!r} must be a positive integer")
+    own_block = model_cfg.attn != BASELINE and model_cfg.attn not in list_blocks()
+    probed = OmegaConf.merge(model_cfg, {"attn": BASELINE, "attn_args": {}}) if own_block else model_cfg
     with torch.device("meta"):
-        model = model_from_config(model_cfg, num_classes, img_size).eval()
+        model = model_from_config(model_cfg, num_classes, img_size)  # names, arguments, stages
+        # the stride, on a model whose blocks can run on the meta device (a user block may not)
+        model = model_from_config(probed, num_classes, img_size).eval() if own_block else model.eval()
         stride = PROBE_PX // model.forward_features(torch.empty(1, 3, PROBE_PX, PROBE_PX)).shape[-1]
+    if own_block:  # its contract, on real tensors for this model's slot widths, before any training
+        channels = tuple(sorted({b.channels for b in find_slots(model)}))
+        check_contract(str(model_cfg.attn), _container(model_cfg.attn_args) or {}, channels)
     stem = resolve_stem(model_cfg.stem, img_size)
     require(img_size >= stride,
             f"img_size={img_size} is too small for {model_cfg.backbone} with the {stem} stem: it downsamples "

@@ -1,0 +1,143 @@
+"""Blocks from outside the package: ``path/to/file.py:Class``, ``package.module:Class``, and blocks
+that installed packages register under the ``attn_bench.blocks`` entry-point group (name ->
+``module:Class``).
+
+Loading such a block imports, and so executes, the code it names, as any Python import does.
+
+A block is identified by its source: the SHA-256 of the file that defines it (for ``module:Class``,
+the module's own file). A run records it, a changed file makes a new run, and the report keeps rows
+of different sources apart (``SRMGate@3f2a9c``). Built-in blocks are identified by attn-bench's
+version, which every run records.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import logging
+import sys
+import traceback
+from pathlib import Path
+from types import ModuleType
+
+from torch import nn
+
+from attn_bench.errors import ConfigError
+
+ENTRY_POINT_GROUP = "attn_bench.blocks"
+_MODULE_PREFIX = "attn_bench_user_blocks"
+SHORT_HASH = 6  # hex digits of the source hash shown in labels and directory names
+
+log = logging.getLogger("attn_bench")
+
+
+def is_spec(name: str) -> bool:
+    """``file.py:Class`` or ``module:Class`` rather than a registered name."""
+    return ":" in str(name)
+
+
+def plugin_blocks() -> dict[str, str]:
+    """Installed plug-in blocks: entry-point name -> ``module:Class``."""
+    return {ep.name: ep.value for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _split(spec: str) -> tuple[str, str]:
+    where, _, class_name = str(spec).rpartition(":")
+    if not where or not class_name.isidentifier():
+        raise ConfigError(f"model.attn='{spec}': expected path/to/file.py:ClassName or package.module:ClassName")
+    return where, class_name
+
+
+def is_file_spec(where: str) -> bool:
+    return where.endswith(".py") or "/" in where or "\\" in where
+
+
+def _file_path(where: str, spec: str) -> Path:
+    path = Path(where).expanduser()
+    resolved = path if path.is_absolute() else Path.cwd() / path
+    if not resolved.is_file():
+        raise ConfigError(f"model.attn='{spec}': file '{resolved}' not found (relative paths start at the "
+                          f"working directory, {Path.cwd()})")
+    return resolved.resolve()
+
+
+def _module_file(module: str, spec: str) -> Path | None:
+    """The file of ``module`` without importing it (its parent packages are imported to find it)."""
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError) as err:
+        raise ConfigError(f"model.attn='{spec}': cannot import '{module}' ({err}); is it installed or on "
+                          f"PYTHONPATH?") from None
+    if found is None:
+        raise ConfigError(f"model.attn='{spec}': no module named '{module}'; is it installed or on PYTHONPATH? "
+                          f"(a file is written as path/to/file.py:ClassName)")
+    return Path(found.origin) if found.origin and Path(found.origin).is_file() else None
+
+
+def source_file(spec: str) -> Path | None:
+    """The file that defines a spec's class (``None`` for a module without a source file)."""
+    where, _ = _split(spec)
+    return _file_path(where, spec) if is_file_spec(where) else _module_file(where, spec)
+
+
+def source_sha256(spec: str) -> str | None:
+    """SHA-256 of the file that defines the spec's class; read without importing anything."""
+    path = source_file(spec)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None else None
+
+
+def _error_in(path: Path | None, err: BaseException) -> str:
+    """``file:line: Type: message`` at the deepest frame inside the user's file (their code, their line)."""
+    frames = traceback.extract_tb(err.__traceback__)
+    inside = [f for f in frames if path is not None and Path(f.filename).resolve() == path] or frames[-1:]
+    where = f"{inside[-1].filename}:{inside[-1].lineno}: " if inside else ""
+    return f"{where}{type(err).__name__}: {err}"
+
+
+def _exec_file(path: Path, spec: str) -> ModuleType:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    name = f"{_MODULE_PREFIX}.{path.stem.replace('.', '_')}_{digest[:12]}"  # an edited file is a new module
+    if name in sys.modules:
+        return sys.modules[name]
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as err:
+        raise ConfigError(f"model.attn='{spec}': {err.filename}:{err.lineno}: syntax error: {err.msg}") from None
+    except Exception as err:  # the user's own code failed: show their line
+        raise ConfigError(f"model.attn='{spec}': importing it failed at {_error_in(path, err)}") from None
+    sys.modules[name] = module
+    return module
+
+
+def _import_module(module: str, spec: str) -> ModuleType:
+    path = _module_file(module, spec)
+    try:
+        return importlib.import_module(module)
+    except SyntaxError as err:
+        raise ConfigError(f"model.attn='{spec}': {err.filename}:{err.lineno}: syntax error: {err.msg}") from None
+    except Exception as err:
+        raise ConfigError(f"model.attn='{spec}': importing it failed at {_error_in(path, err)}") from None
+
+
+def _module_blocks(module: ModuleType) -> list[str]:
+    return sorted(name for name, value in vars(module).items()
+                  if inspect.isclass(value) and issubclass(value, nn.Module) and value.__module__ == module.__name__)
+
+
+def load_class(spec: str) -> type[nn.Module]:
+    """The class a ``file.py:Class`` or ``module:Class`` spec names, or a one-line ConfigError."""
+    where, class_name = _split(spec)
+    module = _exec_file(_file_path(where, spec), spec) if is_file_spec(where) else _import_module(where, spec)
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        candidates = ", ".join(_module_blocks(module)) or "none"
+        raise ConfigError(f"model.attn='{spec}': no class '{class_name}' in {where}; nn.Module classes defined "
+                          f"there: {candidates}")
+    if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
+        raise ConfigError(f"model.attn='{spec}': '{class_name}' is not a torch.nn.Module subclass "
+                          f"(it is {type(cls).__name__} {cls!r})"[:300])
+    return cls

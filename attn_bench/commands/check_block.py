@@ -1,0 +1,101 @@
+"""``attn-bench check-block SPEC [key=value ...]``: is this block fit to train and compare, in seconds on a CPU.
+
+Runs the contract checks (attn_bench.attention.contract), then what the block costs: parameters,
+MACs and FLOPs it adds to ResNet-50 at 224 px next to SE's (with every op the counter could not
+price), and its CPU latency overhead on ResNet-18 at 224 px next to SE's, marked when the machine
+was busy. Prints one table; exit status 0 only if every check passed. ``key=value`` pairs are the
+block's arguments (as ``+model.attn_args.key=value`` would give them), values parsed as YAML.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from attn_bench.attention.contract import CHANNELS, Check, construct, contract_checks, identity_at_init
+from attn_bench.attention.registry import block_identity
+from attn_bench.errors import ConfigError
+from attn_bench.metrics.complexity import count_ops, count_params
+from attn_bench.metrics.latency import BusyDeviceWarning, TimingPlan, measure_latency
+from attn_bench.models import build_model
+
+USAGE = "usage: attn-bench check-block SPEC [key=value ...]  (SPEC: a block name, file.py:Class or module:Class)"
+COST_BACKBONE, LATENCY_BACKBONE, IMG = "resnet50", "resnet18", 224
+
+
+def _parse(argv: list[str]) -> tuple[str, dict]:
+    if not argv or argv[0].startswith("-"):
+        raise ConfigError(USAGE)
+    kwargs = {}
+    for pair in argv[1:]:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise ConfigError(f"check-block: '{pair}' is not key=value; {USAGE}")
+        kwargs[key] = yaml.safe_load(value)
+    return argv[0], kwargs
+
+
+def _cost(spec: str, kwargs: dict) -> Check:
+    rows = {}
+    for name, args in (("none", None), ("se", None), (spec, kwargs or None)):
+        model = build_model(COST_BACKBONE, name, 1000, attn_args=args)
+        rows[name] = (count_params(model)["params"], count_ops(model, IMG))
+    base_params, base_ops = rows["none"]
+    params, ops = rows[spec]
+    se_params, se_ops = rows["se"]
+    detail = (f"+{params - base_params:,} params, +{(ops.macs - base_ops.macs) / 1e6:,.1f} M MACs, "
+              f"+{(ops.flops - base_ops.flops) / 1e6:,.1f} M FLOPs (SE: +{se_params - base_params:,}, "
+              f"+{(se_ops.macs - base_ops.macs) / 1e6:,.1f} M, +{(se_ops.flops - base_ops.flops) / 1e6:,.1f} M)")
+    if ops.uncounted_ops:
+        return Check(f"cost on {COST_BACKBONE} at {IMG} px", False,
+                     detail + "; ops with no FLOP formula (not counted): " + ", ".join(ops.uncounted_ops))
+    return Check(f"cost on {COST_BACKBONE} at {IMG} px", True, detail)
+
+
+def _latency(spec: str, kwargs: dict) -> Check:
+    plan = TimingPlan(warmup=2, warmup_s=0.5, min_repeats=5, repeats=20, budget_s=3.0)
+    medians, busy = {}, False
+    for name, args in (("none", None), ("se", None), (spec, kwargs or None)):
+        model = build_model(LATENCY_BACKBONE, name, 1000, attn_args=args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BusyDeviceWarning)
+            result = measure_latency(model, IMG, "cpu", plan=plan)
+        medians[name], busy = result["median_ms"], busy or result["busy"]
+    base = medians["none"]
+    detail = (f"+{100 * (medians[spec] / base - 1):.1f} % ({medians[spec]:.1f} ms vs {base:.1f} ms; "
+              f"SE +{100 * (medians['se'] / base - 1):.1f} %), batch 1, median")
+    return Check(f"CPU latency on {LATENCY_BACKBONE} at {IMG} px", None,
+                 detail + ("; the machine was busy: compare with care" if busy else ""))
+
+
+def run_checks(spec: str, kwargs: dict, timing: bool = True) -> list[Check]:
+    checks = contract_checks(spec, kwargs)
+    if all(c.passed is not False for c in checks):
+        checks.append(identity_at_init(construct(spec, CHANNELS[0], kwargs), CHANNELS[0]))
+        checks.append(_cost(spec, kwargs))
+        if timing:
+            checks.append(_latency(spec, kwargs))
+    return checks
+
+
+def main(argv: list[str]) -> int:
+    spec, kwargs = _parse(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    source = block_identity(spec)  # a bad spec fails here, in one line
+    checks = run_checks(spec, kwargs)
+    title = f"check-block {spec}" + (f" (source sha256 {source['source_sha256'][:12]})" if source.get("source_sha256") else "")
+    table = Table(title=title)
+    for column in ("check", "result", "observed"):
+        table.add_column(column)
+    marks = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "info"}
+    for check in checks:
+        table.add_row(check.name, marks[check.passed], check.detail)
+    Console().print(table)
+    failed = [c.name for c in checks if c.passed is False]
+    if failed:
+        Console(stderr=True).print(f"attn-bench: {spec} failed: {', '.join(failed)}", markup=False, highlight=False)
+        return 1
+    return 0

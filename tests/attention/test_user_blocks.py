@@ -1,0 +1,204 @@
+"""Bring your own block: file and module specs, plug-ins, the contract, the doctor, and results that
+follow the block's source."""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from attn_bench.attention import block_identity, create_block, get_block_class, list_blocks
+from attn_bench.cli import main
+from attn_bench.errors import ConfigError
+from attn_bench.models import build_model
+
+# the README's example block: a gate from per-channel mean and std (SRM-like), identity-free
+SRM_GATE = '''
+import torch
+from torch import nn
+
+
+class SRMGate(nn.Module):
+    """Style-based recalibration: a per-channel gate from each channel's mean and std."""
+
+    def __init__(self, channels: int, k: int = 1):
+        super().__init__()
+        self.mix = nn.Conv1d(channels, channels, kernel_size=2 * k, groups=channels, bias=False)
+        self.bn = nn.BatchNorm1d(channels)
+
+    def forward(self, x):
+        flat = x.flatten(2)
+        std = flat.std(dim=2, unbiased=False) if flat.shape[2] > 1 else torch.zeros_like(flat[:, :, 0])
+        style = torch.stack([flat.mean(dim=2), std], dim=2).repeat(1, 1, self.mix.kernel_size[0] // 2)
+        return x * torch.sigmoid(self.bn(self.mix(style).squeeze(2)))[:, :, None, None]
+
+
+class Helper:
+    pass
+'''
+
+BROKEN = {
+    "shape": ("class Block(nn.Module):\n    def __init__(self, channels):\n        super().__init__()\n"
+              "        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)\n"
+              "    def forward(self, x):\n        return self.conv(x)\n", "output shape = input shape"),
+    "unused": ("class Block(nn.Module):\n    def __init__(self, channels):\n        super().__init__()\n"
+               "        self.used = nn.Conv2d(channels, channels, 1)\n        self.spare = nn.Linear(channels, 4)\n"
+               "    def forward(self, x):\n        return x * torch.sigmoid(self.used(x))\n",
+               "gradients reach every parameter"),
+    "random": ("class Block(nn.Module):\n    def __init__(self, channels):\n        super().__init__()\n"
+               "        self.scale = nn.Parameter(torch.ones(1))\n"
+               "    def forward(self, x):\n        return x * self.scale * (1 + 0.1 * torch.rand_like(x))\n",
+               "deterministic on the CPU"),
+    "no_channels": ("class Block(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                    "        self.scale = nn.Parameter(torch.ones(1))\n"
+                    "    def forward(self, x):\n        return x * self.scale\n", "constructor takes channels first"),
+}
+
+
+def exit_code(argv: list[str]) -> int:
+    """The CLI's exit status (the Hydra app exits; subcommands return)."""
+    try:
+        return main(argv)
+    except SystemExit as exit_info:
+        return exit_info.code
+
+
+def write_block(folder: Path, source: str = SRM_GATE, name: str = "my_blocks.py") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(source)
+    return path
+
+
+def test_a_file_block_builds_and_trains_from_python(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_block(tmp_path)
+    model = build_model("resnet18", "my_blocks.py:SRMGate", num_classes=10, attn_args={"k": 2},
+                        timm_kwargs={"channels": [16, 32, 64, 128]})
+    gates = [m for m in model.modules() if type(m).__name__ == "SRMGate"]
+    assert len(gates) == 8 and all(g.mix.kernel_size == (4,) for g in gates)
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    losses = []
+    for _ in range(5):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(), loss.backward(), optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    # an absolute path names the same block
+    assert get_block_class(f"{tmp_path / 'my_blocks.py'}:SRMGate") is get_block_class("my_blocks.py:SRMGate")
+
+
+def test_a_module_block_and_its_identity(tmp_path, monkeypatch):
+    package = tmp_path / "mylab"
+    write_block(package, name="attention.py")
+    (package / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cls = get_block_class("mylab.attention:SRMGate")
+    assert cls.__name__ == "SRMGate" and create_block("mylab.attention:SRMGate", 32, k=1)(torch.randn(2, 32, 4, 4)).shape == (2, 32, 4, 4)
+    identity = block_identity("mylab.attention:SRMGate")
+    assert identity == {"attn": "mylab.attention:SRMGate", "class": "mylab.attention:SRMGate",
+                        "source": str((package / "attention.py").resolve()),
+                        "source_sha256": hashlib.sha256(SRM_GATE.encode()).hexdigest()}
+    assert block_identity("se") == {"attn": "se", "class": "attn_bench.attention.squeeze_excite:SqueezeExcite"}
+
+
+@pytest.mark.parametrize("spec, source, message", [
+    ("missing.py:Gate", None, r"file '.*missing.py' not found \(relative paths start at the working directory"),
+    ("bad.py:Gate", "class Gate(nn.Module:\n    pass\n", r"bad.py:1: syntax error"),
+    ("bad.py:Gaet", SRM_GATE, r"no class 'Gaet' in bad.py; nn.Module classes defined there: SRMGate"),
+    ("bad.py:Helper", SRM_GATE, r"'Helper' is not a torch.nn.Module subclass"),
+    ("bad.py:Gate", "import torch\n\nx = torch.zeros(2)\ny = x.frobnicate()\n",
+     r"importing it failed at .*bad.py:4: AttributeError: 'Tensor' object has no attribute 'frobnicate'"),
+    ("nosuchpackage.blocks:Gate", None, r"cannot import 'nosuchpackage.blocks'|no module named 'nosuchpackage.blocks'"),
+    ("bad.py:", SRM_GATE, r"expected path/to/file.py:ClassName or package.module:ClassName"),
+])
+def test_bad_specs_are_one_line_errors(spec, source, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    if source is not None:
+        write_block(tmp_path, source, "bad.py")
+    with pytest.raises(ConfigError, match=message) as err:
+        get_block_class(spec)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_specs_stop_the_cli_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ATTN_BENCH_OUTPUTS", str(tmp_path / "outputs"))
+    write_block(tmp_path, "import torch\nraise RuntimeError('my block is broken')\n", "bad.py")
+    assert exit_code(["model.attn=bad.py:Gate", "trainer.progress=false"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bad.py:2: RuntimeError: my block is broken" in err
+    assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob("*.json"))
+
+
+def test_a_block_that_breaks_the_contract_stops_training_before_the_first_step(tmp_path, monkeypatch, compose_train):
+    from attn_bench.commands.train import run_training
+
+    monkeypatch.chdir(tmp_path)
+    write_block(tmp_path, "import torch\nfrom torch import nn\n\n" + BROKEN["shape"][0])
+    with pytest.raises(ConfigError, match=r"block my_blocks.py:Block breaks the contract \(output shape = input shape\)"):
+        run_training(compose_train(["model.attn=my_blocks.py:Block", "trainer.progress=false"]), tmp_path / "run")
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_entry_point_blocks_are_listed_and_usable_by_name(tmp_path, monkeypatch, capsys):
+    package = tmp_path / "plugin_pkg"
+    write_block(package, name="gates.py")
+    (package / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    points = importlib.metadata.EntryPoints([importlib.metadata.EntryPoint(
+        name="srm", value="plugin_pkg.gates:SRMGate", group="attn_bench.blocks")])
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda **kw: points if kw.get("group") == "attn_bench.blocks" else real(**kw))
+    assert list_blocks()[-1] == "srm"
+    assert get_block_class("srm").__name__ == "SRMGate"
+    assert block_identity("srm")["class"] == "plugin_pkg.gates:SRMGate"
+    monkeypatch.setenv("COLUMNS", "250")
+    assert main(["blocks"]) == 0
+    out = capsys.readouterr().out
+    assert " srm " in out and "plugin_pkg.gates:SRMGate" in out
+
+
+@pytest.mark.parametrize("name", list_blocks(include_baseline=False))
+def test_the_doctor_passes_every_builtin_block(name):
+    from attn_bench.commands.check_block import run_checks
+
+    checks = run_checks(name, {}, timing=False)
+    assert [c.name for c in checks if c.passed is False] == []
+    assert any(c.name.startswith("cost on resnet50") for c in checks)
+
+
+@pytest.mark.parametrize("broken", BROKEN)
+def test_the_doctor_names_the_check_a_broken_block_fails(broken, tmp_path, monkeypatch):
+    from attn_bench.commands.check_block import run_checks
+
+    monkeypatch.chdir(tmp_path)
+    source, check = BROKEN[broken]
+    write_block(tmp_path, "import torch\nfrom torch import nn\n\n" + source, f"{broken}.py")
+    checks = run_checks(f"{broken}.py:Block", {}, timing=False)
+    assert [c.name for c in checks if c.passed is False] == [check]
+
+
+def test_the_doctor_command_prints_its_table_and_exit_status(tmp_path):
+    write_block(tmp_path)
+    write_block(tmp_path, "import torch\nfrom torch import nn\n\n" + BROKEN["unused"][0], "unused.py")
+    env = dict(os.environ, COLUMNS="200")
+    good = subprocess.run([sys.executable, "-m", "attn_bench", "check-block", "my_blocks.py:SRMGate", "k=2"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert good.returncode == 0, good.stderr
+    for fragment in ("output shape = input shape", "identity at initialisation", "cost on resnet50",
+                     "CPU latency on resnet18", "SE: +2,530,992"):
+        assert fragment in good.stdout, good.stdout
+    bad = subprocess.run([sys.executable, "-m", "attn_bench", "check-block", "unused.py:Block"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert bad.returncode == 1 and "no gradient reaches spare.bias, spare.weight" in bad.stdout
+    assert bad.stderr.strip() == "attn-bench: unused.py:Block failed: gradients reach every parameter"
