@@ -27,11 +27,12 @@ def register() -> None:
     from hydra.core.plugins import Plugins
     from omegaconf import OmegaConf
 
+    from attn_bench.attention.registry import tag_sources
     from attn_bench.rundir import dirname_for
     from hydra_plugins.attn_bench_launcher import submitit
     from hydra_plugins.attn_bench_launcher.gpu_queue import GpuQueueLauncher
 
-    OmegaConf.register_new_resolver("ab_dirname", dirname_for, replace=True)
+    OmegaConf.register_new_resolver("ab_dirname", lambda overrides: dirname_for(tag_sources(overrides)), replace=True)
     Plugins.instance().register(GpuQueueLauncher)
     if submitit.LocalLauncher is not None:  # the optional submitit launchers, with attn-bench's sweep layout
         Plugins.instance().register(submitit.AttnBenchLocalLauncher)

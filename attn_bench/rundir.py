@@ -26,6 +26,7 @@ LAST_CKPT = "last.pt"
 BEST_CKPT = "best.pt"
 LOCK_FILE = ".lock"
 DATASET_FILE = "dataset.json"  # what the run was trained on (attn_bench.data.identity), written at its start
+BLOCK_FILE = "block.json"  # its attention block: name, class, and the source hash of a user's block
 
 # Config keys that cannot change any number a run reports: they may differ between a run and its
 # resumption, and between the seeds the report pools. Everything else is part of a run's identity
@@ -37,7 +38,7 @@ NO_EFFECT_KEYS = frozenset({"trainer.progress", "trainer.log_every_steps", "trai
 
 def dirname_for(overrides: str) -> str:
     """A directory name for a set of overrides: readable, filesystem-safe, bounded in length."""
-    name = re.sub(r"[^A-Za-z0-9=,.+_\-\[\]]", "_", overrides) or "default"
+    name = re.sub(r"[^A-Za-z0-9=,.+_@\-\[\]]", "_", overrides) or "default"
     if len(name) > 120:
         name = f"{name[:100]}-{hashlib.sha1(overrides.encode()).hexdigest()[:10]}"
     return name
@@ -82,16 +83,36 @@ def check_same_data(run_dir: Path, identity: dict[str, Any]) -> None:
         )
 
 
-def check_same_run(run_dir: Path, cfg: DictConfig, identity: dict[str, Any]) -> None:
-    """The run in ``run_dir`` is this config on this data, or a one-line refusal."""
+def check_same_block(run_dir: Path, block: dict[str, Any]) -> None:
+    """Refuse, in one line, a run directory whose run trained another version of a user's block
+    (``block.json`` absent: a built-in block by an attn-bench that did not record it, which is fine)."""
+    try:
+        saved = read_json(run_dir / BLOCK_FILE)
+    except (OSError, ValueError):
+        saved = None
+    if saved is None and "source_sha256" not in block:
+        return
+    if saved != block:
+        old = (saved or {}).get("source_sha256") or "not recorded"
+        raise ConfigError(
+            f"run directory '{run_dir}' holds a run of another version of block {block.get('attn')} "
+            f"({block.get('source', '?')} changed: sha256 {old[:12]} -> {block.get('source_sha256', '?')[:12]}); "
+            f"nothing was changed there. Start a separate run with name=<label> or another hydra.run.dir"
+        )
+
+
+def check_same_run(run_dir: Path, cfg: DictConfig, identity: dict[str, Any], block: dict[str, Any]) -> None:
+    """The run in ``run_dir`` is this config on this data with this block's source, or a one-line refusal."""
     check_same_config(run_dir, cfg)
     check_same_data(run_dir, identity)
+    check_same_block(run_dir, block)
 
 
-def start_run(run_dir: Path, cfg: DictConfig, identity: dict[str, Any]) -> None:
-    """Record what a new run is: its resolved config and its data."""
+def start_run(run_dir: Path, cfg: DictConfig, identity: dict[str, Any], block: dict[str, Any]) -> None:
+    """Record what a new run is: its resolved config, its data and its block."""
     atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
     atomic_write_json(run_dir / DATASET_FILE, identity)
+    atomic_write_json(run_dir / BLOCK_FILE, block)
 
 
 @contextmanager
@@ -143,6 +164,7 @@ class RunRecord:
     world_size: int | None = None
     history: list[dict[str, Any]] | None = None
     data: dict[str, Any] | None = None  # attn_bench.data.identity: name, root, fingerprint
+    block: dict[str, Any] | None = None  # attention.block_identity: attn, class, source, source_sha256
     skipped_files: int | None = None  # unreadable images left out (data.skip_corrupt=true)
     cost: dict[str, Any] | None = None
     reason: str | None = None  # failed runs

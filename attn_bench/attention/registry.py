@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from typing import Any
 
 from torch import nn
@@ -106,3 +107,26 @@ def create_block(name: str, channels: int, **kwargs: Any) -> nn.Module:
             f"valid: {', '.join(block_defaults(name)) or '(none)'}"
         )
     return cls(channels, **kwargs)
+
+
+def source_tag(name: str) -> str:
+    """``@<first hex digits of the source hash>`` for a block identified by its source (a user's
+    block or a plug-in), ``""`` for built-ins and for a spec that cannot be read (its own check
+    reports that, in one line)."""
+    if name in _BLOCKS or name == BASELINE:
+        return ""
+    try:
+        digest = user.source_sha256(_target(name))
+    except (ConfigError, OSError):
+        return ""
+    return f"@{digest[:user.SHORT_HASH]}" if digest else ""
+
+
+def tag_sources(overrides: str) -> str:
+    """Hydra's ``k=v,k=v`` override string with each ``model.attn`` value followed by its
+    :func:`source_tag`: directory names follow the block's source, so an edited block gets a new run."""
+    def tagged(match: re.Match) -> str:
+        value = re.sub(r"\\(.)", r"\1", match.group(2))  # a sweep job's value comes Hydra-escaped
+        return match.group(1) + value + source_tag(value)
+
+    return re.sub(r"(?<![^,])(model\.attn=)([^,]+)", tagged, overrides)

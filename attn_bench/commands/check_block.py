@@ -65,8 +65,8 @@ def _latency(spec: str, kwargs: dict) -> Check:
             result = measure_latency(model, IMG, "cpu", plan=plan)
         medians[name], busy = result["median_ms"], busy or result["busy"]
     base = medians["none"]
-    detail = (f"+{100 * (medians[spec] / base - 1):.1f} % ({medians[spec]:.1f} ms vs {base:.1f} ms; "
-              f"SE +{100 * (medians['se'] / base - 1):.1f} %), batch 1, median")
+    detail = (f"{100 * (medians[spec] / base - 1):+.1f} % ({medians[spec]:.1f} ms vs {base:.1f} ms without a block; "
+              f"SE {100 * (medians['se'] / base - 1):+.1f} %), batch 1, median")
     return Check(f"CPU latency on {LATENCY_BACKBONE} at {IMG} px", None,
                  detail + ("; the machine was busy: compare with care" if busy else ""))
 

@@ -12,6 +12,7 @@ from typing import Sequence
 from rich.console import Console
 from rich.table import Table
 
+from attn_bench.attention.registry import tag_sources
 from attn_bench.rundir import dirname_for
 from attn_bench.errors import check
 from attn_bench.io import atomic_write_json
@@ -28,10 +29,10 @@ def job_dirnames(job_overrides: list[list[str]], swept_keys: set[str]) -> list[s
     Readable, and the same each time the sweep is started, which is what lets a re-run find
     finished work. Should two jobs still share a name, every job is named by all its overrides.
     """
-    names = [dirname_for(",".join(sorted(o for o in overrides if o.split("=", 1)[0] in swept_keys)))
+    names = [dirname_for(tag_sources(",".join(sorted(o for o in overrides if o.split("=", 1)[0] in swept_keys))))
              for overrides in job_overrides]
     if len(set(names)) < len(names):
-        names = [dirname_for(",".join(sorted(overrides))) for overrides in job_overrides]
+        names = [dirname_for(tag_sources(",".join(sorted(overrides)))) for overrides in job_overrides]
     return names
 
 

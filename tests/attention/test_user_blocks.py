@@ -202,3 +202,61 @@ def test_the_doctor_command_prints_its_table_and_exit_status(tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert bad.returncode == 1 and "no gradient reaches spare.bias, spare.weight" in bad.stdout
     assert bad.stderr.strip() == "attn-bench: unused.py:Block failed: gradients reach every parameter"
+
+
+def run_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ATTN_BENCH_OUTPUTS=str(cwd / "outputs"), COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", "attn_bench", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=400)
+
+
+TINY_CLI = ["data.train_size=200", "data.test_size=100", "trainer.epochs=1", "trainer.batch_size=50",
+            "trainer.progress=false", "measure_cost=false"]
+
+
+def test_results_follow_the_blocks_source(tmp_path):
+    """Editing the block and running the same command again trains the new block in a new directory;
+    the old result stays where it was, and a directory reused by hand is refused."""
+    path = write_block(tmp_path)
+    first = run_cli(tmp_path, "model.attn=my_blocks.py:SRMGate", *TINY_CLI)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (first_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert f",model.attn=my_blocks.py_SRMGate@{sha[:6]}," in first_dir.name  # the name carries the source hash
+    metrics = json.loads((first_dir / "metrics.json").read_text())
+    assert metrics["block"] == {"attn": "my_blocks.py:SRMGate", "class": f"{path.resolve()}:SRMGate",
+                                "source": str(path.resolve()), "source_sha256": sha}
+    assert metrics["status"] == "completed" and metrics["final"]["top1"] > 0
+    assert f"SRMGate@{sha[:6]}" in first.stdout  # the run summary's title
+    stamp = (first_dir / "metrics.json").stat().st_mtime_ns
+
+    path.write_text(SRM_GATE.replace("torch.sigmoid(self.bn(", "torch.sigmoid(2 * self.bn("))  # an edit
+    new_sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    second = run_cli(tmp_path, "model.attn=my_blocks.py:SRMGate", *TINY_CLI)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "already completed" not in second.stdout + second.stderr
+    dirs = sorted((tmp_path / "outputs" / "runs").iterdir())
+    assert len(dirs) == 2 and (first_dir / "metrics.json").stat().st_mtime_ns == stamp
+    (second_dir,) = [d for d in dirs if d != first_dir]
+    assert json.loads((second_dir / "metrics.json").read_text())["block"]["source_sha256"] == new_sha
+
+    path.write_text(SRM_GATE)  # back to the first version; the first directory, forced, is the same run again
+    again = run_cli(tmp_path, "model.attn=my_blocks.py:SRMGate", *TINY_CLI, f"hydra.run.dir='{second_dir}'")
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines()[-1].startswith("attn-bench: error: run directory")
+    assert f"holds a run of another version of block my_blocks.py:SRMGate ({path.resolve()} changed: sha256 " \
+           f"{new_sha[:12]} -> {sha[:12]})" in again.stderr
+
+
+def test_a_sweep_mixing_builtins_and_a_file_block_reports_its_row(tmp_path):
+    write_block(tmp_path)
+    swept = run_cli(tmp_path, "-m", "model.attn=none,my_blocks.py:SRMGate", "seed=0", *TINY_CLI)
+    assert swept.returncode == 0, swept.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
+    sha = hashlib.sha256((tmp_path / "my_blocks.py").read_bytes()).hexdigest()[:6]
+    assert (sweep / f"model.attn=my_blocks.py_SRMGate@{sha}" / "metrics.json").exists(), sorted(sweep.iterdir())
+    report = run_cli(tmp_path, "report", str(sweep), "--out", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr
+    table = (tmp_path / "report" / "report.md").read_text()
+    blocks = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    assert sorted(blocks[1:]) == sorted(["none", f"SRMGate@{sha}"]), table

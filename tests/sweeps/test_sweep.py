@@ -128,7 +128,7 @@ def test_a_rerun_sweep_skips_finished_jobs_and_resumes_a_killed_one_from_its_che
     import shutil
 
     longer = [o for o in TINY if not o.startswith("trainer.epochs")]
-    longer += ["trainer.epochs=2", "trainer.checkpoint_every_steps=2", "trainer.deterministic=true"]
+    longer += ["trainer.epochs=2", "trainer.checkpoint_every_steps=2", "trainer.deterministic=true", "device=cpu"]
     first = sweep(tmp_path, "model.attn=none,eca", base=longer)
     assert first.returncode == 0, first.stderr[-3000:]
     root = sweep_dir(tmp_path)
@@ -181,6 +181,7 @@ def test_slurm_launcher_config_asks_for_one_gpu_per_job():
     assert cfg.hydra.launcher.partition == "gpu"
 
 
+@pytest.mark.slow  # the wrapped launcher (next test) runs submitit's local executor too
 def test_submitit_local_executor_runs_a_sweep(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     proc = sweep(tmp_path, "hydra/launcher=submitit_local", "seed=0,1", "hydra.launcher.timeout_min=10")

@@ -1,4 +1,5 @@
-"""One run on two processes with torchrun and the gloo backend (CPU)."""
+"""One run on two processes with torchrun and the gloo backend (CPU): sharding, uneven evaluation,
+resume after a kill, and one rank diverging."""
 import json
 import os
 import subprocess
@@ -19,34 +20,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_torchrun_two_processes_train_one_run(tmp_path):
-    run_dir = tmp_path / "ddp"
-    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-            "-m", "attn_bench", "data.train_size=2000", "data.test_size=500", "trainer.epochs=4",
-            "trainer.batch_size=50", "trainer.scheduler.warmup_epochs=0.5", "trainer.progress=false",
-            f"hydra.run.dir={run_dir}"]
-    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=400,
-                          env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["status"] == "completed" and metrics["world_size"] == 2
-    # global batch 50 = 25 per rank; 2000 images -> 40 steps per epoch, as in a single process
-    assert metrics["steps"] == 4 * 40
-    assert all(h["eval_images"] == 500 for h in metrics["history"]), "evaluation gathered over both ranks"
-    assert metrics["final"]["top1"] > 40.0
-    # only rank 0 writes: one event file, one "done" line
-    assert len(list(run_dir.glob("events.out.tfevents*"))) == 1
-    assert (proc.stdout + proc.stderr).count("done: top-1") == 1
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    assert len(events.Scalars("eval/top1")) == 4
-
-
 FAULT_AT = Path(__file__).resolve().parents[1] / "fault_at.py"
 # 15 steps an epoch at a global batch of 40 (20 per rank); 103 test images: 52 on rank 0, 51 on rank 1
 SMALL = ["data.train_size=600", "data.test_size=103", "trainer.epochs=2", "trainer.batch_size=40",
          "trainer.checkpoint_every_steps=3", "trainer.deterministic=true", "trainer.progress=false",
-         "measure_cost=false", "device=cpu"]
+         "trainer.scheduler.warmup_epochs=0.5", "measure_cost=false", "device=cpu"]
 
 
 def torchrun(tmp_path: Path, run_dir: Path, *target: str, overrides=SMALL) -> subprocess.CompletedProcess:
@@ -62,7 +40,21 @@ def straight_ddp(tmp_path_factory):
     run_dir = tmp_path / "straight"
     proc = torchrun(tmp_path, run_dir, "-m", "attn_bench")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir, json.loads((run_dir / "metrics.json").read_text())
+    return run_dir, json.loads((run_dir / "metrics.json").read_text()), proc
+
+
+def test_torchrun_two_processes_train_one_run(straight_ddp):
+    run_dir, metrics, proc = straight_ddp
+    assert metrics["status"] == "completed" and metrics["world_size"] == 2
+    # global batch 40 = 20 per rank; 600 images -> 15 steps per epoch, as in a single process
+    assert metrics["steps"] == 2 * 15
+    assert metrics["final"]["top1"] > 15.0  # chance is 10 %; 22.3 % on this VM (2 short epochs)
+    # only rank 0 writes: one event file, one "done" line
+    assert len(list(run_dir.glob("events.out.tfevents*"))) == 1
+    assert (proc.stdout + proc.stderr).count("done: top-1") == 1
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert len(events.Scalars("eval/top1")) == 2
 
 
 def test_ddp_evaluation_counts_an_uneven_set_once(straight_ddp, compose_train):
@@ -70,7 +62,7 @@ def test_ddp_evaluation_counts_an_uneven_set_once(straight_ddp, compose_train):
     from attn_bench.data.loaders import build_loaders
     from attn_bench.models import model_from_config
 
-    run_dir, metrics = straight_ddp
+    run_dir, metrics, _ = straight_ddp
     assert [h["eval_images"] for h in metrics["history"]] == [103, 103]
     cfg = compose_train(SMALL)
     model = model_from_config(cfg.model, cfg.data.num_classes, cfg.data.img_size)
@@ -83,7 +75,7 @@ def test_ddp_evaluation_counts_an_uneven_set_once(straight_ddp, compose_train):
 
 
 def test_ddp_run_killed_mid_epoch_resumes_identically(straight_ddp, tmp_path):
-    straight_dir, straight = straight_ddp
+    straight_dir, straight, _ = straight_ddp
     run_dir = tmp_path / "killed"
     killed = torchrun(tmp_path, run_dir, str(FAULT_AT), "mid_epoch")
     assert killed.returncode != 0 and not (run_dir / "metrics.json").exists()

@@ -26,7 +26,8 @@ def check_overrides(overrides: list[str]) -> None:
         sweep_fn = re.fullmatch(r"(\w+)\((.*)\)", value.strip())
         if sweep_fn and sweep_fn.group(1) in ("range", "interval", "glob"):
             continue  # not a list of names; Hydra and the run's own checks handle these
-        values = [v.strip() for v in (sweep_fn.group(2) if sweep_fn else value).split(",")]
+        # a sweep hands each job its value in Hydra's escaped form (my_blocks.py\:Gate)
+        values = [re.sub(r"\\(.)", r"\1", v.strip()) for v in (sweep_fn.group(2) if sweep_fn else value).split(",")]
         if key in CONFIG_GROUPS:
             valid = group_options(key)
             bad = [v for v in values if v not in valid and v != "null"]
@@ -44,7 +45,7 @@ def print_run_summary(record: RunRecord) -> None:
 
     config, cost = record.config, record.cost or {}
     model = config["model"]
-    table = Table(title=f"{backbone_label(model)} + {block_label(model)} on {config['data']['name']}", show_header=False)
+    table = Table(title=f"{backbone_label(model)} + {block_label(model, record.block)} on {config['data']['name']}", show_header=False)
     rows = [
         ("top-1 / top-5 (final)", f"{record.final['top1']:.2f} / {record.final['top5']:.2f} %"),
         ("top-1 (best epoch)", f"{record.best['top1']:.2f} % (epoch {record.best['epoch']})"),

@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from attn_bench.metrics.complexity import count_params
+from attn_bench.attention.user import SHORT_HASH
 from attn_bench.rundir import RunRecord
 from attn_bench.training.distributed import DistInfo
 from attn_bench.training.trainer import TrainState
@@ -71,6 +72,8 @@ def hparams(cfg: DictConfig, record: RunRecord) -> tuple[dict[str, Any], dict[st
     """The HParams row: the run's settings, and its results as ``hparam/...`` metrics."""
     values = {name: OmegaConf.select(cfg, key) for name, key in HPARAM_KEYS.items()}
     values = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in values.items()}
+    if record.block and record.block.get("source_sha256"):  # a user's block: which version of it
+        values["attn"] = f"{values['attn']}@{record.block['source_sha256'][:SHORT_HASH]}"
     results = {"hparam/top1": record.final["top1"], "hparam/top5": record.final["top5"],
                "hparam/best_top1": record.best["top1"], "hparam/params_m": record.params / 1e6,
                "hparam/train_img_per_s": record.train_img_per_s, "hparam/peak_memory_mb": record.peak_memory_mb}

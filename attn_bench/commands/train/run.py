@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from attn_bench.attention import block_identity
 from attn_bench.commands.train.checks import validate_config
 from attn_bench.commands.train.records import completed_record, failed_record, hparams
 from attn_bench.data.identity import dataset_identity
@@ -87,12 +88,18 @@ def _identity(cfg: DictConfig, dist: DistInfo) -> dict[str, Any]:
     return broadcast_object(dataset_identity(cfg.data) if dist.is_main else None)
 
 
+def _block(cfg: DictConfig, dist: DistInfo) -> dict[str, Any]:
+    """The block's identity (a user block: its file's hash), taken once (rank 0) and shared."""
+    return broadcast_object(block_identity(cfg.model.attn) if dist.is_main else None)
+
+
 def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device) -> RunRecord:
     done = read_record(run_dir)
     resume = (run_dir / LAST_CKPT).exists()
+    block = _block(cfg, dist)
     if (done is not None and done.completed) or resume:
         identity = _identity(cfg, dist)
-        check_same_run(run_dir, cfg, identity)
+        check_same_run(run_dir, cfg, identity, block)
         if done is not None and done.completed:
             log.info("already completed in %s: top-1 %.2f (nothing recomputed)", run_dir, done.final["top1"])
             return done
@@ -103,7 +110,7 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device) -
     if not resume:  # fingerprinted after the loaders exist: data.download=true has fetched the files by now
         identity = _identity(cfg, dist)
         if dist.is_main:
-            start_run(run_dir, cfg, identity)
+            start_run(run_dir, cfg, identity, block)
     if train_loader.skipped + eval_loader.skipped:
         log.warning("left out %d unreadable image(s) (data.skip_corrupt=true); metrics.json counts them",
                     train_loader.skipped + eval_loader.skipped)
@@ -125,7 +132,7 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device) -
         with progress if progress else contextlib.nullcontext():
             state = trainer.fit(state, raw_model, t.epochs)
         record = completed_record(cfg, state, raw_model, device, dist, run_dir)
-        record.data = identity
+        record.data, record.block = identity, block
         record.skipped_files = train_loader.skipped + eval_loader.skipped
         if cfg.measure_cost and dist.is_main:
             record.cost = _measure_cost(cfg, raw_model, device)
