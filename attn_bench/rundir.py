@@ -165,6 +165,7 @@ class RunRecord:
     history: list[dict[str, Any]] | None = None
     data: dict[str, Any] | None = None  # attn_bench.data.identity: name, root, fingerprint
     block: dict[str, Any] | None = None  # attention.block_identity: attn, class, source, source_sha256
+    placement: dict[str, Any] | None = None  # models.presets.Placement.as_record: where the block went
     skipped_files: int | None = None  # unreadable images left out (data.skip_corrupt=true)
     cost: dict[str, Any] | None = None
     reason: str | None = None  # failed runs

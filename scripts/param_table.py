@@ -9,6 +9,11 @@ attention count).
 
     python scripts/param_table.py                    # print
     python scripts/param_table.py --out params.md    # print and write
+    python scripts/param_table.py --parity           # the paper parity table (placement=paper)
+
+The parameter table uses ``placement=uniform`` (every block at the residual site of every block,
+default arguments): a like-for-like view. ``--parity`` builds each block as its paper placed it
+(``placement=paper``, the CLI's default) next to the figure the paper publishes.
 """
 from __future__ import annotations
 
@@ -41,9 +46,9 @@ def param_rows(backbones=BACKBONES, blocks=None, num_classes: int = NUM_CLASSES)
             # even for GAM on ResNet-50 (half a billion parameters)
             try:
                 with torch.device("meta"):
-                    model = build_model(backbone, attn, num_classes)
+                    model = build_model(backbone, attn, num_classes, placement="uniform")
             except (NotImplementedError, RuntimeError):  # an init that needs real values
-                model = build_model(backbone, attn, num_classes)
+                model = build_model(backbone, attn, num_classes, placement="uniform")
             counts = count_params(model)
             total, attn_total = counts["params"], counts["attn_params"]
             if baseline is None:
@@ -51,6 +56,38 @@ def param_rows(backbones=BACKBONES, blocks=None, num_classes: int = NUM_CLASSES)
             rows.append({"backbone": backbone, "attn": attn, "params": total,
                          "attn_params": attn_total, "delta": total - baseline, "baseline": baseline})
     return rows
+
+
+# (block, backbone, published params in M, source): ImageNet-1K, 1000 classes, the papers' own tables
+PUBLISHED = (
+    ("none", "resnet50", 25.56, "CBAM paper (Woo et al. 2018), Table 4"),
+    ("se", "resnet50", 28.09, "CBAM paper, Table 4 (SE-ResNet-50)"),
+    ("cbam", "resnet50", 28.09, "CBAM paper, Table 4"),
+    ("bam", "resnet50", 25.92, "BAM paper (Park et al. 2018), ImageNet table"),
+    ("gc", "resnet50", 28.08, "GCNet (Cao et al. 2019), Table 2: c3-c5, r=16, add"),
+    ("triplet", "resnet50", 25.56, "Triplet Attention (Misra et al. 2021), ImageNet table"),
+    ("simam", "resnet50", 25.56, "SimAM (Yang et al. 2021): parameter-free"),
+    ("ca", "mobilenetv2_100", 3.95, "Coordinate Attention (Hou et al. 2021), MobileNetV2 table"),
+)
+
+
+def parity_rows() -> list[dict]:
+    rows = []
+    for attn, backbone, published, source in PUBLISHED:
+        model = build_model(backbone, attn, NUM_CLASSES, placement="paper")
+        rows.append({"attn": attn, "backbone": backbone, "published_m": published, "source": source,
+                     "params": count_params(model)["params"], "placement": model.attn_bench_placement})
+    return rows
+
+
+def parity_markdown(rows: list[dict]) -> str:
+    lines = ["| Block | Backbone | Paper (M) | Ours, placement=paper | Where (site, stages) | Source |",
+             "|---|---|---:|---:|---|---|"]
+    for r in rows:
+        where = f"{r['placement']['site']}, {r['placement']['stages']}"
+        lines.append(f"| {r['attn']} | {r['backbone']} | {r['published_m']:.2f} | {r['params']:,} ({_millions(r['params'])}) "
+                     f"| {where} | {r['source']} |")
+    return "\n".join(lines) + "\n"
 
 
 def _millions(n: int) -> str:
@@ -78,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), help="timm backbone names")
     parser.add_argument("--blocks", nargs="+", default=None, help="attention blocks (default: all)")
     parser.add_argument("--num-classes", type=int, default=NUM_CLASSES)
+    parser.add_argument("--parity", action="store_true", help="the paper parity table instead")
     args = parser.parse_args(argv)
-    table = markdown(param_rows(args.backbones, args.blocks, args.num_classes))
+    table = parity_markdown(parity_rows()) if args.parity else markdown(param_rows(args.backbones, args.blocks, args.num_classes))
     print(table, end="")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

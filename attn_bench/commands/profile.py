@@ -30,7 +30,7 @@ from attn_bench.metrics.latency import BusyDeviceWarning, TimingPlan, resolve_am
 from attn_bench.tables import Column, Table, print_tables, to_csv, to_markdown
 
 CONFIG_NAME = "profile"
-MODEL_ALIASES = ("backbone", "attn_args", "attn_stages", "attn_position", "stem", "timm_kwargs")
+MODEL_ALIASES = ("backbone", "attn_args", "attn_stages", "attn_position", "attn_site", "placement", "stem", "timm_kwargs")
 DELTA_KEYS = ("params", "macs", "flops", "latency_ms", "throughput_img_per_s")
 LEADING_CSV_COLUMNS = ("block", "params", "attn_params", "macs", "flops", "latency_ms", "throughput_img_per_s")
 

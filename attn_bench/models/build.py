@@ -14,6 +14,7 @@ from attn_bench.config import check_known_keys, shipped_keys
 from attn_bench.errors import ConfigError, check as require
 from attn_bench.models.backbones import STEMS, create_backbone, resolve_stem, use_small_stem
 from attn_bench.models.placement import find_slots, place_attention
+from attn_bench.models.presets import resolve_placement
 
 PROBE_PX = 1024  # input size for measuring a backbone's output stride on the meta device
 
@@ -27,9 +28,11 @@ def build_model(
     attn_args: dict[str, Any] | None = None,
     attn_stages: Iterable[int] | None = None,
     attn_position: str = "every",
+    attn_site: str | None = None,
+    placement: str = "uniform",
     timm_kwargs: dict[str, Any] | None = None,
 ) -> nn.Module:
-    """Build exactly the model the CLI trains.
+    """Build exactly the model the CLI trains (the CLI passes ``placement="paper"``, its default).
 
     Args:
         backbone: a timm model name from ``SUPPORTED_BACKBONES`` (randomly initialised).
@@ -37,16 +40,24 @@ def build_model(
         num_classes: classifier width.
         stem: ``imagenet`` (timm's stem) or ``small`` (3x3 stride-1 conv, no max-pool, for 32 px).
         attn_args: keyword arguments for the attention block, e.g. ``{"rd_ratio": 0.125}``.
-        attn_stages: 1-based stage numbers that get attention; ``None`` means all.
+        attn_stages: 1-based stage numbers that get attention; ``None``: the placement's choice.
         attn_position: ``every`` block of a chosen stage, or only the ``last`` block of each.
+        attn_site: ``residual``, ``mid`` or ``stage_end`` (models.placement); ``None``: the placement's.
+        placement: ``paper`` (each block where its paper put it, models.presets) or ``uniform``
+            (the residual site of every block).
         timm_kwargs: passed to ``timm.create_model``, e.g. ``{"channels": [16, 32, 64, 128]}``.
+
+    The resolved placement is ``model.attn_bench_placement`` (what runs record).
     """
     if stem not in STEMS:
         raise ConfigError(f"unknown stem '{stem}'; valid choices: {', '.join(STEMS)}")
     model = create_backbone(backbone, num_classes, **(timm_kwargs or {}))
     if stem == "small":
         use_small_stem(model)
-    place_attention(model, attn, attn_args, attn_stages, attn_position)
+    where = resolve_placement(model, backbone, attn, placement, attn_site, attn_stages, attn_position, attn_args)
+    record = where.as_record(model)  # before placing: the slots are read from the plain backbone
+    place_attention(model, attn, where.args, where.stages, where.position, where.site)
+    model.attn_bench_placement = record
     return model
 
 
@@ -61,7 +72,7 @@ def model_from_config(model_cfg: DictConfig, num_classes: int, img_size: int) ->
         m.backbone, m.attn, int(num_classes), stem=resolve_stem(m.stem, int(img_size)),
         attn_args=_container(m.attn_args) or None,
         attn_stages=None if m.attn_stages is None else list(m.attn_stages),
-        attn_position=m.attn_position,
+        attn_position=m.attn_position, attn_site=m.attn_site, placement=m.placement,
         timm_kwargs=_container(m.timm_kwargs) or None,
     )
 

@@ -18,23 +18,34 @@ def backbone_label(model: dict[str, Any]) -> str:
     return _with_settings(str(model["backbone"]), [f"{k}={v}" for k, v in sorted(kwargs.items())])
 
 
-def block_label(model: dict[str, Any], block: dict[str, Any] | None = None) -> str:
+def block_label(model: dict[str, Any], block: dict[str, Any] | None = None,
+                placement: dict[str, Any] | None = None) -> str:
     """The block, plus whatever makes it a variant: its source (a user's block: ``Class@<hash>``, so
-    two versions of one file never share a row), its arguments, stages and position."""
+    two versions of one file never share a row), its arguments, site, stages and position as the
+    run resolved them (``placement``: metrics.json's record; older runs: the config's values)."""
     name = str(model["attn"])
     if name == BASELINE:
         return name
     if block and block.get("source_sha256"):
         name = f"{name.rpartition(':')[2]}@{block['source_sha256'][:SHORT_HASH]}"
-    settings = [f"{k}={v}" for k, v in sorted((model.get("attn_args") or {}).items())]
-    if model.get("attn_stages") is not None:
-        settings.append(f"stages={list(model['attn_stages'])}")
-    if model.get("attn_position", "every") != "every":
-        settings.append(f"position={model['attn_position']}")
+    if placement:
+        args, site, stages, position = placement["args"], placement["site"], placement["stages"], placement["position"]
+    else:
+        args, site, position = model.get("attn_args") or {}, model.get("attn_site") or "residual", model.get("attn_position", "every")
+        stages = "all" if model.get("attn_stages") is None else list(model["attn_stages"])
+    settings = [f"{k}={v}" for k, v in sorted(args.items())]
+    if site != "residual":
+        settings.append(f"site={site}")
+    if stages != "all":
+        settings.append(f"stages={list(stages)}")
+    if position != "every":
+        settings.append(f"position={position}")
     return _with_settings(name, settings)
 
 
-def row_key(config: dict[str, Any], block: dict[str, Any] | None = None) -> tuple[str, str, str]:
+def row_key(config: dict[str, Any], block: dict[str, Any] | None = None,
+            placement: dict[str, Any] | None = None) -> tuple[str, str, str]:
     """(backbone label, dataset, block label): runs that share it are seeds of one experiment.
-    ``block`` is the run's recorded block identity (metrics.json ``block``)."""
-    return backbone_label(config["model"]), str(config["data"]["name"]), block_label(config["model"], block)
+    ``block`` and ``placement`` are the run's records (metrics.json ``block``, ``placement``)."""
+    return (backbone_label(config["model"]), str(config["data"]["name"]),
+            block_label(config["model"], block, placement))

@@ -1,7 +1,17 @@
 """Where attention goes in a backbone, without editing the backbone's code.
 
-A *slot* is the ``se`` attribute timm gives every residual block, which its ``forward`` already
-calls at the paper position of channel attention:
+Placement is data: a *site* says where in the network a block goes, stages and every/last say
+which of the site's slots get one (mmcv's plugin ``position`` / ``stages``). Sites:
+
+* ``residual``: the ``se`` attribute timm gives every residual block, which its ``forward`` already
+  calls at the paper position of channel attention (below);
+* ``mid``: inside a ResNet bottleneck, right after its 3x3 conv (on the middle width), where
+  SimAM's official code (ZjjConan/SimAM, networks/imagenet/resnet.py) puts SimAM; BasicBlock
+  and MobileNet blocks have no such site (neither paper nor code defines one);
+* ``stage_end``: on the trunk, after the last block of a stage, where BAM's paper and official
+  code (Jongchan/attention-module, MODELS/model_resnet.py) put BAM.
+
+The residual site:
 
 * ResNet BasicBlock / Bottleneck: after the last BN of the residual branch, before the addition
   (SENet Fig. 3, CBAM Fig. 3, GCNet Fig. 4, ...).
@@ -13,7 +23,8 @@ Stages are numbered from 1 in forward order: ``layer1``..``layer4`` for ResNets 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from numbers import Integral
 from typing import Any, Iterable, Sequence
 
@@ -28,13 +39,22 @@ POSITIONS = ("every", "last")
 _PLACED_ATTR = "attn_bench_slots"
 
 
+SITES = ("residual", "mid", "stage_end")
+
+
 @dataclass(frozen=True)
 class Slot:
-    path: str  # module path of the block whose ``se`` slot this is, e.g. "layer3.5"
+    path: str  # module path of the block (residual, mid) or stage (stage_end), e.g. "layer3.5"
     stage: int
-    index: int  # index of the block within its stage
+    index: int  # index of the block within its stage (stage_end: the stage's last block)
     is_last: bool
     channels: int
+    site: str = "residual"
+
+    @property
+    def module_path(self) -> str:
+        """Where the attention module itself sits."""
+        return {"residual": f"{self.path}.se", "mid": f"{self.path}.conv2.attn", "stage_end": f"{self.path}.attn"}[self.site]
 
 
 def _slot_channels(block: nn.Module) -> int | None:
@@ -49,6 +69,13 @@ def _slot_channels(block: nn.Module) -> int | None:
     return None
 
 
+def _out_channels(block: nn.Module) -> int:
+    """A block's output width (what the trunk carries after it)."""
+    if isinstance(block, (BasicBlock, Bottleneck)):
+        return _slot_channels(block)
+    return block.bn3.num_features if isinstance(block, InvertedResidual) else block.bn2.num_features
+
+
 def _stages(model: nn.Module) -> list[tuple[str, nn.Sequential]]:
     if hasattr(model, "layer1"):
         return [(f"layer{i}", getattr(model, f"layer{i}")) for i in range(1, 5)]
@@ -57,16 +84,38 @@ def _stages(model: nn.Module) -> list[tuple[str, nn.Sequential]]:
     raise ConfigError(f"don't know the stages of {type(model).__name__}")
 
 
-def find_slots(model: nn.Module) -> list[Slot]:
-    """Every attention slot of ``model`` in forward order."""
+def _residual_slots(model: nn.Module) -> list[Slot]:
     slots = []
     for stage_no, (prefix, stage) in enumerate(_stages(model), start=1):
-        blocks = list(stage)
-        for index, block in enumerate(blocks):
-            channels = _slot_channels(block)
-            if channels is not None:
-                slots.append(Slot(f"{prefix}.{index}", stage_no, index, index == len(blocks) - 1, channels))
+        blocks = [(i, b) for i, b in enumerate(stage) if _slot_channels(b) is not None]
+        for n, (index, block) in enumerate(blocks):
+            slots.append(Slot(f"{prefix}.{index}", stage_no, index, n == len(blocks) - 1, _slot_channels(block)))
     return slots
+
+
+def available_sites(model: nn.Module) -> list[str]:
+    slots = _residual_slots(model)
+    has_mid = any(isinstance(model.get_submodule(s.path), Bottleneck) for s in slots)
+    return [site for site in SITES if site != "mid" or has_mid]
+
+
+def find_slots(model: nn.Module, site: str = "residual") -> list[Slot]:
+    """Every slot of ``site`` in ``model``, in forward order."""
+    if site not in SITES:
+        raise ConfigError(f"unknown attention site '{site}'; valid choices: {', '.join(SITES)}")
+    slots = _residual_slots(model)
+    if site == "residual":
+        return slots
+    if site == "mid":
+        mid = [replace(s, site="mid", channels=model.get_submodule(s.path).conv2.out_channels)
+               for s in slots if isinstance(model.get_submodule(s.path), Bottleneck)]
+        if not mid:
+            raise ConfigError(f"site 'mid' (after a bottleneck's 3x3 conv) needs ResNet bottleneck blocks; "
+                              f"this backbone's sites: {', '.join(available_sites(model))}")
+        return mid
+    ends = [s for s in slots if s.is_last]
+    return [replace(s, path=s.path.rpartition(".")[0], site="stage_end",
+                    channels=_out_channels(model.get_submodule(s.path))) for s in ends]
 
 
 def _stage_numbers(stages: Any) -> list[int]:
@@ -95,34 +144,44 @@ def select_slots(slots: Sequence[Slot], stages: Iterable[int] | None, position: 
     return [s for s in slots if s.stage in wanted and (position == "every" or s.is_last)]
 
 
+def _insert(model: nn.Module, slot: Slot, module: nn.Module) -> None:
+    if slot.site == "residual":
+        model.get_submodule(slot.path).se = module
+    elif slot.site == "mid":
+        block = model.get_submodule(slot.path)
+        block.conv2 = nn.Sequential(OrderedDict(conv=block.conv2, attn=module))
+    else:  # a child of the stage's Sequential runs after its blocks
+        model.get_submodule(slot.path).add_module("attn", module)
+
+
 def place_attention(
     model: nn.Module,
     attn: str,
     attn_args: dict[str, Any] | None = None,
     stages: Iterable[int] | None = None,
     position: str = "every",
+    site: str = "residual",
 ) -> list[Slot]:
-    """Put block ``attn`` into the selected slots and clear every other slot.
+    """Put block ``attn`` into the selected slots of ``site`` and clear every residual slot that
+    did not get one.
 
     Clearing matters for MobileNetV3, whose own SE would otherwise stay in the baseline
     and in every comparison. Returns the slots that received a block.
     """
-    slots = find_slots(model)
+    residual = find_slots(model)
+    slots = find_slots(model, site)
     selected = select_slots(slots, stages, position)  # validated for 'none' too
     chosen = [] if attn == BASELINE else selected
     if attn == BASELINE:
         create_block(BASELINE, 1, **(attn_args or {}))  # rejects arguments given to 'none'
-    chosen_paths = {s.path for s in chosen}
-    for slot in slots:
-        block = model.get_submodule(slot.path)
-        if slot.path in chosen_paths:
-            block.se = create_block(attn, slot.channels, **(attn_args or {}))
-        else:
-            block.se = nn.Identity()
+    for slot in residual:
+        model.get_submodule(slot.path).se = nn.Identity()
+    for slot in chosen:
+        _insert(model, slot, create_block(attn, slot.channels, **(attn_args or {})))
     setattr(model, _PLACED_ATTR, tuple(chosen))
     return chosen
 
 
 def attention_modules(model: nn.Module) -> list[nn.Module]:
     """The attention blocks :func:`place_attention` put into ``model``."""
-    return [model.get_submodule(slot.path).se for slot in getattr(model, _PLACED_ATTR, ())]
+    return [model.get_submodule(slot.module_path) for slot in getattr(model, _PLACED_ATTR, ())]

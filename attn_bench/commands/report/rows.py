@@ -18,7 +18,7 @@ POOLABLE_KEYS = NO_EFFECT_KEYS | {"seed", "name"}
 
 def group_of(run: RunRecord) -> tuple[str, str, str]:
     """Runs of one row: same backbone (and timm arguments), dataset, and block variant."""
-    return row_key(run.config, run.block)
+    return row_key(run.config, run.block, run.placement)
 
 
 def group_runs(runs: list[RunRecord]) -> dict[tuple[str, str, str], list[RunRecord]]:

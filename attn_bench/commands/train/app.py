@@ -45,7 +45,7 @@ def print_run_summary(record: RunRecord) -> None:
 
     config, cost = record.config, record.cost or {}
     model = config["model"]
-    table = Table(title=f"{backbone_label(model)} + {block_label(model, record.block)} on {config['data']['name']}", show_header=False)
+    table = Table(title=f"{backbone_label(model)} + {block_label(model, record.block, record.placement)} on {config['data']['name']}", show_header=False)
     rows = [
         ("top-1 / top-5 (final)", f"{record.final['top1']:.2f} / {record.final['top5']:.2f} %"),
         ("top-1 (best epoch)", f"{record.best['top1']:.2f} % (epoch {record.best['epoch']})"),

@@ -61,6 +61,7 @@ def completed_record(cfg: DictConfig, state: TrainState, raw_model, device: torc
         peak_memory_mb=_peak_memory_mb(device),
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         world_size=dist.world_size, history=state.history, resumed_from=state.resumes or None,
+        placement=getattr(raw_model, "attn_bench_placement", None),
     )
 
 
@@ -72,6 +73,9 @@ def hparams(cfg: DictConfig, record: RunRecord) -> tuple[dict[str, Any], dict[st
     """The HParams row: the run's settings, and its results as ``hparam/...`` metrics."""
     values = {name: OmegaConf.select(cfg, key) for name, key in HPARAM_KEYS.items()}
     values = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in values.items()}
+    if record.placement:  # where the block went, as resolved (placement=paper fills in the paper's choice)
+        values.update(placement=record.placement["placement"], attn_site=record.placement["site"],
+                      attn_stages=str(record.placement["stages"]))
     if record.block and record.block.get("source_sha256"):  # a user's block: which version of it
         values["attn"] = f"{values['attn']}@{record.block['source_sha256'][:SHORT_HASH]}"
     results = {"hparam/top1": record.final["top1"], "hparam/top5": record.final["top5"],

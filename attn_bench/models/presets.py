@@ -1,0 +1,101 @@
+"""``model.placement``: where each block goes. ``paper`` puts a block where its paper and official
+code put it; ``uniform`` puts every block at the ``residual`` site of every block with its default
+arguments (like-for-like ablations). Explicit ``model.attn_site`` / ``attn_stages`` /
+``attn_position`` / ``attn_args`` override either.
+
+Paper placements (blocks not listed go to the ``residual`` site of every block, as their papers do):
+
+* ``bam``: one BAM on the trunk at the end of each stage after which the feature map is
+  downsampled, "at each bottleneck of the network" (ResNet: after stages 1-3) (Park et al., BMVC 2018, Sec. 3 and Fig. 1;
+  official code Jongchan/attention-module, MODELS/model_resnet.py: ``bam1..bam3`` after
+  ``layer1..layer3``).
+* ``simam``: right after the 3x3 conv of every bottleneck (official code ZjjConan/SimAM,
+  networks/imagenet/resnet.py). Backbones without bottlenecks (ResNet-18/34, MobileNets) fall back
+  to the ``residual`` site, logged once: neither paper nor code defines a site there.
+* ``gc``: ResNet stages 2-4 ("c3-c5", GCNet's headline setting, Cao et al., Table 2 and Sec. 5.1).
+  Other backbones: every stage, logged once (GCNet reports none).
+
+Not yet established (placement=paper uses the uniform placement for them and says so in the
+log): GAM's configuration per backbone (arXiv 2112.05561 does not state its ratio per table row),
+and the stock SE layout of MobileNetV3 (8 of 15 blocks, width make_divisible(C/4, 8)).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from torch import nn
+
+from attn_bench.attention import BASELINE
+from attn_bench.errors import ConfigError
+from attn_bench.models.placement import available_sites, find_slots, select_slots
+
+PLACEMENTS = ("paper", "uniform")
+
+log = logging.getLogger("attn_bench")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A resolved placement: what ``place_attention`` gets, and what runs record."""
+
+    placement: str
+    site: str = "residual"
+    stages: Any = None  # 1-based stage numbers; None: every stage
+    position: str = "every"
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def as_record(self, model: nn.Module) -> dict[str, Any]:
+        slots = find_slots(model, self.site)
+        all_stages = sorted({s.stage for s in slots})
+        chosen = sorted({s.stage for s in select_slots(slots, self.stages, self.position)})  # validates
+        stages = "all" if chosen == all_stages else chosen
+        return {"placement": self.placement, "site": self.site, "stages": stages, "position": self.position,
+                "args": dict(self.args)}
+
+
+def _downsamples(model: nn.Module, stage: int) -> bool:
+    """The first block of 1-based ``stage`` has stride 2 (ResNet: conv2 or the shortcut; MobileNet: conv_dw)."""
+    first = (getattr(model, f"layer{stage}") if hasattr(model, "layer1") else model.blocks[stage - 1])[0]
+    convs = [m for m in first.modules() if isinstance(m, nn.Conv2d)]
+    return any(max(c.stride) > 1 for c in convs)
+
+
+def _paper_site(attn: str, model: nn.Module, backbone: str) -> str:
+    if attn == "bam":
+        return "stage_end"
+    if attn == "simam":
+        if "mid" in available_sites(model):
+            return "mid"
+        log.info("simam: its paper's site (after a bottleneck's 3x3 conv) does not exist in %s; "
+                 "using the residual site", backbone)
+    return "residual"
+
+
+def _paper_stages(attn: str, model: nn.Module, backbone: str, site: str) -> list[int] | None:
+    stages = sorted({s.stage for s in find_slots(model, site)})
+    if attn == "bam":  # the stage ends after which the trunk is downsampled
+        return [s for s in stages[:-1] if _downsamples(model, s + 1)]
+    if attn == "gc":
+        if hasattr(model, "layer1"):
+            return [2, 3, 4]
+        log.info("gc: GCNet places it in ResNet stages 2-4 only; using every stage of %s", backbone)
+    if attn == "gam":
+        log.info("gam: the paper's configuration per backbone is not established; using the uniform placement")
+    return None
+
+
+def resolve_placement(model: nn.Module, backbone: str, attn: str, placement: str, site: str | None,
+                      stages: Iterable[int] | None, position: str, args: dict[str, Any] | None) -> Placement:
+    """The placement to build: the preset of ``placement`` for ``attn`` with explicit values on top."""
+    if placement not in PLACEMENTS:
+        raise ConfigError(f"unknown model.placement '{placement}'; valid choices: {', '.join(PLACEMENTS)}")
+    if site is not None and site not in available_sites(model):
+        raise ConfigError(f"model.attn_site '{site}' does not exist in {backbone}; its sites: "
+                          f"{', '.join(available_sites(model))}")
+    paper = placement == "paper" and attn != BASELINE
+    resolved_site = site or (_paper_site(attn, model, backbone) if paper else "residual")
+    resolved_stages = stages if stages is not None else (
+        _paper_stages(attn, model, backbone, resolved_site) if paper else None)
+    return Placement(placement, resolved_site, resolved_stages, position, dict(args or {}))

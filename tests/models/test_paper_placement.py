@@ -1,0 +1,122 @@
+"""model.placement=paper: each block at its paper's site and stages, with exact parameter counts;
+the sites put modules where the official code does; uniform keeps today's models."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attn_bench.errors import ConfigError
+from attn_bench.metrics.complexity import count_params
+from attn_bench.models import build_model
+from attn_bench.models.labels import block_label
+
+# ResNet-50, 1000 classes; paper figures: BAM 25.92 M (BAM Table 6), GC c3-c5 r16 add 28.08 M (GCNet Table 2)
+PAPER_RESNET50 = {"none": 25_557_032, "se": 28_088_024, "cbam": 28_089_624, "eca": 25_557_118,
+                  "bam": 25_915_099, "gc": 28_078_773, "simam": 25_557_032, "triplet": 25_561_832}
+
+
+@pytest.mark.parametrize("block, params", PAPER_RESNET50.items())
+def test_paper_placement_parameter_counts_on_resnet50(block, params):
+    assert count_params(build_model("resnet50", block, placement="paper"))["params"] == params
+
+
+def test_uniform_placement_is_the_residual_site_of_every_block():
+    model = build_model("resnet50", "bam", placement="uniform")
+    assert count_params(model)["params"] == 30_771_496
+    assert model.attn_bench_placement == {"placement": "uniform", "site": "residual", "stages": "all",
+                                          "position": "every", "args": {}}
+
+
+def _widths_seen(model, suffix: str) -> dict[str, int]:
+    seen = {}
+    for name, module in model.named_modules():
+        if name.endswith(suffix):
+            module.register_forward_hook(lambda m, i, o, name=name: seen.update({name: (i[0].shape[1], o.shape)}))
+    model.eval()(torch.randn(1, 3, 64, 64))
+    return seen
+
+
+def test_bam_sits_on_the_trunk_after_stages_1_to_3():
+    """Official code: bam1..bam3 after layer1..layer3, on the trunk's width (256, 512, 1024)."""
+    model = build_model("resnet50", "bam", placement="paper")
+    seen = _widths_seen(model, ".attn")
+    assert {k: v[0] for k, v in seen.items()} == {"layer1.attn": 256, "layer2.attn": 512, "layer3.attn": 1024}
+    assert all(type(model.get_submodule(f"layer{i}.{j}").se).__name__ == "Identity" for i in (1, 2) for j in (0, 1))
+    assert model.attn_bench_placement["site"] == "stage_end" and model.attn_bench_placement["stages"] == [1, 2, 3]
+
+
+def test_simam_sits_after_each_bottlenecks_3x3_conv():
+    model = build_model("resnet50", "simam", placement="paper")
+    seen = _widths_seen(model, "conv2.attn")
+    assert len(seen) == 16  # 3 + 4 + 6 + 3 bottlenecks
+    assert seen["layer1.0.conv2.attn"][0] == 64 and seen["layer4.2.conv2.attn"][0] == 512  # the middle width
+    assert type(model.layer1[0].conv2.conv).__name__ == "Conv2d" and model.layer1[0].conv2.conv.kernel_size == (3, 3)
+
+
+def test_simam_on_a_backbone_without_bottlenecks_falls_back_to_the_residual_site(caplog):
+    with caplog.at_level("INFO", logger="attn_bench"):
+        model = build_model("resnet18", "simam", placement="paper")
+    assert model.attn_bench_placement["site"] == "residual"
+    assert "does not exist in resnet18" in caplog.text
+
+
+def test_gc_paper_stages_are_c3_to_c5():
+    model = build_model("resnet50", "gc", placement="paper")
+    assert model.attn_bench_placement["stages"] == [2, 3, 4]
+    assert type(model.layer1[0].se).__name__ == "Identity" and type(model.layer2[0].se).__name__ == "GlobalContext"
+
+
+def test_explicit_settings_override_the_paper_preset():
+    model = build_model("resnet50", "bam", placement="paper", attn_stages=[2], attn_site="stage_end")
+    assert [n for n, _ in model.named_modules() if n.endswith(".attn")] == ["layer2.attn"]
+    model = build_model("resnet50", "gc", placement="paper", attn_stages=[1, 2, 3, 4])
+    assert count_params(model)["params"] == 28_105_032
+
+
+def test_labels_show_the_resolved_placement():
+    record = build_model("resnet50", "bam", placement="paper").attn_bench_placement
+    assert block_label({"attn": "bam"}, None, record) == "bam (site=stage_end, stages=[1, 2, 3])"
+    uniform = build_model("resnet50", "bam", placement="uniform").attn_bench_placement
+    assert block_label({"attn": "bam"}, None, uniform) == "bam"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"placement": "papers"}, "unknown model.placement 'papers'; valid choices: paper, uniform"),
+    ({"attn_site": "mid", "backbone": "resnet18"}, "model.attn_site 'mid' does not exist in resnet18; its sites: residual, stage_end"),
+    ({"attn_site": "middle"}, "model.attn_site 'middle' does not exist in resnet50; its sites: residual, mid, stage_end"),
+    ({"attn_stages": [5]}, "stage(s) [5] have no attention slot; this backbone has stages [1, 2, 3, 4]"),
+])
+def test_bad_placements_are_one_line_errors(kwargs, message):
+    backbone = kwargs.pop("backbone", "resnet50")
+    with pytest.raises(ConfigError) as err:
+        build_model(backbone, "bam", **{"placement": "paper", **kwargs})
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_run_records_and_labels_its_resolved_placement(compose_train, tiny_train, tmp_path):
+    from attn_bench.commands.train import run_training
+
+    metrics = run_training(compose_train(tiny_train + ["model.attn=bam", "trainer.epochs=1", "measure_cost=false"]),
+                           tmp_path / "paper")
+    assert metrics["placement"] == {"placement": "paper", "site": "stage_end", "stages": [1, 2, 3],
+                                    "position": "every", "args": {}}
+    uniform = run_training(compose_train(tiny_train + ["model.attn=bam", "model.placement=uniform", "trainer.epochs=1",
+                                                       "measure_cost=false"]), tmp_path / "uniform")
+    assert uniform["placement"]["site"] == "residual" and uniform["params"] > metrics["params"]
+
+
+def test_the_readme_parity_table_matches_every_published_figure():
+    """scripts/param_table.py --parity: ours (placement=paper) rounds to each paper's published count."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "param_table.py"
+    spec = importlib.util.spec_from_file_location("param_table", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rows = script.parity_rows()
+    assert {r["attn"] for r in rows} >= {"se", "cbam", "bam", "gc", "triplet", "simam", "ca"}
+    for row in rows:
+        assert round(row["params"] / 1e6, 2) == row["published_m"], row
+    readme = (path.parents[1] / "README.md").read_text()
+    assert script.parity_markdown(rows) in readme, "README's parity table is stale: run scripts/param_table.py --parity"
