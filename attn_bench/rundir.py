@@ -92,7 +92,9 @@ def check_same_block(run_dir: Path, block: dict[str, Any]) -> None:
         saved = None
     if saved is None and "source_sha256" not in block:
         return
-    if saved != block:
+    same = ("attn", "source_sha256")  # not the file's path: a moved checkout or another mount is the same code
+    if not isinstance(saved, dict) or any(saved.get(k) != block.get(k) for k in same) \
+            or str(saved.get("class", "")).rpartition(":")[2] != str(block.get("class", "")).rpartition(":")[2]:
         old = (saved or {}).get("source_sha256") or "not recorded"
         raise ConfigError(
             f"run directory '{run_dir}' holds a run of another version of block {block.get('attn')} "

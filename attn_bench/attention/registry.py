@@ -62,10 +62,15 @@ def get_block_class(name: str) -> type[nn.Module]:
     return user.load_class(target)
 
 
+def is_builtin(name: str) -> bool:
+    return name == BASELINE or name in _BLOCKS
+
+
 def block_identity(name: str) -> dict[str, Any]:
     """What a run records about its block: the name as given, the class it resolved to, and, for a
-    block from outside attn-bench, the file and the SHA-256 of its source (built-ins are identified
-    by attn-bench's version, which every run records)."""
+    block from outside attn-bench (a file, a module, a plug-in), the file that defines the class
+    and the SHA-256 of its source (built-ins are identified by attn-bench's version, which every
+    run records)."""
     name = str(name)
     if name == BASELINE:
         return {"attn": name}
@@ -73,11 +78,11 @@ def block_identity(name: str) -> dict[str, Any]:
     if name in _BLOCKS:
         return {"attn": name, "class": target}
     cls = get_block_class(name)  # fails here, in one line, for a spec that does not load
-    path = user.source_file(target)
+    path, digest = user.class_source(cls)
     where = target.rpartition(":")[0]
-    identity = {"attn": name, "class": f"{path if user.is_file_spec(where) else where}:{cls.__name__}"}
-    if path is not None:
-        identity.update(source=str(path), source_sha256=user.source_sha256(target))
+    identity = {"attn": name, "class": f"{path if user.is_file_spec(where) else where}:{cls.__qualname__}"}
+    if digest is not None:
+        identity.update(source=str(path), source_sha256=digest)
     return identity
 
 
@@ -111,13 +116,13 @@ def create_block(name: str, channels: int, **kwargs: Any) -> nn.Module:
 
 def source_tag(name: str) -> str:
     """``@<first hex digits of the source hash>`` for a block identified by its source (a user's
-    block or a plug-in), ``""`` for built-ins and for a spec that cannot be read (its own check
+    block or a plug-in), ``""`` for built-ins and for a spec that cannot be loaded (its own check
     reports that, in one line)."""
-    if name in _BLOCKS or name == BASELINE:
+    if is_builtin(name):
         return ""
     try:
-        digest = user.source_sha256(_target(name))
-    except (ConfigError, OSError):
+        digest = block_identity(name).get("source_sha256")
+    except ConfigError:
         return ""
     return f"@{digest[:user.SHORT_HASH]}" if digest else ""
 
@@ -129,4 +134,4 @@ def tag_sources(overrides: str) -> str:
         value = re.sub(r"\\(.)", r"\1", match.group(2))  # a sweep job's value comes Hydra-escaped
         return match.group(1) + value + source_tag(value)
 
-    return re.sub(r"(?<![^,])(model\.attn=)([^,]+)", tagged, overrides)
+    return re.sub(r"(?<![^,])(\+{0,2}model\.attn=)([^,]+)", tagged, overrides)

@@ -40,12 +40,12 @@ def is_spec(name: str) -> bool:
 
 def plugin_blocks() -> dict[str, str]:
     """Installed plug-in blocks: entry-point name -> ``module:Class``."""
-    return {ep.name: ep.value for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    return {ep.name: f"{ep.module}:{ep.attr}" for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def _split(spec: str) -> tuple[str, str]:
     where, _, class_name = str(spec).rpartition(":")
-    if not where or not class_name.isidentifier():
+    if not where or not all(part.isidentifier() for part in class_name.split(".")):
         raise ConfigError(f"model.attn='{spec}': expected path/to/file.py:ClassName or package.module:ClassName")
     return where, class_name
 
@@ -66,26 +66,16 @@ def _file_path(where: str, spec: str) -> Path:
 def _module_file(module: str, spec: str) -> Path | None:
     """The file of ``module`` without importing it (its parent packages are imported to find it)."""
     try:
-        found = importlib.util.find_spec(module)
+        found = importlib.util.find_spec(module)  # imports the parent packages
     except (ImportError, ValueError) as err:
         raise ConfigError(f"model.attn='{spec}': cannot import '{module}' ({err}); is it installed or on "
                           f"PYTHONPATH?") from None
+    except Exception as err:  # a parent package's own code failed: show its line
+        raise ConfigError(f"model.attn='{spec}': importing it failed at {_error_in(None, err)}") from None
     if found is None:
         raise ConfigError(f"model.attn='{spec}': no module named '{module}'; is it installed or on PYTHONPATH? "
                           f"(a file is written as path/to/file.py:ClassName)")
     return Path(found.origin) if found.origin and Path(found.origin).is_file() else None
-
-
-def source_file(spec: str) -> Path | None:
-    """The file that defines a spec's class (``None`` for a module without a source file)."""
-    where, _ = _split(spec)
-    return _file_path(where, spec) if is_file_spec(where) else _module_file(where, spec)
-
-
-def source_sha256(spec: str) -> str | None:
-    """SHA-256 of the file that defines the spec's class; read without importing anything."""
-    path = source_file(spec)
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None else None
 
 
 def _error_in(path: Path | None, err: BaseException) -> str:
@@ -97,20 +87,44 @@ def _error_in(path: Path | None, err: BaseException) -> str:
 
 
 def _exec_file(path: Path, spec: str) -> ModuleType:
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    """Run the file's exact bytes that were hashed (``__attn_bench_sha256__``): an edit while a run
+    starts can never train one version under another's hash."""
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
     name = f"{_MODULE_PREFIX}.{path.stem.replace('.', '_')}_{digest[:12]}"  # an edited file is a new module
     if name in sys.modules:
         return sys.modules[name]
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(module_spec)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_file_location(name, path))
+    module.__attn_bench_sha256__ = digest
     try:
-        module_spec.loader.exec_module(module)
+        code = compile(data, str(path), "exec")
+        sys.modules[name] = module  # dataclasses and pickling look the module up while it runs
+        exec(code, module.__dict__)
     except SyntaxError as err:
+        sys.modules.pop(name, None)
         raise ConfigError(f"model.attn='{spec}': {err.filename}:{err.lineno}: syntax error: {err.msg}") from None
     except Exception as err:  # the user's own code failed: show their line
+        sys.modules.pop(name, None)
         raise ConfigError(f"model.attn='{spec}': importing it failed at {_error_in(path, err)}") from None
-    sys.modules[name] = module
     return module
+
+
+def class_source(cls: type) -> tuple[Path | None, str | None]:
+    """The file that defines ``cls`` and the SHA-256 of its source: for a ``file.py:Class`` block the
+    bytes that ran; otherwise the defining module's file as it is now (``inspect.getsourcefile``), so
+    a class re-exported by a package's ``__init__`` is identified by the file it is written in.
+    Files the block imports from are not hashed."""
+    module = sys.modules.get(cls.__module__)
+    digest = getattr(module, "__attn_bench_sha256__", None)
+    if digest is not None:
+        return Path(module.__file__), digest
+    try:
+        path = Path(inspect.getsourcefile(cls) or "")
+    except TypeError:  # a built-in or C extension class: no source file
+        return None, None
+    if not path.is_file():
+        return None, None
+    return path.resolve(), hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _import_module(module: str, spec: str) -> ModuleType:
@@ -132,7 +146,9 @@ def load_class(spec: str) -> type[nn.Module]:
     """The class a ``file.py:Class`` or ``module:Class`` spec names, or a one-line ConfigError."""
     where, class_name = _split(spec)
     module = _exec_file(_file_path(where, spec), spec) if is_file_spec(where) else _import_module(where, spec)
-    cls = getattr(module, class_name, None)
+    cls = module
+    for part in class_name.split("."):  # Outer.Inner, as entry points may name it
+        cls = getattr(cls, part, None)
     if cls is None:
         candidates = ", ".join(_module_blocks(module)) or "none"
         raise ConfigError(f"model.attn='{spec}': no class '{class_name}' in {where}; nn.Module classes defined "

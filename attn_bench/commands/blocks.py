@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from attn_bench.attention import block_defaults, block_identity, get_block_class, list_blocks
+from attn_bench.errors import ConfigError
 
 
 def _first_line(text: str | None) -> str:
@@ -22,7 +23,11 @@ def main(argv: list[str]) -> int:
         table.add_column(col)
     table.add_row("none", "-", "baseline: the backbone with every attention slot empty", "")
     for name in list_blocks(include_baseline=False):
-        cls = get_block_class(name)
+        try:
+            cls = get_block_class(name)
+        except ConfigError as err:  # a plug-in that does not load: said in its row, the rest still listed
+            table.add_row(name, "(does not load)", str(err), "")
+            continue
         builtin = cls.__module__.startswith("attn_bench.")
         paper = _first_line(sys.modules[cls.__module__].__doc__) if builtin else _first_line(cls.__doc__)
         label = cls.__name__ if builtin else f"{block_identity(name)['class']} (plug-in)"

@@ -34,7 +34,10 @@ def _parse(argv: list[str]) -> tuple[str, dict]:
         key, sep, value = pair.partition("=")
         if not sep or not key.isidentifier():
             raise ConfigError(f"check-block: '{pair}' is not key=value; {USAGE}")
-        kwargs[key] = yaml.safe_load(value)
+        try:
+            kwargs[key] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"check-block: cannot read the value of '{pair}': {str(err).splitlines()[0]}") from None
     return argv[0], kwargs
 
 
@@ -71,13 +74,24 @@ def _latency(spec: str, kwargs: dict) -> Check:
                  detail + ("; the machine was busy: compare with care" if busy else ""))
 
 
+def _guarded(name: str, measure, spec: str, kwargs: dict) -> Check:
+    """A measurement on a whole backbone; a block that fails there (other widths and sizes than the
+    contract's) fails the check with its error, not the command."""
+    try:
+        return measure(spec, kwargs)
+    except ConfigError as err:
+        return Check(name, False, str(err))
+    except Exception as err:
+        return Check(name, False, f"{type(err).__name__}: {err}")
+
+
 def run_checks(spec: str, kwargs: dict, timing: bool = True) -> list[Check]:
     checks = contract_checks(spec, kwargs)
     if all(c.passed is not False for c in checks):
         checks.append(identity_at_init(construct(spec, CHANNELS[0], kwargs), CHANNELS[0]))
-        checks.append(_cost(spec, kwargs))
+        checks.append(_guarded(f"cost on {COST_BACKBONE} at {IMG} px", _cost, spec, kwargs))
         if timing:
-            checks.append(_latency(spec, kwargs))
+            checks.append(_guarded(f"CPU latency on {LATENCY_BACKBONE} at {IMG} px", _latency, spec, kwargs))
     return checks
 
 

@@ -8,7 +8,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from attn_bench.attention import BASELINE, list_blocks
+from attn_bench.attention import BASELINE
+from attn_bench.attention.registry import is_builtin
 from attn_bench.attention.contract import check_contract
 from attn_bench.config import check_known_keys, shipped_keys
 from attn_bench.errors import ConfigError, check as require
@@ -87,15 +88,16 @@ def check(model_cfg: DictConfig, num_classes: int, img_size: int) -> None:
     check_known_keys(model_cfg, "model", shipped_keys("_model.yaml"), free_form=("attn_args", "timm_kwargs"))
     require(isinstance(img_size, int) and not isinstance(img_size, bool) and img_size >= 1,
             f"img_size={img_size!r} must be a positive integer")
-    own_block = model_cfg.attn != BASELINE and model_cfg.attn not in list_blocks()
+    # A user's block (file, module, plug-in) may not run, or even construct, on the meta device:
+    # the backbone and placement are checked without it, the block on real tensors below.
+    own_block = not is_builtin(str(model_cfg.attn))
     probed = OmegaConf.merge(model_cfg, {"attn": BASELINE, "attn_args": {}}) if own_block else model_cfg
     with torch.device("meta"):
-        model = model_from_config(model_cfg, num_classes, img_size)  # names, arguments, stages
-        # the stride, on a model whose blocks can run on the meta device (a user block may not)
-        model = model_from_config(probed, num_classes, img_size).eval() if own_block else model.eval()
+        model = model_from_config(probed, num_classes, img_size).eval()  # names, arguments, stages
         stride = PROBE_PX // model.forward_features(torch.empty(1, 3, PROBE_PX, PROBE_PX)).shape[-1]
     if own_block:  # its contract, on real tensors for this model's slot widths, before any training
-        channels = tuple(sorted({b.channels for b in find_slots(model)}))
+        site = model_cfg.attn_site or "residual"
+        channels = tuple(sorted({b.channels for b in find_slots(model, site)}))
         check_contract(str(model_cfg.attn), _container(model_cfg.attn_args) or {}, channels)
     stem = resolve_stem(model_cfg.stem, img_size)
     require(img_size >= stride,

@@ -260,3 +260,54 @@ def test_a_sweep_mixing_builtins_and_a_file_block_reports_its_row(tmp_path):
     table = (tmp_path / "report" / "report.md").read_text()
     blocks = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "---" not in line]
     assert sorted(blocks[1:]) == sorted(["none", f"SRMGate@{sha}"]), table
+
+
+def test_the_hash_is_of_the_file_that_defines_the_class(tmp_path, monkeypatch):
+    """A package re-exporting its block from __init__: editing the block's own file changes the hash."""
+    package = tmp_path / "relab"
+    attention = write_block(package, name="attention.py")
+    (package / "__init__.py").write_text("from .attention import SRMGate\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    identity = block_identity("relab:SRMGate")
+    assert identity["source"] == str(attention.resolve())
+    assert identity["source_sha256"] == hashlib.sha256(attention.read_bytes()).hexdigest()
+
+
+def test_a_plugin_that_does_not_load_is_listed_as_such(monkeypatch, capsys):
+    points = importlib.metadata.EntryPoints([importlib.metadata.EntryPoint(
+        name="ghost", value="no_such_plugin_pkg.gates:Gate", group="attn_bench.blocks")])
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda **kw: points if kw.get("group") == "attn_bench.blocks" else real(**kw))
+    monkeypatch.setenv("COLUMNS", "250")
+    assert main(["blocks"]) == 0
+    out = capsys.readouterr().out
+    assert "ghost" in out and "does not load" in out and " se " in out
+
+
+def test_source_tags_follow_every_spelling_of_the_override(tmp_path, monkeypatch):
+    from attn_bench.attention.registry import tag_sources
+
+    monkeypatch.chdir(tmp_path)
+    sha = hashlib.sha256(write_block(tmp_path).read_bytes()).hexdigest()[:6]
+    for given in ("model.attn=my_blocks.py:SRMGate", "++model.attn=my_blocks.py:SRMGate",
+                  "model.attn=my_blocks.py\\:SRMGate"):
+        assert tag_sources(f"data.x=1,{given},seed=0").split(",")[1].endswith(f"my_blocks.py:SRMGate@{sha}"), given
+    assert tag_sources("model.attn=se,seed=0") == "model.attn=se,seed=0"
+    assert tag_sources("model.attn=missing.py:Gate") == "model.attn=missing.py:Gate"  # its own check says why
+
+
+def test_the_same_source_at_another_path_is_the_same_block(tmp_path):
+    from attn_bench.rundir import BLOCK_FILE, check_same_block
+
+    block = {"attn": "my_blocks.py:G", "class": "/a/my_blocks.py:G", "source": "/a/my_blocks.py", "source_sha256": "ab" * 32}
+    (tmp_path / BLOCK_FILE).write_text(json.dumps(block))
+    check_same_block(tmp_path, {**block, "class": "/b/my_blocks.py:G", "source": "/b/my_blocks.py"})
+    with pytest.raises(ConfigError, match="another version of block"):
+        check_same_block(tmp_path, {**block, "source_sha256": "cd" * 32})
+
+
+def test_check_block_refuses_a_value_it_cannot_read(capsys):
+    assert main(["check-block", "se", "rd_ratio=[1,"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot read the value of 'rd_ratio=[1,'" in err
