@@ -22,17 +22,19 @@ TRAIN = "attn_bench.commands.train.app"
 
 def register() -> None:
     """What Hydra needs from attn-bench before an app starts: the ``ab_dirname`` resolver of
-    ``configs/hydra/default.yaml`` and the ``gpu_queue`` launcher class. Hydra's own plugin scan
+    ``configs/hydra/default.yaml``, the ``gpu_queue`` launcher class and our shell completions. Hydra's own plugin scan
     finds the launcher in a regular install but not in an editable one, hence by hand."""
     from hydra.core.plugins import Plugins
     from omegaconf import OmegaConf
 
     from attn_bench.attention.registry import tag_sources
+    from attn_bench.commands import completion
     from attn_bench.rundir import dirname_for
     from hydra_plugins.attn_bench_launcher import submitit
     from hydra_plugins.attn_bench_launcher.gpu_queue import GpuQueueLauncher
 
     OmegaConf.register_new_resolver("ab_dirname", lambda overrides: dirname_for(tag_sources(overrides)), replace=True)
+    completion.install(SUBCOMMANDS)
     Plugins.instance().register(GpuQueueLauncher)
     if submitit.LocalLauncher is not None:  # the optional submitit launchers, with attn-bench's sweep layout
         Plugins.instance().register(submitit.AttnBenchLocalLauncher)

@@ -97,3 +97,21 @@ def test_a_run_prints_what_it_measured_and_lands_in_its_named_directory(tmp_path
     assert (run_dir / "metrics.json").exists(), sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert "trainer.progress" not in run_dir.name  # keys that do not change results stay out of the name
 
+
+
+@pytest.mark.parametrize("line, expected, absent", [
+    ("attn-bench model.attn=", {"model.attn=none", "model.attn=se", "model.attn=gam", "model.attn=triplet"}, set()),
+    ("attn-bench -m model.attn=none,c", {"model.attn=none,ca", "model.attn=none,cbam"}, {"model.attn=none,se"}),
+    ("attn-bench ", {"blocks", "check-block", "profile", "report", "model=", "data="}, set()),
+    ("attn-bench pro", {"profile"}, {"report"}),
+    ("attn-bench data=", {"data=cifar10", "data=synthetic"}, set()),  # Hydra's own completion still works
+])
+def test_shell_completion_knows_blocks_and_subcommands(line, expected, absent, monkeypatch, capsys):
+    """Through Hydra's completion entry point (what `eval "$(attn-bench -sc install=bash)"` calls)."""
+    monkeypatch.setenv("COMP_LINE", line)
+    try:
+        main(["-sc", "query=bash"])
+    except SystemExit as exit_info:
+        assert not exit_info.code
+    offered = set(capsys.readouterr().out.split())
+    assert expected <= offered and not absent & offered, offered
