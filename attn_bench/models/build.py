@@ -57,7 +57,7 @@ def build_model(
         use_small_stem(model)
     where = resolve_placement(model, backbone, attn, placement, attn_site, attn_stages, attn_position, attn_args)
     record = where.as_record(model)  # before placing: the slots are read from the plain backbone
-    place_attention(model, attn, where.args, where.stages, where.position, where.site)
+    place_attention(model, attn, where.args, where.stages, where.position, where.site, where.only, where.slot_args)
     model.attn_bench_placement = record
     return model
 

@@ -40,6 +40,8 @@ def block_label(model: dict[str, Any], block: dict[str, Any] | None = None,
         settings.append(f"stages={list(stages)}")
     if position != "every":
         settings.append(f"position={position}")
+    if placement and placement.get("layout"):
+        settings.append(placement["layout"])
     return _with_settings(name, settings)
 
 

@@ -161,9 +161,12 @@ def place_attention(
     stages: Iterable[int] | None = None,
     position: str = "every",
     site: str = "residual",
+    only: Iterable[str] | None = None,
+    slot_args: dict[str, dict[str, Any]] | None = None,
 ) -> list[Slot]:
     """Put block ``attn`` into the selected slots of ``site`` and clear every residual slot that
-    did not get one.
+    did not get one. ``only`` narrows the selection to these slot paths (a stock layout);
+    ``slot_args`` gives per-slot arguments, under ``attn_args``.
 
     Clearing matters for MobileNetV3, whose own SE would otherwise stay in the baseline
     and in every comparison. Returns the slots that received a block.
@@ -171,13 +174,14 @@ def place_attention(
     residual = find_slots(model)
     slots = find_slots(model, site)
     selected = select_slots(slots, stages, position)  # validated for 'none' too
-    chosen = [] if attn == BASELINE else selected
+    chosen = [] if attn == BASELINE else [s for s in selected if only is None or s.path in set(only)]
     if attn == BASELINE:
         create_block(BASELINE, 1, **(attn_args or {}))  # rejects arguments given to 'none'
     for slot in residual:
         model.get_submodule(slot.path).se = nn.Identity()
     for slot in chosen:
-        _insert(model, slot, create_block(attn, slot.channels, **(attn_args or {})))
+        args = {**(slot_args or {}).get(slot.path, {}), **(attn_args or {})}
+        _insert(model, slot, create_block(attn, slot.channels, **args))
     setattr(model, _PLACED_ATTR, tuple(chosen))
     return chosen
 

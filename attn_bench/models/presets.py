@@ -15,9 +15,12 @@ Paper placements (blocks not listed go to the ``residual`` site of every block, 
 * ``gc``: ResNet stages 2-4 ("c3-c5", GCNet's headline setting, Cao et al., Table 2 and Sec. 5.1).
   Other backbones: every stage, logged once (GCNet reports none).
 
-Not yet established (placement=paper uses the uniform placement for them and says so in the
-log): GAM's configuration per backbone (arXiv 2112.05561 does not state its ratio per table row),
-and the stock SE layout of MobileNetV3 (8 of 15 blocks, width make_divisible(C/4, 8)).
+* ``se`` on a backbone that ships its own SE (MobileNetV3): the stock layout, exactly (the blocks
+  timm's model has SE in, each SE's width and hard-sigmoid gate read from timm's own module;
+  Howard et al. 2019, Table 1/2: 8 of 15 blocks in MobileNetV3-Large).
+
+Not yet established (placement=paper uses the uniform placement for it and says so in the log):
+GAM's configuration per backbone (arXiv 2112.05561 does not state its ratio per table row).
 """
 from __future__ import annotations
 
@@ -45,14 +48,20 @@ class Placement:
     stages: Any = None  # 1-based stage numbers; None: every stage
     position: str = "every"
     args: dict[str, Any] = field(default_factory=dict)
+    only: tuple[str, ...] | None = None  # the slot paths of a stock layout
+    slot_args: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_record(self, model: nn.Module) -> dict[str, Any]:
         slots = find_slots(model, self.site)
         all_stages = sorted({s.stage for s in slots})
-        chosen = sorted({s.stage for s in select_slots(slots, self.stages, self.position)})  # validates
-        stages = "all" if chosen == all_stages else chosen
-        return {"placement": self.placement, "site": self.site, "stages": stages, "position": self.position,
-                "args": dict(self.args)}
+        selected = select_slots(slots, self.stages, self.position)  # validates
+        chosen = sorted({s.stage for s in selected if self.only is None or s.path in self.only})
+        stages = "all" if chosen == all_stages and self.only is None else chosen
+        record = {"placement": self.placement, "site": self.site, "stages": stages, "position": self.position,
+                  "args": dict(self.args)}
+        if self.only is not None:
+            record["layout"] = f"stock SE blocks ({len(self.only)} of {len(slots)})"
+        return record
 
 
 def _downsamples(model: nn.Module, stage: int) -> bool:
@@ -60,6 +69,17 @@ def _downsamples(model: nn.Module, stage: int) -> bool:
     first = (getattr(model, f"layer{stage}") if hasattr(model, "layer1") else model.blocks[stage - 1])[0]
     convs = [m for m in first.modules() if isinstance(m, nn.Conv2d)]
     return any(max(c.stride) > 1 for c in convs)
+
+
+def _stock_se(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """The SE timm's backbone ships (MobileNetV3): slot path -> our SE's arguments for the same module."""
+    layout = {}
+    for slot in find_slots(model):
+        se = model.get_submodule(slot.path).se
+        if hasattr(se, "conv_reduce"):
+            gate = "hard_sigmoid" if isinstance(se.gate, nn.Hardsigmoid) else "sigmoid"
+            layout[slot.path] = {"rd_channels": se.conv_reduce.out_channels, "gate_layer": gate}
+    return layout
 
 
 def _paper_site(attn: str, model: nn.Module, backbone: str) -> str:
@@ -95,6 +115,9 @@ def resolve_placement(model: nn.Module, backbone: str, attn: str, placement: str
         raise ConfigError(f"model.attn_site '{site}' does not exist in {backbone}; its sites: "
                           f"{', '.join(available_sites(model))}")
     paper = placement == "paper" and attn != BASELINE
+    if paper and attn == "se" and site is None and stages is None and not args and _stock_se(model):
+        layout = _stock_se(model)
+        return Placement(placement, "residual", None, position, {}, tuple(layout), layout)
     resolved_site = site or (_paper_site(attn, model, backbone) if paper else "residual")
     resolved_stages = stages if stages is not None else (
         _paper_stages(attn, model, backbone, resolved_site) if paper else None)

@@ -120,3 +120,24 @@ def test_the_readme_parity_table_matches_every_published_figure():
         assert round(row["params"] / 1e6, 2) == row["published_m"], row
     readme = (path.parents[1] / "README.md").read_text()
     assert script.parity_markdown(rows) in readme, "README's parity table is stale: run scripts/param_table.py --parity"
+
+
+def test_se_on_mobilenetv3_is_the_stock_network_parameter_for_parameter():
+    """placement=paper for se on MobileNetV3-Large: SE in the 8 blocks timm's model has it in, same
+    widths and gate; with timm's weights copied in, the outputs are identical."""
+    import timm
+
+    model = build_model("mobilenetv3_large_100", "se", placement="paper")
+    stock = timm.create_model("mobilenetv3_large_100")
+    assert count_params(model)["params"] == sum(p.numel() for p in stock.parameters()) == 5_483_032
+    renamed = {k.replace("se.conv_reduce", "se.fc1").replace("se.conv_expand", "se.fc2"): v
+               for k, v in stock.state_dict().items()}
+    assert model.load_state_dict(renamed, strict=True)  # every tensor name and shape matches
+    x = torch.randn(2, 3, 96, 96)
+    assert torch.equal(model.eval()(x), stock.eval()(x))
+    assert model.attn_bench_placement["layout"] == "stock SE blocks (8 of 15)"
+    assert block_label({"attn": "se"}, None, model.attn_bench_placement) == \
+        "se (stages=[3, 5, 6], stock SE blocks (8 of 15))"
+    # uniform: our SE (r=16) in all 15 blocks, like for like with every other block
+    assert len([m for m in build_model("mobilenetv3_large_100", "se").modules()
+                if type(m).__name__ == "SqueezeExcite"]) == 15
