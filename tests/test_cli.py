@@ -61,6 +61,8 @@ def test_unknown_names_list_the_valid_choices(args, fragments, capsys):
     ("data.img_size=64", "synthetic images are 32x32; data.img_size=64 is not supported"),
     ("data.eval_subset_per_class=0", "data.eval_subset_per_class must be a positive integer or null"),
     ("trainer.log_every_steps=0.5", "trainer.log_every_steps must be an integer"),
+    ("model.placement=papers", "unknown model.placement 'papers'; valid choices: paper, uniform"),
+    ("model.attn_site=mid", "model.attn_site 'mid' does not exist in resnet18; its sites: residual, stage_end"),
 ])
 def test_invalid_values_are_rejected_before_training(override, fragment, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ATTN_BENCH_OUTPUTS", str(tmp_path))

@@ -35,6 +35,14 @@ from attn_bench.errors import ConfigError
 from attn_bench.models.placement import available_sites, find_slots, select_slots
 
 PLACEMENTS = ("paper", "uniform")
+# what placement=paper does per block, in words (`attn-bench blocks`); every other block: residual, all blocks
+PAPER_WHERE = {
+    "bam": "stage_end, after each stage followed by downsampling (ResNet: 1-3)",
+    "simam": "mid (after a bottleneck's 3x3 conv); residual without bottlenecks",
+    "gc": "residual, ResNet stages 2-4 (c3-c5)",
+    "se": "residual, all blocks; MobileNetV3: its stock SE layout",
+    "gam": "residual, all blocks (paper configuration not established)",
+}
 
 log = logging.getLogger("attn_bench")
 
