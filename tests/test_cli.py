@@ -98,6 +98,8 @@ def test_a_run_prints_what_it_measured_and_lands_in_its_named_directory(tmp_path
     run_dir = tmp_path / "runs" / "data.test_size=100,data.train_size=300,trainer.batch_size=50,trainer.epochs=1"
     assert (run_dir / "metrics.json").exists(), sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert "trainer.progress" not in run_dir.name  # keys that do not change results stay out of the name
+    # what to run next, with the real paths
+    assert f"next: tensorboard --logdir {run_dir}" in out and f"attn-bench report {tmp_path / 'runs'}" in out
 
 
 
@@ -117,3 +119,10 @@ def test_shell_completion_knows_blocks_and_subcommands(line, expected, absent, m
         assert not exit_info.code
     offered = set(capsys.readouterr().out.split())
     assert expected <= offered and not absent & offered, offered
+
+
+@pytest.mark.parametrize("argv", [["-m", "model.attn=none,se", "--cfg", "hydra"], ["--info", "-c", "job"]])
+def test_two_hydra_modes_are_one_line_not_a_traceback(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot be combined" in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from pathlib import Path
 
 from rich.console import Console
 
@@ -60,6 +61,21 @@ def print_run_summary(record: RunRecord) -> None:
     for name, value in rows:
         table.add_row(name, value)
     Console().print(table)
+    runs = Path(record.run_dir).parent
+    print(f"next: tensorboard --logdir {record.run_dir}\n"
+          f"      attn-bench report {runs}   (compares every run under it)")
+
+
+# Hydra's run modes: more than one on a command line is a usage error (Hydra raises a ValueError)
+MODE_FLAGS = {"-m": "-m/--multirun", "--multirun": "-m/--multirun", "-c": "--cfg", "--cfg": "--cfg",
+              "-i": "--info", "--info": "--info", "-sc": "--shell-completion", "--shell-completion": "--shell-completion"}
+
+
+def check_modes(argv: list[str]) -> None:
+    modes = sorted({MODE_FLAGS[a] for a in argv if a in MODE_FLAGS})
+    if len(modes) > 1:
+        raise ConfigError(f"{' and '.join(modes)} cannot be combined: give one of -m/--multirun, --cfg, --info, "
+                          f"--shell-completion")
 
 
 def main(argv: list[str]) -> int:
@@ -69,6 +85,7 @@ def main(argv: list[str]) -> int:
 
     from attn_bench.commands.train.run import run_training
 
+    check_modes(argv)
     check_overrides(argv)
 
     @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")
