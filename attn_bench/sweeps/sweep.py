@@ -52,8 +52,11 @@ def check_sweep_dir(sweep_dir: Path) -> None:
 # A job runs the attn-bench the sweep runs. `python -m attn_bench` would put the working directory
 # first on sys.path, so a sweep started from a source checkout with a regular (non-editable)
 # install would run the checkout's package in its jobs, which has no attn_bench.configs.
+# The working directory joins sys.path only once attn_bench is imported: a checkout's attn_bench/
+# (no configs in it) must not shadow the installed package, while a user's module there
+# (model.attn=mymod:Gate) must still import, as it did in the launcher.
 JOB_BOOTSTRAP = ("import sys; sys.path = [p for p in sys.path if p not in ('', '.')]; "
-                 "from attn_bench.cli import main; sys.exit(main())")
+                 "from attn_bench.cli import main; sys.path.append(''); sys.exit(main())")
 
 
 def job_command(job: Job) -> list[str]:

@@ -249,8 +249,11 @@ def test_results_follow_the_blocks_source(tmp_path):
 
 
 def test_a_sweep_mixing_builtins_and_a_file_block_reports_its_row(tmp_path):
+    """A built-in, a file block and a module block from the working directory, in one sweep."""
     write_block(tmp_path)
-    swept = run_cli(tmp_path, "-m", "model.attn=none,my_blocks.py:SRMGate", "seed=0", *TINY_CLI)
+    module_sha = hashlib.sha256(write_block(tmp_path, SRM_GATE.replace("class SRMGate", "class OtherGate"),
+                                            "other_gates.py").read_bytes()).hexdigest()[:6]
+    swept = run_cli(tmp_path, "-m", "model.attn=none,my_blocks.py:SRMGate,other_gates:OtherGate", "seed=0", *TINY_CLI)
     assert swept.returncode == 0, swept.stderr[-3000:]
     (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
     sha = hashlib.sha256((tmp_path / "my_blocks.py").read_bytes()).hexdigest()[:6]
@@ -259,7 +262,7 @@ def test_a_sweep_mixing_builtins_and_a_file_block_reports_its_row(tmp_path):
     assert report.returncode == 0, report.stderr
     table = (tmp_path / "report" / "report.md").read_text()
     blocks = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "---" not in line]
-    assert sorted(blocks[1:]) == sorted(["none", f"SRMGate@{sha}"]), table
+    assert sorted(blocks[1:]) == sorted(["none", f"SRMGate@{sha}", f"OtherGate@{module_sha}"]), table
 
 
 def test_the_hash_is_of_the_file_that_defines_the_class(tmp_path, monkeypatch):
