@@ -5,6 +5,7 @@ all compose from :data:`CONFIG_MODULE`; only :func:`compose` talks to Hydra's co
 """
 from __future__ import annotations
 
+import re
 from importlib import resources
 from typing import Any
 
@@ -60,3 +61,9 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     if not isinstance(node, dict):
         return {prefix[:-1]: node}
     return {k: v for key, value in node.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
+
+
+def unescape_override(value: str) -> str:
+    """An override value as Hydra's parser reads it: a sweep hands each job its values escaped
+    (``my_blocks.py\\:Gate``), and the backslash is not part of the value."""
+    return re.sub(r"\\(.)", r"\1", value)

@@ -41,7 +41,8 @@ def _first_arg_check(spec: str) -> Check:
                  "yes" if ok else f"its first argument is {first}; the contract is Block(channels, **attn_args)")
 
 
-def _error(err: BaseException) -> str:
+def describe_error(err: BaseException) -> str:
+    """One line for a failure inside a user's block: our message, or the exception's type and text."""
     return str(err) if isinstance(err, ConfigError) else f"{type(err).__name__}: {err}"
 
 
@@ -52,7 +53,7 @@ def construct(spec: str, channels: int, kwargs: dict[str, Any]) -> nn.Module:
     except ConfigError:
         raise
     except Exception as err:
-        raise ConfigError(f"{spec}({channels}, **{kwargs}) failed: {_error(err)}") from None
+        raise ConfigError(f"{spec}({channels}, **{kwargs}) failed: {describe_error(err)}") from None
 
 
 def _run(name: str, fn: Callable[[], str]) -> Check:
@@ -61,7 +62,7 @@ def _run(name: str, fn: Callable[[], str]) -> Check:
     except AssertionError as err:
         return Check(name, False, str(err))
     except Exception as err:
-        return Check(name, False, _error(err))
+        return Check(name, False, describe_error(err))
 
 
 def _shapes(block_for: Callable[[int], nn.Module], channels: tuple[int, ...]) -> str:

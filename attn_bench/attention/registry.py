@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from attn_bench.attention import user
+from attn_bench.config import unescape_override
 from attn_bench.errors import ConfigError
 
 _BLOCKS: dict[str, str] = {
@@ -124,14 +125,14 @@ def source_tag(name: str) -> str:
         digest = block_identity(name).get("source_sha256")
     except ConfigError:
         return ""
-    return f"@{digest[:user.SHORT_HASH]}" if digest else ""
+    return user.hash_tag(digest) if digest else ""
 
 
 def tag_sources(overrides: str) -> str:
     """Hydra's ``k=v,k=v`` override string with each ``model.attn`` value followed by its
     :func:`source_tag`: directory names follow the block's source, so an edited block gets a new run."""
     def tagged(match: re.Match) -> str:
-        value = re.sub(r"\\(.)", r"\1", match.group(2))  # a sweep job's value comes Hydra-escaped
+        value = unescape_override(match.group(2))
         return match.group(1) + value + source_tag(value)
 
     return re.sub(r"(?<![^,])(\+{0,2}model\.attn=)([^,]+)", tagged, overrides)

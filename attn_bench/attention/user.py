@@ -33,6 +33,11 @@ SHORT_HASH = 6  # hex digits of the source hash shown in labels and directory na
 log = logging.getLogger("attn_bench")
 
 
+def hash_tag(digest: str) -> str:
+    """``@3f2a9c``: how a source hash appears in directory names, row labels and HParams."""
+    return f"@{digest[:SHORT_HASH]}"
+
+
 def is_spec(name: str) -> bool:
     """``file.py:Class`` or ``module:Class`` rather than a registered name."""
     return ":" in str(name)

@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from attn_bench.attention import block_defaults, block_identity, get_block_class, list_blocks
+from attn_bench.attention.registry import is_builtin
 from attn_bench.errors import ConfigError
 from attn_bench.models.presets import PAPER_WHERE
 
@@ -31,7 +32,7 @@ def main(argv: list[str]) -> int:
         except ConfigError as err:  # a plug-in that does not load: said in its row, the rest still listed
             table.add_row(name, "(does not load)", str(err), "", "")
             continue
-        builtin = cls.__module__.startswith("attn_bench.")
+        builtin = is_builtin(name)
         paper = _first_line(sys.modules[cls.__module__].__doc__) if builtin else _first_line(cls.__doc__)
         label = cls.__name__ if builtin else f"{block_identity(name)['class']} (plug-in)"
         defaults = ", ".join(f"{k}={v!r}" for k, v in block_defaults(name).items())

@@ -15,7 +15,9 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from attn_bench.attention.contract import CHANNELS, Check, construct, contract_checks, identity_at_init
+from attn_bench.attention.contract import (
+    CHANNELS, Check, construct, contract_checks, describe_error, identity_at_init,
+)
 from attn_bench.attention.registry import block_identity
 from attn_bench.errors import ConfigError
 from attn_bench.metrics.complexity import count_ops, count_params
@@ -24,6 +26,14 @@ from attn_bench.models import build_model
 
 USAGE = "usage: attn-bench check-block SPEC [key=value ...]  (SPEC: a block name, file.py:Class or module:Class)"
 COST_BACKBONE, LATENCY_BACKBONE, IMG = "resnet50", "resnet18", 224
+COST_CHECK = f"cost on {COST_BACKBONE} at {IMG} px"
+LATENCY_CHECK = f"CPU latency on {LATENCY_BACKBONE} at {IMG} px"
+
+
+def _compared(backbone: str, spec: str, kwargs: dict):
+    """(name, model) for no block, SE (the reference) and the block under test, on ``backbone``."""
+    for name, args in (("none", None), ("se", None), (spec, kwargs or None)):
+        yield name, build_model(backbone, name, 1000, attn_args=args)
 
 
 def _parse(argv: list[str]) -> tuple[str, dict]:
@@ -42,10 +52,8 @@ def _parse(argv: list[str]) -> tuple[str, dict]:
 
 
 def _cost(spec: str, kwargs: dict) -> Check:
-    rows = {}
-    for name, args in (("none", None), ("se", None), (spec, kwargs or None)):
-        model = build_model(COST_BACKBONE, name, 1000, attn_args=args)
-        rows[name] = (count_params(model)["params"], count_ops(model, IMG))
+    rows = {name: (count_params(model)["params"], count_ops(model, IMG))
+            for name, model in _compared(COST_BACKBONE, spec, kwargs)}
     base_params, base_ops = rows["none"]
     params, ops = rows[spec]
     se_params, se_ops = rows["se"]
@@ -53,16 +61,14 @@ def _cost(spec: str, kwargs: dict) -> Check:
               f"+{(ops.flops - base_ops.flops) / 1e6:,.1f} M FLOPs (SE: +{se_params - base_params:,}, "
               f"+{(se_ops.macs - base_ops.macs) / 1e6:,.1f} M, +{(se_ops.flops - base_ops.flops) / 1e6:,.1f} M)")
     if ops.uncounted_ops:
-        return Check(f"cost on {COST_BACKBONE} at {IMG} px", False,
-                     detail + "; ops with no FLOP formula (not counted): " + ", ".join(ops.uncounted_ops))
-    return Check(f"cost on {COST_BACKBONE} at {IMG} px", True, detail)
+        return Check(COST_CHECK, False, detail + "; ops with no FLOP formula (not counted): " + ", ".join(ops.uncounted_ops))
+    return Check(COST_CHECK, True, detail)
 
 
 def _latency(spec: str, kwargs: dict) -> Check:
     plan = TimingPlan(warmup=2, warmup_s=0.5, min_repeats=5, repeats=20, budget_s=3.0)
     medians, busy = {}, False
-    for name, args in (("none", None), ("se", None), (spec, kwargs or None)):
-        model = build_model(LATENCY_BACKBONE, name, 1000, attn_args=args)
+    for name, model in _compared(LATENCY_BACKBONE, spec, kwargs):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", BusyDeviceWarning)
             result = measure_latency(model, IMG, "cpu", plan=plan)
@@ -70,8 +76,7 @@ def _latency(spec: str, kwargs: dict) -> Check:
     base = medians["none"]
     detail = (f"{100 * (medians[spec] / base - 1):+.1f} % ({medians[spec]:.1f} ms vs {base:.1f} ms without a block; "
               f"SE {100 * (medians['se'] / base - 1):+.1f} %), batch 1, median")
-    return Check(f"CPU latency on {LATENCY_BACKBONE} at {IMG} px", None,
-                 detail + ("; the machine was busy: compare with care" if busy else ""))
+    return Check(LATENCY_CHECK, None, detail + ("; the machine was busy: compare with care" if busy else ""))
 
 
 def _guarded(name: str, measure, spec: str, kwargs: dict) -> Check:
@@ -79,19 +84,17 @@ def _guarded(name: str, measure, spec: str, kwargs: dict) -> Check:
     contract's) fails the check with its error, not the command."""
     try:
         return measure(spec, kwargs)
-    except ConfigError as err:
-        return Check(name, False, str(err))
     except Exception as err:
-        return Check(name, False, f"{type(err).__name__}: {err}")
+        return Check(name, False, describe_error(err))
 
 
 def run_checks(spec: str, kwargs: dict, timing: bool = True) -> list[Check]:
     checks = contract_checks(spec, kwargs)
     if all(c.passed is not False for c in checks):
         checks.append(identity_at_init(construct(spec, CHANNELS[0], kwargs), CHANNELS[0]))
-        checks.append(_guarded(f"cost on {COST_BACKBONE} at {IMG} px", _cost, spec, kwargs))
+        checks.append(_guarded(COST_CHECK, _cost, spec, kwargs))
         if timing:
-            checks.append(_guarded(f"CPU latency on {LATENCY_BACKBONE} at {IMG} px", _latency, spec, kwargs))
+            checks.append(_guarded(LATENCY_CHECK, _latency, spec, kwargs))
     return checks
 
 

@@ -96,8 +96,7 @@ def check(model_cfg: DictConfig, num_classes: int, img_size: int) -> None:
         model = model_from_config(probed, num_classes, img_size).eval()  # names, arguments, stages
         stride = PROBE_PX // model.forward_features(torch.empty(1, 3, PROBE_PX, PROBE_PX)).shape[-1]
     if own_block:  # its contract, on real tensors for this model's slot widths, before any training
-        site = model_cfg.attn_site or "residual"
-        channels = tuple(sorted({b.channels for b in find_slots(model, site)}))
+        channels = tuple(sorted({b.channels for b in find_slots(model, model.attn_bench_placement["site"])}))
         check_contract(str(model_cfg.attn), _container(model_cfg.attn_args) or {}, channels)
     stem = resolve_stem(model_cfg.stem, img_size)
     require(img_size >= stride,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from attn_bench.attention import BASELINE
-from attn_bench.attention.user import SHORT_HASH
+from attn_bench.attention.user import hash_tag
 
 
 def _with_settings(name: str, settings: list[str]) -> str:
@@ -27,7 +27,7 @@ def block_label(model: dict[str, Any], block: dict[str, Any] | None = None,
     if name == BASELINE:
         return name
     if block and block.get("source_sha256"):
-        name = f"{name.rpartition(':')[2]}@{block['source_sha256'][:SHORT_HASH]}"
+        name = name.rpartition(":")[2] + hash_tag(block["source_sha256"])
     if placement:
         args, site, stages, position = placement["args"], placement["site"], placement["stages"], placement["position"]
     else:

@@ -174,7 +174,8 @@ def place_attention(
     residual = find_slots(model)
     slots = find_slots(model, site)
     selected = select_slots(slots, stages, position)  # validated for 'none' too
-    chosen = [] if attn == BASELINE else [s for s in selected if only is None or s.path in set(only)]
+    allowed = None if only is None else set(only)
+    chosen = [] if attn == BASELINE else [s for s in selected if allowed is None or s.path in allowed]
     if attn == BASELINE:
         create_block(BASELINE, 1, **(attn_args or {}))  # rejects arguments given to 'none'
     for slot in residual:

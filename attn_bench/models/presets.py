@@ -123,9 +123,9 @@ def resolve_placement(model: nn.Module, backbone: str, attn: str, placement: str
         raise ConfigError(f"model.attn_site '{site}' does not exist in {backbone}; its sites: "
                           f"{', '.join(available_sites(model))}")
     paper = placement == "paper" and attn != BASELINE
-    if paper and attn == "se" and site is None and stages is None and not args and _stock_se(model):
-        layout = _stock_se(model)
-        return Placement(placement, "residual", None, position, {}, tuple(layout), layout)
+    stock = _stock_se(model) if paper and attn == "se" and site is None and stages is None and not args else {}
+    if stock:
+        return Placement(placement, "residual", None, position, {}, tuple(stock), stock)
     resolved_site = site or (_paper_site(attn, model, backbone) if paper else "residual")
     resolved_stages = stages if stages is not None else (
         _paper_stages(attn, model, backbone, resolved_site) if paper else None)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from attn_bench.config import CONFIG_GROUPS, CONFIG_MODULE, group_options
+from attn_bench.config import CONFIG_GROUPS, CONFIG_MODULE, group_options, unescape_override
 from attn_bench.errors import ConfigError, fail
 from attn_bench.models.labels import backbone_label, block_label
 from attn_bench.rundir import RunRecord
@@ -27,8 +27,7 @@ def check_overrides(overrides: list[str]) -> None:
         sweep_fn = re.fullmatch(r"(\w+)\((.*)\)", value.strip())
         if sweep_fn and sweep_fn.group(1) in ("range", "interval", "glob"):
             continue  # not a list of names; Hydra and the run's own checks handle these
-        # a sweep hands each job its value in Hydra's escaped form (my_blocks.py\:Gate)
-        values = [re.sub(r"\\(.)", r"\1", v.strip()) for v in (sweep_fn.group(2) if sweep_fn else value).split(",")]
+        values = [unescape_override(v.strip()) for v in (sweep_fn.group(2) if sweep_fn else value).split(",")]
         if key in CONFIG_GROUPS:
             valid = group_options(key)
             bad = [v for v in values if v not in valid and v != "null"]

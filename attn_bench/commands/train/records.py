@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from attn_bench.attention.user import hash_tag
 from attn_bench.metrics.complexity import count_params
-from attn_bench.attention.user import SHORT_HASH
 from attn_bench.rundir import RunRecord
 from attn_bench.training.distributed import DistInfo
 from attn_bench.training.trainer import TrainState
@@ -77,7 +77,7 @@ def hparams(cfg: DictConfig, record: RunRecord) -> tuple[dict[str, Any], dict[st
         values.update(placement=record.placement["placement"], attn_site=record.placement["site"],
                       attn_stages=str(record.placement["stages"]))
     if record.block and record.block.get("source_sha256"):  # a user's block: which version of it
-        values["attn"] = f"{values['attn']}@{record.block['source_sha256'][:SHORT_HASH]}"
+        values["attn"] += hash_tag(record.block["source_sha256"])
     results = {"hparam/top1": record.final["top1"], "hparam/top5": record.final["top5"],
                "hparam/best_top1": record.best["top1"], "hparam/params_m": record.params / 1e6,
                "hparam/train_img_per_s": record.train_img_per_s, "hparam/peak_memory_mb": record.peak_memory_mb}

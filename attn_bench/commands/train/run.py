@@ -83,22 +83,18 @@ def _measure_cost(cfg: DictConfig, raw_model, device: torch.device) -> dict[str,
                             channels_last=bool(cfg.trainer.channels_last))
 
 
-def _identity(cfg: DictConfig, dist: DistInfo) -> dict[str, Any]:
-    """The data's identity, taken once (rank 0) and shared, so every rank agrees."""
-    return broadcast_object(dataset_identity(cfg.data) if dist.is_main else None)
-
-
-def _block(cfg: DictConfig, dist: DistInfo) -> dict[str, Any]:
-    """The block's identity (a user block: its file's hash), taken once (rank 0) and shared."""
-    return broadcast_object(block_identity(cfg.model.attn) if dist.is_main else None)
+def _on_rank0(dist: DistInfo, compute, *args) -> Any:
+    """``compute(*args)`` taken once (rank 0) and shared, so every rank agrees (the data's
+    fingerprint, the block's source hash)."""
+    return broadcast_object(compute(*args) if dist.is_main else None)
 
 
 def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device) -> RunRecord:
     done = read_record(run_dir)
     resume = (run_dir / LAST_CKPT).exists()
-    block = _block(cfg, dist)
+    block = _on_rank0(dist, block_identity, cfg.model.attn)
     if (done is not None and done.completed) or resume:
-        identity = _identity(cfg, dist)
+        identity = _on_rank0(dist, dataset_identity, cfg.data)
         check_same_run(run_dir, cfg, identity, block)
         if done is not None and done.completed:
             log.info("already completed in %s: top-1 %.2f (nothing recomputed)", run_dir, done.final["top1"])
@@ -108,7 +104,7 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device) -
     seed_everything(int(cfg.seed), bool(t.deterministic), bool(t.cudnn_benchmark))
     train_loader, eval_loader, raw_model, model = _build(cfg, dist, device)
     if not resume:  # fingerprinted after the loaders exist: data.download=true has fetched the files by now
-        identity = _identity(cfg, dist)
+        identity = _on_rank0(dist, dataset_identity, cfg.data)
         if dist.is_main:
             start_run(run_dir, cfg, identity, block)
     if train_loader.skipped + eval_loader.skipped:
