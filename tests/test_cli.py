@@ -34,7 +34,7 @@ def test_card_command_without_cifar100_files_names_the_path_and_the_fix(tmp_path
 @pytest.mark.parametrize("args, fragments", [
     (["model=resnet999"], ["unknown model 'resnet999'", "resnet18", "mobilenetv2_100"]),
     (["data=imagenette"], ["unknown data 'imagenette'", "cifar100", "synthetic"]),
-    (["model.attn=sk"], ["unknown attention block 'sk'", "none", "gam", "cbam"]),
+    (["model.attn=skn"], ["unknown attention block 'skn'", "none", "gam", "cbam", "stn"]),
     (["model.attn=se,bogus"], ["unknown attention block 'bogus'"]),
 ])
 def test_unknown_names_list_the_valid_choices(args, fragments, capsys):
@@ -74,12 +74,14 @@ def test_invalid_values_are_rejected_before_training(override, fragment, tmp_pat
     assert not list(tmp_path.rglob("*.pt")), "nothing was trained"
 
 
-def test_blocks_command_lists_every_block_with_its_defaults(capsys):
+def test_blocks_command_lists_every_block_with_its_defaults(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "220")  # one line per cell, so that the checks below see whole values
     assert main(["blocks"]) == 0
     out = capsys.readouterr().out
-    for name in ("none", "se", "eca", "gc", "ca", "gam", "cbam", "bam", "simam", "triplet"):
+    for name in ("none", "se", "eca", "gc", "ca", "gam", "cbam", "bam", "simam", "triplet", "sk", "nl", "psa", "stn"):
         assert f" {name} " in out
     assert "rd_ratio" in out and "kernel_size" in out
+    assert "input, stage_end, trunk" in out  # stn's sites
 
 
 def test_sweep_choice_syntax_is_checked_too(capsys):

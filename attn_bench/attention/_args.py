@@ -25,6 +25,11 @@ def check_channels(block: str, channels: Any) -> int:
     return channels
 
 
+def check_positive_int(block: str, arg: str, value: Any) -> int:
+    check(_is_int(value) and value >= 1, f"{block}: {arg}={value!r} must be a positive integer")
+    return value
+
+
 def check_positive(block: str, arg: str, value: Any) -> float:
     ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
     check(ok, f"{block}: {arg}={value!r} must be a positive number")

@@ -2,7 +2,9 @@
 
 A block's constructor takes ``channels`` first (keyword arguments from ``model.attn_args``); its
 forward maps ``(N, C, H, W)`` to the same shape, for any H and W (1x1 included), in training and
-in eval mode; gradients reach every parameter; the same input gives the same output.
+in eval mode; gradients reach every parameter; the same input gives the same output. The channel
+counts tried are those of the sites the block declares (``attn_sites``): feature maps, the 3x3
+convs a ``conv`` block replaces (which must also take ``stride=2`` and halve the map), the image.
 
 Used by training (``models.check``: a block that breaks the contract stops the run before its
 first step, with one line) and by ``attn-bench check-block``, which runs every check and prints them.
@@ -16,11 +18,18 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from attn_bench.attention.registry import create_block, get_block_class
+from attn_bench.attention.registry import block_sites, create_block, get_block_class
 from attn_bench.errors import ConfigError
 
 # a BasicBlock slot (64), Bottleneck slots (256, 2048) and a MobileNetV2 slot (144)
 CHANNELS = (64, 256, 2048, 144)
+SITE_CHANNELS = {"conv": (64, 128, 256, 512), "input": (3,)}  # ResNet 3x3 conv widths; RGB
+
+
+def site_channels(spec: str) -> tuple[int, ...]:
+    """The channel counts the sites of ``spec`` give it, its own site's first."""
+    counts = [c for site in block_sites(spec) for c in SITE_CHANNELS.get(site, CHANNELS)]
+    return tuple(dict.fromkeys(counts))
 # (batch, H, W, train mode): non-square, square, batch 1 in eval mode, 1x1 spatial
 SHAPES = ((2, 7, 5, True), (2, 8, 8, True), (1, 6, 6, False), (2, 1, 1, True))
 
@@ -100,6 +109,15 @@ def _deterministic(block: nn.Module, c: int) -> str:
     return "two eval forwards equal"
 
 
+def _strided(spec: str, kwargs: dict[str, Any], c: int) -> str:
+    block = construct(spec, c, {**kwargs, "stride": 2})
+    x = torch.randn(2, c, 7, 8)
+    with torch.no_grad():
+        y = block.train()(x)
+    assert tuple(y.shape) == (2, c, 4, 4), f"stride=2 on {tuple(x.shape)} gave {tuple(y.shape)}, not (2, {c}, 4, 4)"
+    return "a 7x8 map comes out 4x4"
+
+
 def identity_at_init(block: nn.Module, c: int) -> Check:
     x = torch.randn(2, c, 6, 5)
     with torch.no_grad():
@@ -107,10 +125,12 @@ def identity_at_init(block: nn.Module, c: int) -> Check:
     return Check("identity at initialisation", None, f"{'yes' if diff < 1e-6 else 'no'} (max |out - in| = {diff:.3g})")
 
 
-def contract_checks(spec: str, kwargs: dict[str, Any], channels: tuple[int, ...] = CHANNELS) -> list[Check]:
-    """Every contract check for ``spec`` with arguments ``kwargs``, on the CPU, seeded."""
+def contract_checks(spec: str, kwargs: dict[str, Any], channels: tuple[int, ...] | None = None) -> list[Check]:
+    """Every contract check for ``spec`` with arguments ``kwargs``, on the CPU, seeded; ``channels``:
+    the counts to try (default: those of the block's sites)."""
     torch.manual_seed(0)
     checks = [_first_arg_check(spec)]
+    channels = channels or site_channels(spec)
     if not checks[0].passed:
         return checks
     built = _run("constructs for C = " + ", ".join(map(str, channels)),
@@ -127,6 +147,8 @@ def contract_checks(spec: str, kwargs: dict[str, Any], channels: tuple[int, ...]
     checks.append(_run("output shape = input shape", lambda: _shapes(block_for, channels)))
     checks.append(_run("gradients reach every parameter", lambda: _gradients(block_for(c), c)))
     checks.append(_run("deterministic on the CPU", lambda: _deterministic(block_for(c), c)))
+    if "conv" in block_sites(spec):
+        checks.append(_run("stride 2 (a conv site's strided block)", lambda: _strided(spec, kwargs, c)))
     return checks
 
 

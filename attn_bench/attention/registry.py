@@ -30,9 +30,16 @@ _BLOCKS: dict[str, str] = {
     "bam": "attn_bench.attention.bam:BAM",
     "simam": "attn_bench.attention.simam:SimAM",
     "triplet": "attn_bench.attention.triplet:TripletAttention",
+    "sk": "attn_bench.attention.selective_kernel:SelectiveKernel",
+    "nl": "attn_bench.attention.non_local:NonLocal",
+    "psa": "attn_bench.attention.polarized:PolarizedSelfAttention",
+    "stn": "attn_bench.attention.spatial_transformer:SpatialTransformer",
 }
 
 BASELINE = "none"
+# Where a block without an ``attn_sites`` attribute can work: on a feature map, same shape out.
+# (``conv`` replaces a conv and ``input`` sees the image: a block must declare those.)
+FEATURE_SITES = ("residual", "mid", "stage_end", "trunk")
 
 
 def list_blocks(include_baseline: bool = True) -> list[str]:
@@ -85,6 +92,13 @@ def block_identity(name: str) -> dict[str, Any]:
     if digest is not None:
         identity.update(source=str(path), source_sha256=digest)
     return identity
+
+
+def block_sites(name: str) -> tuple[str, ...]:
+    """The placement sites block ``name`` works at, its own site first (``attn_sites``)."""
+    if name == BASELINE:
+        return FEATURE_SITES + ("conv", "input")
+    return tuple(getattr(get_block_class(name), "attn_sites", FEATURE_SITES))
 
 
 def block_defaults(name: str) -> dict[str, Any]:

@@ -18,10 +18,11 @@ Placement (official ``networks/imagenet/resnet.py`` and ``networks/cifar`` block
 NOT at the end of the residual branch like SE/CBAM: it follows the 3x3 conv
 (``conv2``) and precedes its BatchNorm, in both basic and bottleneck blocks; in the
 official ``networks/imagenet/mobilenetv2.py`` it follows the depthwise conv, before its BN.
-Deliberate deviation: attn-bench puts every block in the same slot (``models/placement.py``),
-so SimAM sits at the end of the residual branch after the last BN (ResNets) and after the
-depthwise conv + BN + activation (MobileNets). Numbers for ``simam`` are therefore for
-SimAM in the SE position, not the paper's network.
+``placement=paper`` reproduces this for bottlenecks (the ``mid`` site: after ``conv2``, before
+``bn2``). BasicBlocks and MobileNets have no ``mid`` site here, so there SimAM falls back to the
+``residual`` site (end of the residual branch, after the last BN; after the depthwise conv in
+MobileNets), logged: numbers for those backbones are SimAM in the SE position, not the paper's
+network. ``placement=uniform`` uses the residual site everywhere.
 
 Deviation: when H*W == 1 the official code divides by n = 0; with a single position
 d is 0 as well, so it computes 0/0 = NaN and the whole output becomes NaN. We use

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from attn_bench.attention.contract import (
-    CHANNELS, Check, construct, contract_checks, describe_error, identity_at_init,
+    Check, construct, contract_checks, describe_error, identity_at_init, site_channels,
 )
 from attn_bench.attention.registry import block_identity
 from attn_bench.errors import ConfigError
@@ -91,7 +91,8 @@ def _guarded(name: str, measure, spec: str, kwargs: dict) -> Check:
 def run_checks(spec: str, kwargs: dict, timing: bool = True) -> list[Check]:
     checks = contract_checks(spec, kwargs)
     if all(c.passed is not False for c in checks):
-        checks.append(identity_at_init(construct(spec, CHANNELS[0], kwargs), CHANNELS[0]))
+        c = site_channels(spec)[0]
+        checks.append(identity_at_init(construct(spec, c, kwargs), c))
         checks.append(_guarded(COST_CHECK, _cost, spec, kwargs))
         if timing:
             checks.append(_guarded(LATENCY_CHECK, _latency, spec, kwargs))

@@ -40,6 +40,14 @@ max pool (incl. adaptive)                   1 per window element per output
 avg pool (incl. adaptive)                   1 per window element per output + 1 per output
 batch norm, eval (running statistics)       2 ((x - mean) * w / std + b folds to mul + add)
 batch norm, training; layer / group norm    5 (mean, sub, square, sum, scale) + 2 if affine
+affine_grid (a spatial transformer's grid)  MACs: the (H*W, 3) base grid times theta^T (3, 2),
+                                            6 per output position
+grid_sample, bilinear                       12 per output position (unnormalise 2 coordinates:
+                                            4, fractions and their complements: 4, corner
+                                            weights: 4) + 7 per output element (4 mul, 3 add)
+grid_sample, nearest / bicubic              4 (unnormalise) + 2 (round) per position / 4 + 40
+                                            per position (fractions and 8 cubic weights) +
+                                            31 per output element (16 mul, 15 add)
 ==========================================  ==================================================
 
 Counting runs the model once in eval mode on a batch of 1 on the CPU (a CPU copy if the
@@ -81,6 +89,7 @@ ZERO_COST_OPS = frozenset({
 MAC_OPS = frozenset({
     "convolution", "_convolution", "convolution_overrideable", "cudnn_convolution", "_slow_conv2d_forward",
     "mm", "addmm", "bmm", "baddbmm", "_scaled_mm",
+    "affine_grid_generator",  # a batched matrix product (formula below)
 })
 
 ELEMENTWISE_COST = {
@@ -163,6 +172,20 @@ def _group_norm(input_shape, weight=None, *args, out_shape=None, **kwargs) -> in
     return _norm_cost(input_shape, True, weight is not None)
 
 
+def _affine_grid(theta_shape, size, *args, out_shape=None, **kwargs) -> int:
+    """2 flops per MAC, 3 MACs per output coordinate (out: N, H, W, 2)."""
+    return 2 * 3 * _numel(out_shape)
+
+
+GRID_SAMPLE_COST = {0: (12, 7), 1: (6, 0), 2: (44, 31)}  # interpolation mode -> (per position, per element)
+
+
+def _grid_sample(input_shape, grid_shape, interpolation_mode, *args, out_shape=None, **kwargs) -> int:
+    per_position, per_element = GRID_SAMPLE_COST[int(interpolation_mode)]
+    out = _main_output(out_shape)
+    return per_position * _numel(grid_shape[:-1]) + per_element * _numel(out)
+
+
 def _extra_formulas() -> dict[Any, Callable[..., int]]:
     formulas: dict[str, Callable[..., int]] = {}
     for cost, names in ELEMENTWISE_COST.items():
@@ -179,6 +202,7 @@ def _extra_formulas() -> dict[Any, Callable[..., int]]:
         "_native_batch_norm_legit_no_training": _batch_norm(False), "_batch_norm_no_update": _batch_norm(False),
         "_batch_norm_with_update": _batch_norm(True),
         "native_layer_norm": _layer_norm, "native_group_norm": _group_norm,
+        "affine_grid_generator": _affine_grid, "grid_sampler_2d": _grid_sample,
     })
     return {getattr(aten, name): formula for name, formula in formulas.items()}
 

@@ -6,7 +6,7 @@ from torch import nn
 
 from attn_bench.errors import ConfigError
 
-RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d")
 MOBILENETS = (
     "mobilenetv2_050",
     "mobilenetv2_100",

@@ -28,7 +28,7 @@ def build_model(
     stem: str = "imagenet",
     attn_args: dict[str, Any] | None = None,
     attn_stages: Iterable[int] | None = None,
-    attn_position: str = "every",
+    attn_position: str | None = None,
     attn_site: str | None = None,
     placement: str = "uniform",
     timm_kwargs: dict[str, Any] | None = None,
@@ -42,7 +42,8 @@ def build_model(
         stem: ``imagenet`` (timm's stem) or ``small`` (3x3 stride-1 conv, no max-pool, for 32 px).
         attn_args: keyword arguments for the attention block, e.g. ``{"rd_ratio": 0.125}``.
         attn_stages: 1-based stage numbers that get attention; ``None``: the placement's choice.
-        attn_position: ``every`` block of a chosen stage, or only the ``last`` block of each.
+        attn_position: ``every`` block of a chosen stage, only the ``last`` block of each, or
+            ``alternate`` blocks (the 2nd, 4th, ...); ``None``: the placement's choice.
         attn_site: ``residual``, ``mid`` or ``stage_end`` (models.placement); ``None``: the placement's.
         placement: ``paper`` (each block where its paper put it, models.presets) or ``uniform``
             (the residual site of every block).

@@ -31,7 +31,7 @@ def block_label(model: dict[str, Any], block: dict[str, Any] | None = None,
     if placement:
         args, site, stages, position = placement["args"], placement["site"], placement["stages"], placement["position"]
     else:
-        args, site, position = model.get("attn_args") or {}, model.get("attn_site") or "residual", model.get("attn_position", "every")
+        args, site, position = model.get("attn_args") or {}, model.get("attn_site") or "residual", model.get("attn_position") or "every"
         stages = "all" if model.get("attn_stages") is None else list(model["attn_stages"])
     settings = [f"{k}={v}" for k, v in sorted(args.items())]
     if site != "residual":

@@ -9,7 +9,18 @@ which of the site's slots get one (mmcv's plugin ``position`` / ``stages``). Sit
   SimAM's official code (ZjjConan/SimAM, networks/imagenet/resnet.py) puts SimAM; BasicBlock
   and MobileNet blocks have no such site (neither paper nor code defines one);
 * ``stage_end``: on the trunk, after the last block of a stage, where BAM's paper and official
-  code (Jongchan/attention-module, MODELS/model_resnet.py) put BAM.
+  code (Jongchan/attention-module, MODELS/model_resnet.py) put BAM;
+* ``trunk``: on the trunk right after a ResNet block (after its addition and ReLU), where the
+  non-local paper inserts its blocks ("every other residual block" of res3/res4);
+* ``conv``: *replaces* the 3x3 conv of a ResNet block (Bottleneck: ``conv2``, with its BN and ReLU;
+  BasicBlock: the first 3x3 ``conv1``, timm's rule for SK-ResNet-18/34), as SKNet's SK unit does.
+  The block gets the conv's geometry as ``out_channels``, ``stride`` and ``dilation``;
+* ``input``: before the stem, on the image itself (a spatial transformer).
+
+A block says where it can work with a class attribute ``attn_sites`` (first = its own site, where
+``placement=uniform`` puts it when it cannot go to ``residual``); without one, the feature-map
+sites ``residual``, ``mid``, ``stage_end`` and ``trunk``. Only a block that declares ``conv`` or
+``input`` goes there.
 
 The residual site:
 
@@ -19,7 +30,9 @@ The residual site:
   MobileNetV3 puts its SE.
 
 Stages are numbered from 1 in forward order: ``layer1``..``layer4`` for ResNets (GCNet's
-"c3-c5" are stages 2-4), ``blocks[0]``..``blocks[-1]`` for MobileNets.
+"c3-c5" are stages 2-4), ``blocks[0]``..``blocks[-1]`` for MobileNets; the ``input`` site is stage 0.
+Positions within a stage: ``every`` block, the ``last`` block, or ``alternate`` blocks (the 2nd,
+4th, ... block of the stage: the non-local paper's "every other residual block").
 """
 from __future__ import annotations
 
@@ -32,29 +45,34 @@ from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedRes
 from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 
-from attn_bench.attention import BASELINE, create_block
+from attn_bench.attention import BASELINE, block_sites, create_block
 from attn_bench.errors import ConfigError
 
-POSITIONS = ("every", "last")
+POSITIONS = ("every", "last", "alternate")
 _PLACED_ATTR = "attn_bench_slots"
 
 
-SITES = ("residual", "mid", "stage_end")
+SITES = ("residual", "mid", "stage_end", "trunk", "conv", "input")
 
 
 @dataclass(frozen=True)
 class Slot:
-    path: str  # module path of the block (residual, mid) or stage (stage_end), e.g. "layer3.5"
+    path: str  # module path of the block (residual, mid, trunk, conv) or stage (stage_end), e.g. "layer3.5"
     stage: int
     index: int  # index of the block within its stage (stage_end: the stage's last block)
     is_last: bool
     channels: int
     site: str = "residual"
+    host: str = ""  # the attribute of the timm module that receives the block (trunk, conv, input)
+    geometry: tuple[tuple[str, int], ...] = ()  # conv site: the replaced conv's out_channels, stride, dilation
 
     @property
     def module_path(self) -> str:
         """Where the attention module itself sits."""
-        return {"residual": f"{self.path}.se", "mid": f"{self.path}.conv2.attn", "stage_end": f"{self.path}.attn"}[self.site]
+        prefix = f"{self.path}." if self.path else ""
+        return {"residual": f"{prefix}se", "mid": f"{prefix}conv2.attn", "stage_end": f"{prefix}attn",
+                "trunk": f"{prefix}{self.host}.attn", "conv": f"{prefix}{self.host}",
+                "input": f"{prefix}{self.host}.attn"}[self.site]
 
 
 def _slot_channels(block: nn.Module) -> int | None:
@@ -93,10 +111,33 @@ def _residual_slots(model: nn.Module) -> list[Slot]:
     return slots
 
 
+def _is_resnet_block(block: nn.Module) -> bool:
+    return isinstance(block, (BasicBlock, Bottleneck))
+
+
+def _stem_attr(model: nn.Module) -> str:
+    return "conv1" if hasattr(model, "conv1") else "conv_stem"
+
+
 def available_sites(model: nn.Module) -> list[str]:
-    slots = _residual_slots(model)
-    has_mid = any(isinstance(model.get_submodule(s.path), Bottleneck) for s in slots)
-    return [site for site in SITES if site != "mid" or has_mid]
+    blocks = [model.get_submodule(s.path) for s in _residual_slots(model)]
+    has = {"residual": True, "mid": any(isinstance(b, Bottleneck) for b in blocks),
+           "stage_end": True, "trunk": all(_is_resnet_block(b) for b in blocks),
+           "conv": all(_is_resnet_block(b) for b in blocks), "input": True}
+    return [site for site in SITES if has[site]]
+
+
+def _missing_site(model: nn.Module, site: str, needs: str) -> ConfigError:
+    return ConfigError(f"site '{site}' ({needs}) does not exist in this backbone; its sites: "
+                       f"{', '.join(available_sites(model))}")
+
+
+def _conv_slot(model: nn.Module, slot: Slot) -> Slot:
+    block = model.get_submodule(slot.path)
+    host = "conv2" if isinstance(block, Bottleneck) else "conv1"  # the 3x3 conv (BasicBlock: its first)
+    conv = getattr(block, host)
+    geometry = (("out_channels", conv.out_channels), ("stride", conv.stride[0]), ("dilation", conv.dilation[0]))
+    return replace(slot, site="conv", channels=conv.in_channels, host=host, geometry=geometry)
 
 
 def find_slots(model: nn.Module, site: str = "residual") -> list[Slot]:
@@ -106,13 +147,23 @@ def find_slots(model: nn.Module, site: str = "residual") -> list[Slot]:
     slots = _residual_slots(model)
     if site == "residual":
         return slots
+    if site == "input":
+        stem = getattr(model, _stem_attr(model))
+        return [Slot("", 0, 0, True, stem.in_channels, "input", _stem_attr(model))]
     if site == "mid":
         mid = [replace(s, site="mid", channels=model.get_submodule(s.path).conv2.out_channels)
                for s in slots if isinstance(model.get_submodule(s.path), Bottleneck)]
         if not mid:
-            raise ConfigError(f"site 'mid' (after a bottleneck's 3x3 conv) needs ResNet bottleneck blocks; "
-                              f"this backbone's sites: {', '.join(available_sites(model))}")
+            raise _missing_site(model, "mid", "after a bottleneck's 3x3 conv, needs ResNet bottleneck blocks")
         return mid
+    if site in ("trunk", "conv"):
+        if "trunk" not in available_sites(model):
+            needs = "after a ResNet block" if site == "trunk" else "replacing a ResNet block's 3x3 conv"
+            raise _missing_site(model, site, needs)
+        if site == "conv":
+            return [_conv_slot(model, s) for s in slots]
+        return [replace(s, site="trunk", host="act3" if isinstance(model.get_submodule(s.path), Bottleneck)
+                        else "act2", channels=_out_channels(model.get_submodule(s.path))) for s in slots]
     ends = [s for s in slots if s.is_last]
     return [replace(s, path=s.path.rpartition(".")[0], site="stage_end",
                     channels=_out_channels(model.get_submodule(s.path))) for s in ends]
@@ -141,17 +192,33 @@ def select_slots(slots: Sequence[Slot], stages: Iterable[int] | None, position: 
             f"model.attn_stages {wanted}: stage(s) {missing} have no attention slot; "
             f"this backbone has stages {available} (slots: {', '.join(s.path for s in slots)})"
         )
-    return [s for s in slots if s.stage in wanted and (position == "every" or s.is_last)]
+    picked = {"every": lambda s: True, "last": lambda s: s.is_last, "alternate": lambda s: s.index % 2 == 1}[position]
+    return [s for s in slots if s.stage in wanted and picked(s)]
 
 
 def _insert(model: nn.Module, slot: Slot, module: nn.Module) -> None:
+    host = model.get_submodule(slot.path)
     if slot.site == "residual":
-        model.get_submodule(slot.path).se = module
+        host.se = module
     elif slot.site == "mid":
-        block = model.get_submodule(slot.path)
-        block.conv2 = nn.Sequential(OrderedDict(conv=block.conv2, attn=module))
-    else:  # a child of the stage's Sequential runs after its blocks
-        model.get_submodule(slot.path).add_module("attn", module)
+        host.conv2 = nn.Sequential(OrderedDict(conv=host.conv2, attn=module))
+    elif slot.site == "trunk":  # the block's last ReLU runs after the addition: the trunk
+        setattr(host, slot.host, nn.Sequential(OrderedDict(act=getattr(host, slot.host), attn=module)))
+    elif slot.site == "input":  # before the stem conv, on the image
+        setattr(host, slot.host, nn.Sequential(OrderedDict(attn=module, conv=getattr(host, slot.host))))
+    elif slot.site == "conv":  # the module is the conv unit: it brings its own normalisation and activation
+        number = slot.host[-1]
+        setattr(host, slot.host, module)
+        setattr(host, f"bn{number}", nn.Identity())
+        setattr(host, f"act{number}", nn.Identity())
+    else:  # stage_end: a child of the stage's Sequential runs after its blocks
+        host.add_module("attn", module)
+
+
+def check_site(attn: str, site: str) -> None:
+    """A block goes only to the sites it can work at (``attn_sites``)."""
+    if attn != BASELINE and site not in block_sites(attn):
+        raise ConfigError(f"attention '{attn}' cannot work at site '{site}'; its sites: {', '.join(block_sites(attn))}")
 
 
 def place_attention(
@@ -171,8 +238,12 @@ def place_attention(
     Clearing matters for MobileNetV3, whose own SE would otherwise stay in the baseline
     and in every comparison. Returns the slots that received a block.
     """
+    check_site(attn, site)
     residual = find_slots(model)
     slots = find_slots(model, site)
+    fixed = sorted(set(attn_args or {}) & {k for k, _ in (slots[0].geometry if slots else ())})
+    if fixed:
+        raise ConfigError(f"model.attn_args {', '.join(fixed)}: set by the '{site}' site from the conv it replaces")
     selected = select_slots(slots, stages, position)  # validated for 'none' too
     allowed = None if only is None else set(only)
     chosen = [] if attn == BASELINE else [s for s in selected if allowed is None or s.path in allowed]
@@ -181,7 +252,7 @@ def place_attention(
     for slot in residual:
         model.get_submodule(slot.path).se = nn.Identity()
     for slot in chosen:
-        args = {**(slot_args or {}).get(slot.path, {}), **(attn_args or {})}
+        args = {**(slot_args or {}).get(slot.path, {}), **(attn_args or {}), **dict(slot.geometry)}
         _insert(model, slot, create_block(attn, slot.channels, **args))
     setattr(model, _PLACED_ATTR, tuple(chosen))
     return chosen

@@ -30,7 +30,7 @@ from typing import Any, Iterable
 
 from torch import nn
 
-from attn_bench.attention import BASELINE
+from attn_bench.attention import BASELINE, block_sites
 from attn_bench.errors import ConfigError
 from attn_bench.models.placement import available_sites, find_slots, select_slots
 
@@ -42,7 +42,15 @@ PAPER_WHERE = {
     "gc": "residual, ResNet stages 2-4 (c3-c5)",
     "se": "residual, all blocks; MobileNetV3: its stock SE layout",
     "gam": "residual, all blocks (paper configuration not established)",
+    "sk": "conv (replaces each block's 3x3 conv; SKNet-50 = ResNeXt-50 + SK)",
+    "nl": "trunk, after every other block of ResNet stages 2-3 (5 blocks in ResNet-50)",
+    "psa": "mid (after a bottleneck's 3x3 conv); residual without bottlenecks",
+    "stn": "input (before the stem, on the image)",
 }
+
+# the site each block's paper uses, where it is not the residual site
+PAPER_SITE = {"bam": "stage_end", "simam": "mid", "psa": "mid", "sk": "conv", "nl": "trunk", "stn": "input"}
+PAPER_POSITION = {"nl": "alternate"}
 
 log = logging.getLogger("attn_bench")
 
@@ -90,32 +98,44 @@ def _stock_se(model: nn.Module) -> dict[str, dict[str, Any]]:
     return layout
 
 
+def _uniform_site(attn: str) -> str:
+    """``residual``, or the block's own site when it cannot work there (SK: conv, STN: input)."""
+    sites = block_sites(attn)
+    return "residual" if "residual" in sites else sites[0]
+
+
 def _paper_site(attn: str, model: nn.Module, backbone: str) -> str:
-    if attn == "bam":
-        return "stage_end"
-    if attn == "simam":
-        if "mid" in available_sites(model):
-            return "mid"
-        log.info("simam: its paper's site (after a bottleneck's 3x3 conv) does not exist in %s; "
-                 "using the residual site", backbone)
-    return "residual"
+    sites = available_sites(model)
+    if attn in PAPER_SITE:
+        site = PAPER_SITE[attn]
+        if site in sites:
+            return site
+        fallback = _uniform_site(attn)
+        if fallback not in sites:
+            raise ConfigError(f"{attn}: its paper's site '{site}' does not exist in {backbone} "
+                              f"(its sites: {', '.join(sites)})")
+        log.info("%s: its paper's site (%s) does not exist in %s; using the %s site", attn, site, backbone, fallback)
+        return fallback
+    return _uniform_site(attn)
 
 
 def _paper_stages(attn: str, model: nn.Module, backbone: str, site: str) -> list[int] | None:
     stages = sorted({s.stage for s in find_slots(model, site)})
     if attn == "bam":  # the stage ends after which the trunk is downsampled
         return [s for s in stages[:-1] if _downsamples(model, s + 1)]
-    if attn == "gc":
+    if attn in ("gc", "nl"):
         if hasattr(model, "layer1"):
-            return [2, 3, 4]
-        log.info("gc: GCNet places it in ResNet stages 2-4 only; using every stage of %s", backbone)
+            return [2, 3, 4] if attn == "gc" else [2, 3]
+        log.info("%s: its paper places it in ResNet stages %s only; using every stage of %s",
+                 attn, "2-4" if attn == "gc" else "2-3", backbone)
     if attn == "gam":
         log.info("gam: the paper's configuration per backbone is not established; using the uniform placement")
     return None
 
 
 def resolve_placement(model: nn.Module, backbone: str, attn: str, placement: str, site: str | None,
-                      stages: Iterable[int] | None, position: str, args: dict[str, Any] | None) -> Placement:
+                      stages: Iterable[int] | None, position: str | None,
+                      args: dict[str, Any] | None) -> Placement:
     """The placement to build: the preset of ``placement`` for ``attn`` with explicit values on top."""
     if placement not in PLACEMENTS:
         raise ConfigError(f"unknown model.placement '{placement}'; valid choices: {', '.join(PLACEMENTS)}")
@@ -123,10 +143,13 @@ def resolve_placement(model: nn.Module, backbone: str, attn: str, placement: str
         raise ConfigError(f"model.attn_site '{site}' does not exist in {backbone}; its sites: "
                           f"{', '.join(available_sites(model))}")
     paper = placement == "paper" and attn != BASELINE
-    stock = _stock_se(model) if paper and attn == "se" and site is None and stages is None and not args else {}
+    stock = (_stock_se(model) if paper and attn == "se" and site is None and stages is None and position is None
+             and not args else {})
     if stock:
-        return Placement(placement, "residual", None, position, {}, tuple(stock), stock)
-    resolved_site = site or (_paper_site(attn, model, backbone) if paper else "residual")
+        return Placement(placement, "residual", None, "every", {}, tuple(stock), stock)
+    default_site = "residual" if attn == BASELINE else _uniform_site(attn)
+    resolved_site = site or (_paper_site(attn, model, backbone) if paper else default_site)
     resolved_stages = stages if stages is not None else (
         _paper_stages(attn, model, backbone, resolved_site) if paper else None)
-    return Placement(placement, resolved_site, resolved_stages, position, dict(args or {}))
+    resolved_position = position or (PAPER_POSITION.get(attn, "every") if paper else "every")
+    return Placement(placement, resolved_site, resolved_stages, resolved_position, dict(args or {}))

@@ -26,10 +26,12 @@ from timm.models._efficientnet_blocks import InvertedResidual
 from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 
-from attn_bench.attention import get_block_class, list_blocks
+from attn_bench.attention import block_sites, get_block_class, list_blocks
 from attn_bench.models import attention_modules, build_model, find_slots
 
-BLOCKS = list_blocks(include_baseline=False)
+# the blocks that work at the residual site (sk replaces a conv, stn transforms the image or a
+# trunk: their own files test them at their sites)
+BLOCKS = [b for b in list_blocks(include_baseline=False) if "residual" in block_sites(b)]
 NUM_CLASSES = 10
 HW = (24, 40)  # non-square on purpose: catches H/W mix-ups (CA, triplet, BAM's pooling)
 
@@ -51,31 +53,36 @@ HOSTS = {
 #   gc: mlp_add.fc2 (GCNet's zero init of the last transform conv, so the block starts as the
 #       identity) -> conv_attn, mlp_add.fc1 and mlp_add.norm get zero grads;
 #   cbam: spatial.bn.weight (official model_resnet.py init) -> spatial.conv gets zero grads;
-#   triplet: hw.bn.weight (official init of the un-rotated branch) -> hw.conv gets zero grads.
+#   triplet: hw.bn.weight (official init of the un-rotated branch) -> hw.conv gets zero grads;
+#   nl: bn.weight (the non-local block starts as the identity) -> theta, phi, g and out get zero grads.
 # ``test_zero_init_blocks_gradients_at_init`` checks exactly that; the other gradient tests first
 # set these weights to small random values - i.e. a block after some training steps.
 ZERO_INIT_WEIGHTS = {
     "gc": {"mlp_add.fc2.weight"},
     "cbam": {"spatial.bn.weight"},
     "triplet": {"hw.bn.weight"},
+    "nl": {"bn.weight"},
 }
 ZERO_AT_INIT_UPSTREAM = {
     "gc": {"conv_attn.weight", "conv_attn.bias", "mlp_add.fc1.weight", "mlp_add.fc1.bias",
            "mlp_add.norm.weight", "mlp_add.norm.bias"},
     "cbam": {"spatial.conv.weight"},
     "triplet": {"hw.conv.weight"},
+    "nl": {f"{conv}.{p}" for conv in ("theta", "phi", "g", "out") for p in ("weight", "bias")},
 }
 
 # Parameters whose gradient is zero *by mathematics*, not by accident:
 #   gc conv_attn.bias: adds the same constant to every spatial logit, and softmax is shift
 #       invariant, so it never changes the output (it is in the official ContextBlock too).
-ALWAYS_ZERO_GRAD = {"gc": {"conv_attn.bias"}}
+#   nl phi.bias: adds q_i . b to every key logit of query i, shift invariant in the same way.
+ALWAYS_ZERO_GRAD = {"gc": {"conv_attn.bias"}, "nl": {"phi.bias"}}
 #   A bias feeding straight into a BatchNorm in train mode is removed again by the batch mean,
 #   so its gradient is 0 in train mode (it is not in eval mode, where BN uses running stats).
 TRAIN_ZERO_GRAD = {
     "bam": {"channel_att.fc1.bias", "spatial_att.reduce.0.bias",
             "spatial_att.dilated.0.0.bias", "spatial_att.dilated.1.0.bias"},
     "ca": {"conv1.bias"},
+    "nl": {"out.bias"},
 }
 
 

@@ -31,9 +31,11 @@ def test_defaults_and_no_parameters():
 
 
 def test_docstring_states_attn_bench_placement():
-    """The official code puts SimAM after conv2 (before its BN); attn-bench does not: say so."""
+    """The official code puts SimAM after conv2 (before its BN); the docstring says where attn-bench
+    follows it (mid) and where it cannot (no mid site: residual, logged)."""
     doc = simam_module.__doc__
-    assert "Deliberate deviation: attn-bench puts every block in the same slot" in doc
+    assert "``placement=paper`` reproduces this for bottlenecks (the ``mid`` site" in doc
+    assert "falls back to the\n``residual`` site" in doc
     assert "mobilenetv2.py" in doc
 
 

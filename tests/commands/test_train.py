@@ -254,3 +254,16 @@ def test_best_pt_holds_the_best_epochs_weights(compose_train, tiny_train, tmp_pa
     for name, tensor in seen[0].items():
         assert torch.equal(best["model"][name], tensor), name
     assert any(not torch.equal(best["model"][k], last["model"][k]) for k in best["model"])
+
+
+# nl: after block 2 of stages 2 and 3 of the default model (widths 32, 64), 2C^2 + 4.5C each;
+# stn: one localisation network on the RGB image
+@pytest.mark.parametrize("attn, site, attn_params", [("nl", "trunk", 2192 + 8480), ("stn", "input", 27_896)])
+def test_nl_and_stn_learn_the_synthetic_task_at_their_paper_sites(attn, site, attn_params, compose_train, tiny_train,
+                                                                  tmp_path):
+    """The seed blocks train end to end at their own sites (non-local on the trunk of stages 2-3, the
+    spatial transformer on the image) and learn: top-1 well above the 10 % of chance."""
+    metrics = run_training(compose_train(tiny_train + LEARN + [f"model.attn={attn}", "measure_cost=false"]), tmp_path)
+    assert metrics["status"] == "completed"
+    assert (metrics["placement"]["site"], metrics["attn_params"]) == (site, attn_params)
+    assert metrics["final"]["top1"] > 40.0

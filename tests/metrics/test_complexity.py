@@ -14,7 +14,8 @@ TINY_RESNET = {"channels": [16, 32, 64, 128]}
 
 
 def tiny_model(block: str) -> nn.Module:
-    return build_model("resnet18", block, num_classes=10, stem="small", timm_kwargs=TINY_RESNET)
+    args = {"groups": 8} if block == "sk" else None  # SK's G = 32 does not divide 16 channels
+    return build_model("resnet18", block, num_classes=10, stem="small", timm_kwargs=TINY_RESNET, attn_args=args)
 
 
 # Measured with timm 1.0.31: resnet18 1_814_073_344 MACs / 3_638_006_784 FLOPs,
@@ -57,8 +58,14 @@ def test_every_block_is_fully_counted(block):
     ops, base_ops = count_ops(model, 32), count_ops(baseline, 32)
     assert ops.uncounted_ops == []
     params = count_params(model)
-    assert params["params"] - count_params(baseline)["params"] == params["attn_params"]
-    if block != "none":
+    replaced = 0
+    if block == "sk":  # at the conv site it replaces each BasicBlock's first 3x3 conv and that conv's BN
+        stages = (baseline.layer1, baseline.layer2, baseline.layer3, baseline.layer4)
+        replaced = sum(p.numel() for stage in stages for b in stage for m in (b.conv1, b.bn1) for p in m.parameters())
+    assert params["params"] - count_params(baseline)["params"] == params["attn_params"] - replaced
+    if block == "sk":  # two grouped (G = 8) branches instead of one dense conv: cheaper than the baseline
+        assert base_ops.flops / 2 < ops.flops < base_ops.flops
+    elif block != "none":
         assert ops.flops > base_ops.flops  # every block, parameter-free SimAM included, costs something
 
 
@@ -165,7 +172,40 @@ def _triplet():
     return macs, 2 * macs + 3 * per_branch + 7 * planes + 3 * C * P  # + mean's divide, bn, sigmoid; (a+b+c)/3
 
 
-HAND_COUNTS = {"gc": _gc, "ca": _ca, "gam": _gam, "cbam": _cbam, "bam": _bam, "simam": _simam, "triplet": _triplet}
+def _sk():
+    groups_fan_in, d, m = C // 32 * 9, 32, 2  # G = 32, d = max(C / 16, L = 32)
+    macs = m * C * P * groups_fan_in + C * d + d * m * C
+    branches = m * (2 * C * P + C * P)  # eval BN, ReLU
+    fuse = m * C * P + (C * P + C) + 2 * d + d  # sum of branches, mean, BN, ReLU
+    select = 5 * m * C + m * C * P + m * C * P  # softmax over branches, weighting, sum
+    return macs, 2 * macs + branches + fuse + select
+
+
+def _nl():
+    ci, keys = C // 2, 3 * 3  # 6x5 max-pooled 2x2 with ceil mode: 3x3
+    macs = 2 * ci * P * C + 2 * ci * keys * C + 2 * P * keys * ci  # theta and W; phi and g; two bmm
+    pools = 2 * 4 * C * keys  # the input pooled twice (for phi and for g), 4 per output
+    return macs, 2 * macs + pools + P * keys + 5 * P * keys + 2 * C * P + C * P  # scale, softmax, BN, add
+
+
+def _psa():
+    ci = C // 2
+    macs = P * C + 3 * ci * P * C + 2 * ci * P + C * ci  # q (C -> 1), three C -> Ci convs, two matmuls, conv_up
+    channel = 5 * P + 4 * C + C * P  # softmax over positions, sigmoid, rescale
+    spatial = (ci * P + ci) + 5 * P + 4 * P + C * P  # mean, softmax, sigmoid, rescale
+    return macs, 2 * macs + channel + spatial + C * P  # + the sum of the two branches
+
+
+def _stn():
+    loc, hidden = 20, 50
+    pooled1, pooled2 = 3 * 3, 2 * 2  # 6x5 -> 3x3 -> 2x2 (2x2 max pools, ceil mode)
+    macs = loc * P * C * 25 + loc * pooled1 * loc * 25 + hidden * loc * 16 + 6 * hidden + 6 * P  # + affine grid
+    loc_net = 4 * loc * pooled1 + loc * pooled1 + 4 * loc * pooled2 + loc * pooled2 + 2 * loc * 16 + hidden
+    return macs, 2 * macs + loc_net + 12 * P + 7 * C * P  # grid_sample, bilinear
+
+
+HAND_COUNTS = {"gc": _gc, "ca": _ca, "gam": _gam, "cbam": _cbam, "bam": _bam, "simam": _simam, "triplet": _triplet,
+               "sk": _sk, "nl": _nl, "psa": _psa, "stn": _stn}
 
 
 def test_every_block_has_a_hand_count():

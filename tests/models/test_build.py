@@ -207,8 +207,8 @@ def test_unknown_backbone_lists_choices():
 
 
 def test_unknown_block_lists_choices():
-    message = _config_error(backbone="resnet18", attn="sk")
-    assert "'sk'" in message
+    message = _config_error(backbone="resnet18", attn="skn")
+    assert "'skn'" in message
     assert all(name in message for name in list_blocks())
 
 
