@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "check-block": "attn_bench.commands.check_block",
     "profile": "attn_bench.commands.profile",
     "report": "attn_bench.commands.report",
+    "visualize": "attn_bench.commands.visualize",
 }
 TRAIN = "attn_bench.commands.train.app"
 

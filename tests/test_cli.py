@@ -108,7 +108,7 @@ def test_a_run_prints_what_it_measured_and_lands_in_its_named_directory(tmp_path
 @pytest.mark.parametrize("line, expected, absent", [
     ("attn-bench model.attn=", {"model.attn=none", "model.attn=se", "model.attn=gam", "model.attn=triplet"}, set()),
     ("attn-bench -m model.attn=none,c", {"model.attn=none,ca", "model.attn=none,cbam"}, {"model.attn=none,se"}),
-    ("attn-bench ", {"blocks", "check-block", "profile", "report", "model=", "data="}, set()),
+    ("attn-bench ", {"blocks", "check-block", "profile", "report", "visualize", "model=", "data="}, set()),
     ("attn-bench pro", {"profile"}, {"report"}),
     ("attn-bench data=", {"data=cifar10", "data=synthetic"}, set()),  # Hydra's own completion still works
 ])

@@ -28,6 +28,7 @@ class ImageTensors:
     images: torch.Tensor  # uint8 (N, 3, H, W)
     labels: torch.Tensor  # int64 (N,)
     skipped: int = 0  # unreadable files left out (data.skip_corrupt=true)
+    masks: torch.Tensor | None = None  # bool (N, H, W) where the class evidence is (synthetic data only)
 
     def __len__(self) -> int:
         return self.labels.numel()
@@ -37,7 +38,8 @@ class ImageTensors:
         if per_class is None:
             return self
         keep = torch.tensor(_first_per_class(self.labels, per_class))
-        return ImageTensors(self.images[keep], self.labels[keep], self.skipped)
+        masks = None if self.masks is None else self.masks[keep]
+        return ImageTensors(self.images[keep], self.labels[keep], self.skipped, masks)
 
 
 # --- torchvision CIFAR ------------------------------------------------------------------------
@@ -174,13 +176,20 @@ def load_tensors(cfg: DictConfig, train: bool) -> ImageTensors:
     """The whole split decoded into memory (for the in-memory path)."""
     if dataset_spec(cfg.name).name == "synthetic":
         count = cfg.train_size if train else cfg.test_size
-        images, labels = make_synthetic(int(count), seed=int(cfg.generator_seed) + (0 if train else 1))
-        tensors = ImageTensors(images, labels)
+        images, labels, masks = make_synthetic(int(count), seed=int(cfg.generator_seed) + (0 if train else 1), masks=True)
+        tensors = ImageTensors(images, labels, masks=masks)
     elif dataset_spec(cfg.name).folder is not None:
         tensors = _cifar_tensors(cfg, train)
     else:
         return _imagefolder_tensors(cfg, train)  # subset already applied before decoding
     return tensors.subset_per_class(_per_class(cfg, train))
+
+
+def class_folders(cfg: DictConfig) -> list[str] | None:
+    """The class names of an image-folder dataset (its sub-folders, in label order); None otherwise."""
+    if dataset_spec(cfg.name).name != "imagefolder":
+        return None
+    return sorted(d.name for d in _split_dir(cfg, False).iterdir() if d.is_dir())
 
 
 def load_dataset(cfg: DictConfig, train: bool, transform):

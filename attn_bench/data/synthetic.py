@@ -4,7 +4,9 @@ Each image is a textured, tinted noise background with one shape drawn at a rand
 scale and colour; the shape's kind is the label. The class evidence therefore sits in a small,
 moving region (where spatial attention can help), and two classes differ only in texture
 (horizontal vs vertical stripes), so orientation-sensitive features are needed too.
-Generation is deterministic in ``seed`` and needs no files and no network.
+Generation is deterministic in ``seed`` and needs no files and no network. ``make_synthetic(...,
+masks=True)`` also returns each image's shape mask (where the class evidence is drawn), against
+which heatmaps are checked.
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ def _shape_masks(dx: torch.Tensor, dy: torch.Tensor, r: torch.Tensor) -> torch.T
     return torch.stack(masks, dim=1)
 
 
-def _draw(labels: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+def _draw(labels: torch.Tensor, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     n = labels.numel()
     radius = torch.randint(5, 10, (n,), generator=gen).float()
     cx = (torch.rand(n, generator=gen) * (size - 2 * radius - 1) + radius).view(n, 1, 1)
@@ -63,13 +65,17 @@ def _draw(labels: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor
     background = 0.25 + 0.4 * background + 0.1 * torch.randn(n, 3, size, size, generator=gen)
     colour = (0.35 + 0.65 * torch.rand(n, 3, 1, 1, generator=gen)).expand(n, 3, size, size)
     image = background * (1 - mask) + colour * mask
-    return (image.clamp(0, 1) * 255).round().to(torch.uint8)
+    return (image.clamp(0, 1) * 255).round().to(torch.uint8), mask[:, 0].bool()
 
 
-def make_synthetic(num_images: int, seed: int, size: int = 32, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
-    """``num_images`` balanced images as a uint8 ``(N, 3, size, size)`` tensor and int64 labels."""
+def make_synthetic(num_images: int, seed: int, size: int = 32, chunk: int = 2048, masks: bool = False):
+    """``num_images`` balanced images as a uint8 ``(N, 3, size, size)`` tensor and int64 labels, and
+    with ``masks=True`` the bool ``(N, size, size)`` shape masks as a third element."""
     gen = torch.Generator().manual_seed(seed)
     labels = torch.arange(num_images) % len(CLASSES)
     labels = labels[torch.randperm(num_images, generator=gen)]
-    images = torch.cat([_draw(labels[i : i + chunk], size, gen) for i in range(0, num_images, chunk)])
+    drawn = [_draw(labels[i : i + chunk], size, gen) for i in range(0, num_images, chunk)]
+    images = torch.cat([d[0] for d in drawn])
+    if masks:
+        return images, labels, torch.cat([d[1] for d in drawn])
     return images, labels

@@ -1,0 +1,123 @@
+"""``attn-bench visualize``: what each block attends to, as a heatmap grid a paper can use.
+
+    attn-bench visualize outputs/sweeps/<sweep>               # every run below, one row per block variant
+    attn-bench visualize RUN [RUN ...] --images 8 --method gradcam --split test --layer layer3 --seed 0
+
+Every completed run below the given directories (seed ``--seed`` of each block variant) is loaded
+from its checkpoint (weights only); the same deterministic, class-balanced evaluation images are
+drawn for every run: the inputs with their labels on top, then per run the class-activation map of
+the predicted class (``grad-cam``, default Grad-CAM on the last stage) with the prediction and its
+confidence (red: wrong). Writes ``heatmaps.png`` (300 dpi) and ``heatmaps.pdf`` to ``--out``
+(default ``<first dir>/visualize``) and the grid as a TensorBoard image into every drawn run. A run
+without a checkpoint, or whose checkpoint does not match its config, is one line; the rest is drawn.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+
+from attn_bench.attention import BASELINE
+from attn_bench.commands.report.collect import collect_runs
+from attn_bench.errors import ConfigError, check
+from attn_bench.models.labels import backbone_label, block_label
+
+_out = Console(highlight=False, soft_wrap=True)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line and exit 2, like every other user mistake
+        raise ConfigError(f"visualize: {message}")
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    from attn_bench.commands.visualize.cams import METHODS
+
+    parser = _Parser(prog="attn-bench visualize", description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories")
+    parser.add_argument("--images", type=int, default=8, help="images to draw (class-balanced)")
+    parser.add_argument("--method", default="gradcam", choices=list(METHODS))
+    parser.add_argument("--split", default="test", choices=["test", "train"])
+    parser.add_argument("--layer", default=None, help="target module path (default: the last stage)")
+    parser.add_argument("--seed", type=int, default=0, help="which seed of each block variant to draw")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: <first dir>/visualize)")
+    args = parser.parse_args(argv)
+    check(args.images >= 1, f"visualize: --images must be at least 1, got {args.images}")
+    return args
+
+
+def _chosen_runs(dirs: list[Path], seed: int) -> list:
+    """One completed run per block variant (the one with ``seed``, else the lowest seed), the
+    baseline first."""
+    runs, problems = collect_runs(dirs)
+    for problem in problems:
+        _err.print(f"visualize: skipped {problem.path}: {problem.status}, {problem.reason}")
+    by_row: dict[str, list] = {}
+    for run in runs:
+        by_row.setdefault(_row_label(run), []).append(run)
+    chosen = []
+    for group in by_row.values():
+        exact = [r for r in group if r.config.get("seed") == seed]
+        chosen.append((exact or sorted(group, key=lambda r: str(r.config.get("seed"))))[0])
+    check(bool(chosen), f"visualize: no completed run in {', '.join(map(str, dirs))}")
+    return sorted(chosen, key=lambda r: (str(r.config["model"]["attn"]) != BASELINE, _row_label(r)))
+
+
+def _row_label(run) -> str:
+    return f"{backbone_label(run.config['model'])} + {block_label(run.config['model'], run.block, run.placement)}"
+
+
+def _tensorboard(run_dir: Path, image) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(run_dir)) as writer:
+        writer.add_image("visualize/heatmaps", image, dataformats="HWC")
+
+
+def main(argv: list[str]) -> int:
+    from attn_bench.commands.visualize import cams, grid
+
+    args = _parse(argv)
+    runs = _chosen_runs(args.dirs, args.seed)
+    data = runs[0].config["data"]
+    images = cams.eval_images(data, args.images, args.split)
+    backbones = {backbone_label(r.config["model"]) for r in runs}
+    one_backbone = len(backbones) == 1
+    rows, drawn = [], []
+    with Progress(console=_err, transient=True) as progress:
+        task = progress.add_task("class-activation maps", total=len(runs))
+        for run in runs:
+            progress.advance(task)
+            if run.config["data"] != data:
+                _err.print(f"visualize: skipped {run.run_dir}: trained on other data than {runs[0].run_dir}")
+                continue
+            try:
+                model = cams.load_model(Path(run.run_dir), run.config)
+                maps, probs = cams.class_activation_maps(model, images.inputs, args.method, args.layer)
+            except ConfigError as err:
+                _err.print(f"visualize: skipped: {err}")
+                continue
+            label = block_label(run.config["model"], run.block, run.placement) if one_backbone else _row_label(run)
+            rows.append(grid.Row(f"{label}\nseed {run.config.get('seed')}", maps, probs))
+            drawn.append(Path(run.run_dir))
+    check(bool(rows), "visualize: no run could be drawn (see the lines above)")
+    epochs = runs[0].config["trainer"]["epochs"]
+    where = "the last stage" if args.layer is None else args.layer
+    title = f"{args.method} on {where} of {next(iter(backbones)) if one_backbone else 'each backbone'}, " \
+            f"{data['name']} {args.split} images, {epochs} epoch{'s' if epochs != 1 else ''} (red: wrong prediction)"
+    fig = grid.draw(images.raw, images.labels, images.class_names, rows, title)
+    out = args.out or args.dirs[0] / "visualize"
+    written = grid.save(fig, out / "heatmaps")
+    image = grid.as_array(fig)
+    for run_dir in drawn:
+        _tensorboard(run_dir, image)
+    for path in written:
+        _out.print(f"wrote {path}")
+    _out.print(f"added the grid to the TensorBoard events of {len(drawn)} run(s) (tag visualize/heatmaps)")
+    return 0
+
+
+__all__ = ["main"]

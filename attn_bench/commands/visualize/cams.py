@@ -1,0 +1,118 @@
+"""What the figure shows, as numbers: each run's model from its checkpoint, a fixed class-balanced
+set of evaluation images, and class-activation maps from the ``grad-cam`` package
+(pytorch-grad-cam: Grad-CAM, Grad-CAM++, Eigen-CAM, ...), plus the share of CAM energy inside a
+mask (the synthetic data's shape masks), which the tests check."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from attn_bench.data import synthetic
+from attn_bench.data.datasets import ImageTensors, class_folders, load_tensors
+from attn_bench.errors import ConfigError
+from attn_bench.models import model_from_config
+from attn_bench.rundir import LAST_CKPT
+from attn_bench.training.checkpoint import load_checkpoint
+
+METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "eigencam": "EigenCAM", "layercam": "LayerCAM",
+           "xgradcam": "XGradCAM", "scorecam": "ScoreCAM", "hirescam": "HiResCAM"}
+
+
+@dataclass
+class Images:
+    """The drawn images: uint8 for display, normalised for the model, and their labels and masks."""
+
+    raw: torch.Tensor  # uint8 (N, 3, H, W)
+    inputs: torch.Tensor  # float (N, 3, H, W), normalised as in training
+    labels: torch.Tensor
+    class_names: list[str]
+    masks: torch.Tensor | None  # bool (N, H, W)
+
+
+def balanced_indices(labels: torch.Tensor, count: int) -> list[int]:
+    """``count`` indices cycling through the classes in order, each class's images in file order:
+    the same images for every run on the same data."""
+    by_class = {int(c): (labels == c).nonzero().flatten().tolist() for c in labels.unique()}
+    picked, rank = [], 0
+    while len(picked) < count and any(rank < len(v) for v in by_class.values()):
+        picked += [v[rank] for _, v in sorted(by_class.items()) if rank < len(v)][: count - len(picked)]
+        rank += 1
+    return picked
+
+
+def eval_images(data_cfg: dict[str, Any], count: int, split: str = "test") -> Images:
+    cfg = OmegaConf.create(data_cfg)
+    tensors: ImageTensors = load_tensors(cfg, train=split == "train")
+    keep = torch.tensor(balanced_indices(tensors.labels, count))
+    raw = tensors.images[keep]
+    mean = torch.tensor(list(cfg.mean)).view(1, 3, 1, 1)
+    std = torch.tensor(list(cfg.std)).view(1, 3, 1, 1)
+    masks = None if tensors.masks is None else tensors.masks[keep]
+    names = class_names(cfg)
+    return Images(raw, (raw.float() / 255 - mean) / std, tensors.labels[keep], names, masks)
+
+
+CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def class_names(cfg) -> list[str]:
+    if cfg.name == "synthetic":
+        return list(synthetic.CLASSES)
+    if cfg.name == "cifar10":
+        return list(CIFAR10)
+    return class_folders(cfg) or [str(i) for i in range(int(cfg.num_classes))]
+
+
+def load_model(run_dir: Path, config: dict[str, Any]) -> nn.Module:
+    """The run's network with its final weights (``last.pt``, weights only), in eval mode."""
+    path = run_dir / LAST_CKPT
+    if not path.exists():
+        raise ConfigError(f"{run_dir}: no checkpoint ({LAST_CKPT}); nothing to draw for this run")
+    cfg = OmegaConf.create(config)
+    model = model_from_config(cfg.model, int(cfg.data.num_classes), int(cfg.data.img_size))
+    try:
+        model.load_state_dict(load_checkpoint(path)["model"])
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise ConfigError(f"{path}: does not match the run's config ({first})") from None
+    return model.eval()
+
+
+def target_layer(model: nn.Module, name: str | None) -> nn.Module:
+    """``name`` (a module path), or the last stage (ResNet ``layer4``, MobileNet ``blocks[-1]``)."""
+    stages = [f"layer{i}" for i in range(1, 5)] if hasattr(model, "layer1") else [
+        f"blocks.{i}" for i in range(len(model.blocks))]
+    if name is None:
+        return model.get_submodule(stages[-1])
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        raise ConfigError(f"visualize: --layer '{name}' is not a module of this network; stages: "
+                          f"{', '.join(stages)}") from None
+
+
+def class_activation_maps(model: nn.Module, inputs: torch.Tensor, method: str = "gradcam",
+                          layer: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(CAMs in [0, 1] at the input size (N, H, W), softmax probabilities (N, classes)) for the
+    predicted class of each image."""
+    import pytorch_grad_cam
+
+    if method not in METHODS:
+        raise ConfigError(f"visualize: unknown --method '{method}'; valid choices: {', '.join(METHODS)}")
+    with torch.no_grad():
+        probs = model(inputs).softmax(dim=1)
+    with getattr(pytorch_grad_cam, METHODS[method])(model=model, target_layers=[target_layer(model, layer)]) as cam:
+        maps = cam(input_tensor=inputs, targets=None)  # None: the top class of each image
+    return torch.from_numpy(maps).float(), probs
+
+
+def energy_inside(cams: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Per image: the share of CAM energy inside the mask divided by the mask's share of the image
+    (1 = no better than uniform; the object's region singled out: well above 1)."""
+    inside = (cams * masks).flatten(1).sum(1) / cams.flatten(1).sum(1).clamp(min=1e-12)
+    return inside / masks.flatten(1).float().mean(1)

@@ -1,0 +1,84 @@
+"""attn-bench visualize: heatmaps that can be checked against the synthetic shapes, and the command."""
+import json
+import shutil
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from attn_bench.cli import main
+from attn_bench.commands.train import run_training
+from attn_bench.commands.visualize import cams
+from attn_bench.models import model_from_config
+
+pytest.importorskip("pytorch_grad_cam")
+
+LEARN = ["data.train_size=2000", "data.test_size=200", "trainer.epochs=4", "trainer.scheduler.warmup_epochs=0.5",
+         "measure_cost=false"]
+# Grad-CAM energy inside the shape mask over the mask's share of the image, mean over 60 test images.
+# The issue asked for 1.5; on this data an untrained network already reaches 0.96-1.53 (seeds 0-3:
+# the bright shapes dominate any random feature map), so 1.5 would not separate trained from
+# untrained. Trained (4 epochs) measured 2.25 (none) and 2.09 (cbam).
+ENERGY_THRESHOLD = 1.8
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from conftest import TINY_TRAIN, _compose_train
+
+    root = tmp_path_factory.mktemp("visualize")
+    for attn in ("none", "cbam"):
+        run_training(_compose_train(TINY_TRAIN + LEARN + [f"model.attn={attn}"]), root / attn)
+    return root
+
+
+def _energy(model, config) -> float:
+    images = cams.eval_images(config["data"], 60)
+    maps, _ = cams.class_activation_maps(model, images.inputs)
+    return cams.energy_inside(maps, images.masks).mean().item()
+
+
+@pytest.mark.parametrize("attn", ["none", "cbam"])
+def test_gradcam_energy_sits_on_the_shape_after_training_and_not_before(trained, attn):
+    run = trained / attn
+    config = json.loads((run / "metrics.json").read_text())["config"]
+    assert _energy(cams.load_model(run, config), config) >= ENERGY_THRESHOLD
+    torch.manual_seed(0)
+    cfg = OmegaConf.create(config)
+    untrained = model_from_config(cfg.model, 10, 32).eval()
+    assert _energy(untrained, config) < ENERGY_THRESHOLD
+
+
+def test_energy_is_one_for_a_uniform_map_and_exact_by_hand():
+    masks = torch.zeros(1, 4, 4, dtype=torch.bool)
+    masks[0, :2, :2] = True  # a quarter of the image
+    assert cams.energy_inside(torch.ones(1, 4, 4), masks).item() == pytest.approx(1.0)
+    peaked = torch.zeros(1, 4, 4)
+    peaked[0, 0, 0] = 1.0
+    assert cams.energy_inside(peaked, masks).item() == pytest.approx(4.0)  # all energy in 1/4 of the area
+
+
+def test_images_are_the_same_class_balanced_set_for_every_run():
+    labels = torch.tensor([3, 1, 1, 0, 3, 0, 2, 2, 1])
+    assert cams.balanced_indices(labels, 6) == [3, 1, 6, 0, 5, 2]  # classes 0, 1, 2, 3, then 0, 1 again
+
+
+def test_the_command_draws_the_grid_writes_tensorboard_and_skips_bad_runs_in_one_line(trained, tmp_path, capsys):
+    shutil.copytree(trained / "cbam", tmp_path / "cbam_no_ckpt")
+    (tmp_path / "cbam_no_ckpt" / "last.pt").unlink()
+    out = tmp_path / "figures"
+    assert main(["visualize", str(trained / "none"), str(tmp_path), "--images", "4", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert (out / "heatmaps.png").stat().st_size > 10_000 and (out / "heatmaps.pdf").read_bytes()[:4] == b"%PDF"
+    skipped = [line for line in captured.err.splitlines() if "no checkpoint" in line]
+    assert len(skipped) == 1 and "cbam_no_ckpt" in skipped[0]
+    assert f"wrote {out / 'heatmaps.png'}" in captured.out
+    events = EventAccumulator(str(trained / "none"), size_guidance={"images": 0}).Reload()
+    assert "visualize/heatmaps" in events.Tags()["images"]
+
+
+def test_bad_method_is_one_line(trained, capsys):
+    assert main(["visualize", str(trained), "--method", "gradcam3"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'gradcam3'" in err and len(err.strip().splitlines()) == 1
