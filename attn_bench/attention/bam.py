@@ -136,5 +136,9 @@ class BAM(nn.Module):
         mc, ms = self.channel_att(x), self.spatial_att(x)
         return 1 + self.gate(mc + ms if self.combine == "sum" else mc * ms)
 
+    def spatial_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention map averaged over channels, (N, H, W) (``attn-bench visualize``)."""
+        return self.attention(x).mean(dim=1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.attention(x)

@@ -98,9 +98,12 @@ class SpatialGate(nn.Module):
         nn.init.zeros_(self.bn.weight)
         nn.init.zeros_(self.bn.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def gate_map(self, x: torch.Tensor) -> torch.Tensor:
         pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
-        return x * self.gate(self.bn(self.conv(pooled)))
+        return self.gate(self.bn(self.conv(pooled)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate_map(x)
 
 
 class CBAM(nn.Module):
@@ -126,6 +129,10 @@ class CBAM(nn.Module):
         else:
             kernel_size = check_odd_kernel(_NAME, "spatial_kernel_size", spatial_kernel_size)
             self.spatial = SpatialGate(kernel_size, gate_layer)
+
+    def spatial_map(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The spatial gate (N, H, W) this block applies to input ``x`` (``attn-bench visualize``)."""
+        return None if self.spatial is None else self.spatial.gate_map(self.channel(x))[:, 0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.channel(x)

@@ -116,6 +116,11 @@ class CoordAttention(nn.Module):
         a_w = self.gate(self.conv_w(f_w.transpose(2, 3)))
         return a_h, a_w
 
+    def spatial_map(self, x: torch.Tensor) -> torch.Tensor:
+        """a_h * a_w averaged over channels, (N, H, W) (``attn-bench visualize``)."""
+        a_h, a_w = self.attention_maps(x)
+        return (a_h * a_w).mean(dim=1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a_h, a_w = self.attention_maps(x)
         return x * a_h * a_w

@@ -131,6 +131,10 @@ class GAM(nn.Module):
             y = channel_shuffle(y, self.groups)
         return self.spatial_gate(self.bn2(self.conv2(y)))
 
+    def spatial_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Ms on the channel-attended input, averaged over channels, (N, H, W) (``attn-bench visualize``)."""
+        return self.spatial_attention(x * self.channel_attention(x)).mean(dim=1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x * self.channel_attention(x)
         return x * self.spatial_attention(x)

@@ -134,6 +134,13 @@ class GlobalContext(nn.Module):
         attn = self.conv_attn(x).view(n, h * w).softmax(dim=-1)
         return torch.einsum("ncp,np->nc", x.reshape(n, c, h * w), attn).view(n, c, 1, 1)
 
+    def spatial_map(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The softmax weights over positions, (N, H, W); None for average pooling (``attn-bench visualize``)."""
+        if self.conv_attn is None:
+            return None
+        n, _, h, w = x.shape
+        return self.conv_attn(x).view(n, h * w).softmax(dim=-1).view(n, h, w)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ctx = self.context(x)
         out = x

@@ -83,6 +83,12 @@ class NonLocal(nn.Module):
         key = self.phi(self.pool(x)).flatten(2)  # N, Ci, HW'
         return (torch.bmm(query, key) * self.scale).softmax(dim=-1).view(n, query.shape[1], key.shape[2])
 
+    def spatial_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention each (pooled) key position receives, averaged over the queries, at the key grid
+        (N, H', W') (``attn-bench visualize``)."""
+        keys = self.pool(x).shape[-2:]
+        return self.affinity(x).mean(dim=1).view(x.shape[0], *keys)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
         value = self.g(self.pool(x)).flatten(2).transpose(1, 2)  # N, HW', Ci

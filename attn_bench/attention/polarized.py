@@ -107,6 +107,11 @@ class PolarizedSelfAttention(nn.Module):
             return torch.sigmoid(torch.matmul(q, v.softmax(dim=-1)).view(n, 1, h, w))
         return torch.sigmoid(torch.matmul(q, v).softmax(dim=-1).view(n, 1, h, w))
 
+    def spatial_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The spatial-only gate, (N, H, W) (``attn-bench visualize``)."""
+        y = x * self.channel_gate(x) if self.layout == "sequential" else x
+        return self.spatial_gate(y)[:, 0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.layout == "sequential":
             y = x * self.channel_gate(x)

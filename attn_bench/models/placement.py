@@ -260,4 +260,9 @@ def place_attention(
 
 def attention_modules(model: nn.Module) -> list[nn.Module]:
     """The attention blocks :func:`place_attention` put into ``model``."""
-    return [model.get_submodule(slot.module_path) for slot in getattr(model, _PLACED_ATTR, ())]
+    return [module for _, module in placed_attention(model)]
+
+
+def placed_attention(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(module path, module) of every attention block :func:`place_attention` put into ``model``."""
+    return [(slot.module_path, model.get_submodule(slot.module_path)) for slot in getattr(model, _PLACED_ATTR, ())]

@@ -78,6 +78,31 @@ def test_the_command_draws_the_grid_writes_tensorboard_and_skips_bad_runs_in_one
     assert "visualize/heatmaps" in events.Tags()["images"]
 
 
+def test_the_blocks_own_maps_are_the_maps_they_apply():
+    from attn_bench.attention import create_block
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 32, 6, 5)
+    cbam = create_block("cbam", 32).eval()
+    with torch.no_grad():
+        cbam.spatial.bn.weight.fill_(1.0)  # not the zero-init constant gate
+        gate = cbam.spatial_map(x)
+        torch.testing.assert_close(cbam(x), cbam.channel(x) * gate.unsqueeze(1))
+        for name in ("gc", "nl"):  # softmax weights over positions: they sum to 1 per image
+            maps = create_block(name, 32).eval().spatial_map(x)
+            torch.testing.assert_close(maps.flatten(1).sum(1), torch.ones(2))
+        psa = create_block("psa", 32).eval()
+        torch.testing.assert_close(psa.spatial_map(x), psa.spatial_gate(x)[:, 0])
+
+
+def test_the_command_draws_the_blocks_own_maps_beside_grad_cam(trained, tmp_path, capsys):
+    out = tmp_path / "figures"
+    assert main(["visualize", str(trained), "--images", "2", "--out", str(out)]) == 0
+    assert (out / "attention_maps.png").stat().st_size > 10_000 and (out / "attention_maps.pdf").exists()
+    events = EventAccumulator(str(trained / "cbam"), size_guidance={"images": 0}).Reload()
+    assert {"visualize/heatmaps", "visualize/attention_maps"} <= set(events.Tags()["images"])
+
+
 def test_bad_method_is_one_line(trained, capsys):
     assert main(["visualize", str(trained), "--method", "gradcam3"]) == 2
     err = capsys.readouterr().err

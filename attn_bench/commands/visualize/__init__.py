@@ -7,8 +7,10 @@ Every completed run below the given directories (seed ``--seed`` of each block v
 from its checkpoint (weights only); the same deterministic, class-balanced evaluation images are
 drawn for every run: the inputs with their labels on top, then per run the class-activation map of
 the predicted class (``grad-cam``, default Grad-CAM on the last stage) with the prediction and its
-confidence (red: wrong). Writes ``heatmaps.png`` (300 dpi) and ``heatmaps.pdf`` to ``--out``
-(default ``<first dir>/visualize``) and the grid as a TensorBoard image into every drawn run. A run
+confidence (red: wrong). Blocks that expose ``spatial_map(x) -> (N, h, w)`` (CBAM, BAM, CA, GAM,
+GC, NL, PSA; a user's block may too) also get their own map, at the last placed module, in a second
+grid. Writes ``heatmaps.{png,pdf}`` and ``attention_maps.{png,pdf}`` (300 dpi / vector) to ``--out``
+(default ``<first dir>/visualize``) and the grids as TensorBoard images into every drawn run. A run
 without a checkpoint, or whose checkpoint does not match its config, is one line; the rest is drawn.
 """
 from __future__ import annotations
@@ -70,11 +72,12 @@ def _row_label(run) -> str:
     return f"{backbone_label(run.config['model'])} + {block_label(run.config['model'], run.block, run.placement)}"
 
 
-def _tensorboard(run_dir: Path, image) -> None:
+def _tensorboard(run_dir: Path, images: dict) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     with SummaryWriter(str(run_dir)) as writer:
-        writer.add_image("visualize/heatmaps", image, dataformats="HWC")
+        for tag, image in images.items():
+            writer.add_image(tag, image, dataformats="HWC")
 
 
 def main(argv: list[str]) -> int:
@@ -86,7 +89,7 @@ def main(argv: list[str]) -> int:
     images = cams.eval_images(data, args.images, args.split)
     backbones = {backbone_label(r.config["model"]) for r in runs}
     one_backbone = len(backbones) == 1
-    rows, drawn = [], []
+    rows, own, drawn = [], [], []
     with Progress(console=_err, transient=True) as progress:
         task = progress.add_task("class-activation maps", total=len(runs))
         for run in runs:
@@ -103,6 +106,13 @@ def main(argv: list[str]) -> int:
             label = block_label(run.config["model"], run.block, run.placement) if one_backbone else _row_label(run)
             rows.append(grid.Row(f"{label}\nseed {run.config.get('seed')}", maps, probs))
             drawn.append(Path(run.run_dir))
+            block_map = cams.block_maps(model, images.inputs)
+            if block_map is None:
+                if str(run.config["model"]["attn"]) != BASELINE:
+                    _err.print(f"visualize: {label}: the block draws no spatial map of its own (channel weights "
+                               f"only, or no spatial_map method); Grad-CAM only")
+                continue
+            own.append(grid.Row(f"{label}\n{block_map[1]}", block_map[0], probs))
     check(bool(rows), "visualize: no run could be drawn (see the lines above)")
     epochs = runs[0].config["trainer"]["epochs"]
     where = "the last stage" if args.layer is None else args.layer
@@ -111,12 +121,19 @@ def main(argv: list[str]) -> int:
     fig = grid.draw(images.raw, images.labels, images.class_names, rows, title)
     out = args.out or args.dirs[0] / "visualize"
     written = grid.save(fig, out / "heatmaps")
-    image = grid.as_array(fig)
+    images_for_tb = {"visualize/heatmaps": grid.as_array(fig)}
+    if own:
+        fig = grid.draw(images.raw, images.labels, images.class_names, own,
+                        f"the blocks' own spatial maps (last placed module, scaled to [0, 1] per image), "
+                        f"{data['name']} {args.split} images")
+        written += grid.save(fig, out / "attention_maps")
+        images_for_tb["visualize/attention_maps"] = grid.as_array(fig)
     for run_dir in drawn:
-        _tensorboard(run_dir, image)
+        _tensorboard(run_dir, images_for_tb)
     for path in written:
         _out.print(f"wrote {path}")
-    _out.print(f"added the grid to the TensorBoard events of {len(drawn)} run(s) (tag visualize/heatmaps)")
+    _out.print(f"added {len(images_for_tb)} grid(s) to the TensorBoard events of {len(drawn)} run(s) "
+               f"(tags {', '.join(images_for_tb)})")
     return 0
 
 

@@ -16,6 +16,7 @@ from attn_bench.data import synthetic
 from attn_bench.data.datasets import ImageTensors, class_folders, load_tensors
 from attn_bench.errors import ConfigError
 from attn_bench.models import model_from_config
+from attn_bench.models.placement import placed_attention
 from attn_bench.rundir import LAST_CKPT
 from attn_bench.training.checkpoint import load_checkpoint
 
@@ -116,3 +117,32 @@ def energy_inside(cams: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     (1 = no better than uniform; the object's region singled out: well above 1)."""
     inside = (cams * masks).flatten(1).sum(1) / cams.flatten(1).sum(1).clamp(min=1e-12)
     return inside / masks.flatten(1).float().mean(1)
+
+
+def _normalise(maps: torch.Tensor) -> torch.Tensor:
+    flat = maps.flatten(1)
+    low, high = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    return ((flat - low) / (high - low).clamp(min=1e-12)).view_as(maps)
+
+
+def block_maps(model: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, str] | None:
+    """The block's own spatial map at its last placed module that has one (the protocol: a method
+    ``spatial_map(x) -> (N, h, w)`` given the module's input), upsampled to the image and scaled to
+    [0, 1] per image, with that module's path; None when the block draws no spatial map."""
+    candidates = [(path, m) for path, m in placed_attention(model) if hasattr(m, "spatial_map")]
+    if not candidates:
+        return None
+    path, module = candidates[-1]
+    seen = []
+    handle = module.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    try:
+        with torch.no_grad():
+            model(inputs)
+            maps = module.spatial_map(seen[0])
+    finally:
+        handle.remove()
+    if maps is None:
+        return None
+    up = torch.nn.functional.interpolate(maps.unsqueeze(1).float(), size=inputs.shape[-2:], mode="bilinear",
+                                         align_corners=False)[:, 0]
+    return _normalise(up), path
