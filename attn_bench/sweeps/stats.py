@@ -10,10 +10,14 @@ Choices, and why:
   equal variances it loses almost nothing against Student's test. Degrees of freedom come from
   the Welch-Satterthwaite formula, so they are usually not whole numbers.
 * The verdict says whether the difference is **distinguishable from seed noise**: two-sided
-  ``p < 0.05``, which is the same as the 95% interval excluding 0. With 2-5 seeds the test has
-  little power, so "no" means "not shown", not "no effect". Each block is tested on its own
-  against the baseline, uncorrected for multiple comparisons: among many blocks, expect about
-  one in twenty to look significant by chance.
+  ``p < 0.05`` (for a single comparison the same as the 95% interval excluding 0; the report
+  decides on the Holm-adjusted p, below). With 2-5 seeds the test has
+  little power, so "no" means "not shown", not "no effect".
+* **Multiple comparisons:** a sweep tests many blocks against one baseline; uncorrected, about one
+  block in twenty would look significant by chance. The report therefore adjusts the p-values of
+  each (backbone, dataset) family with **Holm's step-down method** (:func:`holm`: controls the
+  family-wise error rate at 5 % under any dependence, and is never less powerful than Bonferroni)
+  and decides "beyond seed noise" on the adjusted value; both are shown.
 * With fewer than 2 seeds on either side there is no variance estimate, so there is no interval
   and no verdict; with zero variance on both sides (bit-identical seeds) the test is undefined.
 * The Student-t CDF is computed here through the regularized incomplete beta function
@@ -110,16 +114,34 @@ class Comparison:
     p_value: float | None = None
     df: float | None = None
     note: str | None = None  # why there is no interval, when there is none
+    p_holm: float | None = None  # adjusted over the family of comparisons (see holm)
+
+    @property
+    def decisive_p(self) -> float | None:
+        return self.p_holm if self.p_holm is not None else self.p_value
 
     @property
     def significant(self) -> bool | None:
-        return None if self.p_value is None else self.p_value < ALPHA
+        return None if self.decisive_p is None else self.decisive_p < ALPHA
 
     @property
     def verdict(self) -> str:
         if self.p_value is None:
             return self.note or NEED_SEEDS
-        return f"{'yes' if self.significant else 'no'} (p={self.p_value:.3g})"
+        holm = "" if self.p_holm is None else f", Holm {self.p_holm:.3g}"
+        return f"{'yes' if self.significant else 'no'} (p={self.p_value:.3g}{holm})"
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm-adjusted p-values, in the given order (None stays None and does not count in m):
+    the i-th smallest of m becomes max over j <= i of min(1, (m - j + 1) p_(j))."""
+    ranked = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(ranked):
+        running = max(running, min(1.0, (len(ranked) - rank) * p))
+        adjusted[i] = running
+    return adjusted
 
 
 def welch_compare(block: Sequence[float], baseline: Sequence[float], confidence: float = 1 - ALPHA) -> Comparison:

@@ -105,8 +105,9 @@ def test_report_writes_every_file_and_lists_failures(sweep, capsys):
     assert (out_dir / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
 
     md = (out_dir / "report.md").read_text()
-    assert "| se | 2 | 81.00 ± 1.41 | +10.00 | [+3.92, +16.08] | yes (p=0.0194) |" in md
-    assert "| eca | 2 | 72.00 ± 1.41 | +1.00 | [-5.08, +7.08] | no (p=0.553) |" in md
+    # Holm over the family {se, eca}: 2 x 0.0194 = 0.0388; max(0.0388, 1 x 0.553) = 0.553
+    assert "| se | 2 | 81.00 ± 1.41 | +10.00 | [+3.92, +16.08] | yes (p=0.0194, Holm 0.0388) |" in md
+    assert "| eca | 2 | 72.00 ± 1.41 | +1.00 | [-5.08, +7.08] | no (p=0.553, Holm 0.553) |" in md
     assert "n/a: need >= 2 seeds" in md and "## Failed / incomplete runs" in md
     assert "| failed | cbam | 0 |" in md and "| incomplete | gc | 1 |" in md and "last.pt present" in md
     assert "backbone" not in md.split("\n|---")[0].splitlines()[-1]  # one backbone, one dataset: no such columns

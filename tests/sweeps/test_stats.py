@@ -76,3 +76,20 @@ def test_welch_on_unequal_sizes_and_variances_matches_the_formulas():
     student_df = 5 + 3 - 2  # Student's test would use 6 degrees of freedom: a visibly different p
     assert abs(c.p_value - t_two_sided_p(-1.0 / se, student_df)) > 0.01
     assert c.ci_high - c.delta == pytest.approx(t_quantile(0.975, df) * se)
+
+
+def test_holm_adjusts_step_down_and_keeps_the_order():
+    from attn_bench.sweeps.stats import holm
+
+    # sorted 0.01, 0.03, 0.04 -> 3 x 0.01 = 0.03, 2 x 0.03 = 0.06, max(0.06, 1 x 0.04) = 0.06
+    assert holm([0.04, 0.01, None, 0.03]) == pytest.approx([0.06, 0.03, None, 0.06])
+    assert holm([0.6, 0.9]) == [1.0, 1.0]  # capped at 1
+    assert holm([]) == [] and holm([None]) == [None]
+
+
+def test_a_raw_p_below_005_can_lose_significance_after_holm():
+    from dataclasses import replace as with_
+
+    clear = welch_compare([80.0, 82.0], [70.0, 72.0])  # p = 0.0194
+    assert clear.significant and not with_(clear, p_holm=0.0582).significant
+    assert with_(clear, p_holm=0.0582).verdict == "no (p=0.0194, Holm 0.0582)"

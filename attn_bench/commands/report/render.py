@@ -13,7 +13,7 @@ from attn_bench.tables import Column, Table, to_latex, to_markdown
 TITLE = "attn-bench report"
 DELTA_HEADERS = {"Δ top-1", "95% CI", "beyond seed noise?"}
 CSV_FIELDS = ("backbone", "dataset", "block", "n", "seeds", "top1_mean", "top1_std", "top5_mean", "top5_std",
-              "delta_top1", "delta_ci_low", "delta_ci_high", "p_value", "welch_df", "beyond_seed_noise",
+              "delta_top1", "delta_ci_low", "delta_ci_high", "p_value", "p_holm", "welch_df", "beyond_seed_noise",
               "params", "attn_params", "gmacs", "latency_ms", "throughput_img_per_s", "train_time_s", "epochs", "runs")
 
 
@@ -68,7 +68,7 @@ def caption(rows: list[dict[str, Any]], baseline: str) -> str:
     text = "top-1/top-5: eval accuracy after the last epoch, mean ± sample std over seeds (n = seeds); "
     if any(row["is_baseline"] for row in rows):
         text += (f"Δ top-1: minus the '{baseline}' block, 95% CI and p from Welch's t-test; "
-                 "beyond seed noise? = p < 0.05")
+                 "beyond seed noise? = Holm-adjusted p < 0.05 (over the blocks compared with the baseline)")
     else:
         text += f"no '{baseline}' (baseline) runs, so no deltas"
     devices = sorted({d for row in rows for d in row["cost_devices"]})
@@ -112,6 +112,7 @@ def csv_record(row: dict[str, Any]) -> dict[str, Any]:
     return {
         **{k: row[k] for k in CSV_FIELDS if k in row},
         "delta_top1": c.delta if c else None, "delta_ci_low": c.ci_low if c else None,
-        "delta_ci_high": c.ci_high if c else None, "p_value": c.p_value if c else None, "welch_df": c.df if c else None,
+        "delta_ci_high": c.ci_high if c else None, "p_value": c.p_value if c else None,
+        "p_holm": c.p_holm if c else None, "welch_df": c.df if c else None,
         "beyond_seed_noise": None if c is None else c.significant,
     }

@@ -3,13 +3,14 @@ with the baseline block by Welch's test (:mod:`attn_bench.sweeps.stats`)."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Any, Iterable
 
 from attn_bench.commands.report.collect import is_number
 from attn_bench.config import flatten
 from attn_bench.models.labels import row_key
 from attn_bench.rundir import NO_EFFECT_KEYS, RunRecord
-from attn_bench.sweeps.stats import mean, sample_std, welch_compare
+from attn_bench.sweeps.stats import holm, mean, sample_std, welch_compare
 
 GROUP_KEYS = ("backbone", "dataset")
 # What may differ between the seeds of one row: the seed and label, and keys that change no number.
@@ -86,7 +87,16 @@ def build_rows(runs: list[RunRecord], baseline: str) -> list[dict[str, Any]]:
         if base is not None and base is not row:
             row["comparison"] = welch_compare(row["top1"], base["top1"])
         row["is_baseline"] = base is row
+    _adjust_for_multiple_comparisons(rows)
     return rows
+
+
+def _adjust_for_multiple_comparisons(rows: list[dict[str, Any]]) -> None:
+    """Holm over each (backbone, dataset) family: every block compared with that family's baseline."""
+    for family in {(r["backbone"], r["dataset"]) for r in rows}:
+        members = [r for r in rows if (r["backbone"], r["dataset"]) == family and r["comparison"] is not None]
+        for row, p in zip(members, holm([r["comparison"].p_value for r in members])):
+            row["comparison"] = replace(row["comparison"], p_holm=p)
 
 
 def pooling_warnings(runs: list[RunRecord]) -> list[str]:
