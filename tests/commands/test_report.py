@@ -27,7 +27,7 @@ def config(block, seed, backbone="resnet18", dataset="synthetic", epochs=3):
     }
 
 
-def completed(run_dir, block, seed, top1, *, gmacs=0.04, latency_ms=1.0, epochs=3, **config_kwargs):
+def completed(run_dir, block, seed, top1, *, gmacs=0.04, latency_ms=1.0, epochs=3, busy=False, **config_kwargs):
     history = [{"epoch": e, "step": 78 * e, "lr": 0.1, "train_loss": 2.0 / e, "train_top1": top1 - 5,
                 "eval_top1": top1 - 10 * (epochs - e), "eval_top5": 99.0, "eval_loss": 0.9, "eval_images": 2000,
                 "img_per_s": 900.0, "epoch_train_time_s": 11.0} for e in range(1, epochs + 1)]
@@ -38,7 +38,8 @@ def completed(run_dir, block, seed, top1, *, gmacs=0.04, latency_ms=1.0, epochs=
         "peak_memory_mb": 500.0, "device": "cpu (2 threads)", "world_size": 1, "seed": seed, "history": history,
         "cost": {"params": 700_000, "attn_params": 0, "img_size": 32, "macs": int(gmacs * 1e9), "gmacs": gmacs,
                  "flops": int(2 * gmacs * 1e9), "gflops": 2 * gmacs, "uncounted_ops": [], "latency_ms": latency_ms,
-                 "throughput_img_per_s": 2000.0, "device": "cpu", "device_name": "test cpu", "num_threads": 2},
+                 "throughput_img_per_s": 2000.0, "device": "cpu", "device_name": "test cpu", "num_threads": 2,
+                 "latency_busy": busy, "throughput_busy": False},
         "config": config(block, seed, epochs=epochs, **config_kwargs), "versions": {"torch": "2.x"},
         "run_dir": str(run_dir),
     }
@@ -235,3 +236,39 @@ def test_the_report_uses_the_last_epoch_not_the_best(tmp_path):
     runs, _ = report.collect_runs([tmp_path])
     (row,) = report.build_rows(runs, "none")
     assert row["top1"] == [70.0, 72.0] and row["top1_mean"] == pytest.approx(71.0)
+
+
+def test_pareto_front_keeps_only_points_nothing_beats():
+    from attn_bench.commands.report.plots import pareto_front
+
+    points = [(1.0, 70.0), (1.1, 69.0), (1.2, 72.0), (2.0, 71.0), (3.0, 75.0), (0.9, 60.0)]
+    assert pareto_front(points) == [(0.9, 60.0), (1.0, 70.0), (1.2, 72.0), (3.0, 75.0)]
+
+
+def test_figures_are_vector_and_300_dpi_with_plain_ticks_and_a_titled_context(tmp_path):
+    from PIL import Image
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from attn_bench.commands.report.plots import _plain_axes, context
+
+    root = tmp_path / "sweep"
+    for seed, top1 in enumerate((70.0, 72.0)):
+        completed(root / f"none{seed}", "none", seed, top1, gmacs=0.0445000)
+        completed(root / f"se{seed}", "se", seed, top1 + 1, gmacs=0.0445012, busy=seed == 0)
+    assert main(["report", str(root)]) == 0
+    out = root / "report"
+    for name in ("accuracy_vs_macs", "accuracy_vs_latency", "training_curves"):
+        assert (out / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
+        assert round(Image.open(out / f"{name}.png").info["dpi"][0]) == 300
+    md = (out / "report.md").read_text()
+    assert "| se | 2 |" in md and "1.00 *" in md and "* = timed while the machine was busy" in md
+    runs, _ = report.collect_runs([root])
+    rows = report.build_rows(runs, "none")
+    assert context(rows).startswith("resnet18 (") and context(rows).endswith(" on synthetic, 3 epochs, 2 seeds per block")
+    fig = Figure()
+    ax = fig.add_subplot()
+    ax.plot([0.0445000, 0.0445012], [1, 2])
+    _plain_axes(ax)
+    FigureCanvasAgg(fig).draw()
+    assert ax.xaxis.get_major_formatter().get_offset() == ""  # no "1e-6 + 4.45e-2" above the axis

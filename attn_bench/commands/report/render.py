@@ -43,6 +43,12 @@ def _interval(row: dict) -> str:
     return c.note if c.ci_low is None else f"[{c.ci_low:+.2f}, {c.ci_high:+.2f}]"
 
 
+def _timing(key: str, digits: int) -> Callable[[dict], str]:
+    """A timing, with ``*`` when it was measured while the machine was busy."""
+    busy_key = "latency_busy" if key == "latency_ms" else "throughput_busy"
+    return lambda row: "-" if row[key] is None else f"{row[key]:.{digits}f}" + (" *" if row.get(busy_key) else "")
+
+
 def _verdict(row: dict) -> str:
     c: Comparison | None = row["comparison"]
     if c is None:
@@ -58,7 +64,7 @@ def columns(rows: list[dict[str, Any]]) -> list[Column]:
         Column("Δ top-1", _delta), Column("95% CI", _interval), Column("beyond seed noise?", _verdict),
         Column("top-5 (%)", _mean_std("top5_mean", "top5_std")),
         Column("params (M)", _number("params", 1e6, 3)), Column("GMACs", _number("gmacs", 1, 3)),
-        Column("latency (ms)", _number("latency_ms", 1, 2)), Column("img/s", _number("throughput_img_per_s", 1, 0)),
+        Column("latency (ms)", _timing("latency_ms", 2)), Column("img/s", _timing("throughput_img_per_s", 0)),
         Column("train time (s)", _number("train_time_s", 1, 1)),
     ]
     return [c for c in cols if with_delta or c.header not in DELTA_HEADERS]
@@ -71,6 +77,8 @@ def caption(rows: list[dict[str, Any]], baseline: str) -> str:
                  "beyond seed noise? = Holm-adjusted p < 0.05 (over the blocks compared with the baseline)")
     else:
         text += f"no '{baseline}' (baseline) runs, so no deltas"
+    if any(row.get("latency_busy") or row.get("throughput_busy") for row in rows):
+        text += "; * = timed while the machine was busy (other processes or a wide spread): compare with care"
     devices = sorted({d for row in rows for d in row["cost_devices"]})
     if devices:
         text += f"; latency (batch 1, median) and img/s measured on {', '.join(devices)}"

@@ -66,6 +66,9 @@ def summarize(key: tuple[str, str, str], runs: list[RunRecord]) -> dict[str, Any
         "attn_params": next(iter(_numbers(run.attn_params for run in runs)), None),
         "gmacs": _mean_or_none(c.get("gmacs") for c in cost),
         "latency_ms": _mean_or_none(c.get("latency_ms") for c in cost),
+        # a timing taken while the machine was busy is marked, never shown as clean
+        "latency_busy": any(c.get("latency_busy") for c in cost),
+        "throughput_busy": any(c.get("throughput_busy") for c in cost),
         "throughput_img_per_s": _mean_or_none(c.get("throughput_img_per_s") for c in cost),
         "cost_devices": sorted({str(c["device_name"]) for c in cost if c.get("device_name")}),
         "train_time_s": _mean_or_none(run.train_time_s for run in runs),
