@@ -119,8 +119,11 @@ def test_report_writes_every_file_and_lists_failures(sweep, capsys):
     assert records["none"]["seeds"] == "0;1" and records["ca"]["p_value"] == "" and records["se"]["params"] == "700000"
 
     tex = (out_dir / "report.tex").read_text()
-    assert r"\begin{tabular}" in tex and r"81.00 $\pm$ 1.41" in tex and r"top-1 (\%)" in tex
-    assert r"n/a: need \textgreater{}= 2 seeds" in tex and "±" not in tex
+    assert r"\begin{tabular}" in tex and r"81.00 $\pm$ 1.41" in tex and r"top-1 (\%)" in tex and "±" not in tex
+    assert r"\caption{resnet18" in tex and r"\label{tab:attn-bench}" in tex and tex.rstrip().endswith(r"\end{table}")
+    # compact: block, params, GMACs, top-1, delta (* = beyond seed noise after Holm), adjusted p
+    assert r"se & 0.70 & 0.041 & 81.00 $\pm$ 1.41 & +10.00* & 0.0388 \\" in tex
+    assert r"eca & 0.70 & 0.040 & 72.00 $\pm$ 1.41 & +1.00 & 0.553 \\" in tex
 
 
 def test_baseline_missing_still_gives_absolute_numbers(tmp_path, capsys):

@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
+from attn_bench.commands.report.rows import context
 from attn_bench.io import atomic_write_with
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -34,17 +35,6 @@ def _save(fig, path: Path) -> Path:
     """A 300-dpi PNG for slides and the README, and the same figure as a vector PDF for papers."""
     atomic_write_with(path.with_suffix(".pdf"), lambda f: fig.savefig(f, format="pdf", bbox_inches="tight"))
     return atomic_write_with(path, lambda f: fig.savefig(f, format="png", dpi=PNG_DPI, bbox_inches="tight"))
-
-
-def context(rows: list[dict[str, Any]]) -> str:
-    """What the numbers are of: backbone(s), dataset(s), epochs and seeds."""
-    def joined(key: str) -> str:
-        return ", ".join(sorted({str(row[key]) for row in rows}))
-
-    epochs = "/".join(sorted({str(e) for row in rows for e in row["epochs"]}))
-    low, high = min(row["n"] for row in rows), max(row["n"] for row in rows)
-    seeds = f"{low} seed{'s' if low != 1 else ''}" if low == high else f"{low}-{high} seeds"
-    return f"{joined('backbone')} on {joined('dataset')}, {epochs} epochs, {seeds} per block"
 
 
 def _plain_axes(ax) -> None:

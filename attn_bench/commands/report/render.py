@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from attn_bench.commands.report.collect import Problem
-from attn_bench.commands.report.rows import varying_keys
+from attn_bench.commands.report.rows import context, varying_keys
 from attn_bench.sweeps.stats import Comparison
-from attn_bench.tables import Column, Table, to_latex, to_markdown
+from attn_bench.tables import Column, Table, latex_escape, to_latex, to_markdown
 
 TITLE = "attn-bench report"
 DELTA_HEADERS = {"Δ top-1", "95% CI", "beyond seed noise?"}
@@ -98,7 +98,7 @@ def problems_table(problems: list[Problem]) -> Table:
 
 
 def markdown_document(rows: list[dict[str, Any]], problems: list[Problem], baseline: str, plots: list[Path]) -> str:
-    lines = [f"# {TITLE}", ""]
+    lines = [f"# {TITLE}", ""] + ([f"**{context(rows)}**", ""] if rows else [])
     if rows:
         table = results_table(rows, baseline)
         lines += [table.caption + ".", ""] + to_markdown(table)
@@ -111,8 +111,38 @@ def markdown_document(rows: list[dict[str, Any]], problems: list[Problem], basel
     return "\n".join(lines) + "\n"
 
 
+def _delta_marked(row: dict) -> str:
+    """Δ top-1 with ``*`` when beyond seed noise (Holm-adjusted)."""
+    c = row["comparison"]
+    return _delta(row) + ("*" if c is not None and c.significant else "")
+
+
+def _holm(row: dict) -> str:
+    c = row["comparison"]
+    return "-" if c is None or c.p_holm is None else f"{c.p_holm:.3g}"
+
+
+def paper_table(rows: list[dict[str, Any]]) -> Table:
+    """The compact table for a paper (the CSV holds every column)."""
+    with_delta = any(row["is_baseline"] for row in rows)
+    cols = [Column(key, lambda r, key=key: r[key], "left") for key in varying_keys(rows)] + [
+        Column("block", lambda r: r["block"], "left"), Column("params (M)", _number("params", 1e6, 2)),
+        Column("GMACs", _number("gmacs", 1, 3)), Column("top-1 (%)", _mean_std("top1_mean", "top1_std")),
+        Column("Δ top-1", _delta_marked), Column("adj. p", _holm)]
+    return Table(TITLE, [c for c in cols if with_delta or c.header not in {"Δ top-1", "adj. p"}], rows)
+
+
 def latex_document(rows: list[dict[str, Any]], baseline: str) -> str:
-    return to_latex(results_table(rows, baseline)) if rows else f"% {TITLE}: no completed runs\n"
+    """A booktabs ``table`` with caption and label and the compact columns of :func:`paper_table`."""
+    if not rows:
+        return f"% {TITLE}: no completed runs\n"
+    caption = latex_escape(context(rows)) + r". Top-1 after the last epoch, mean $\pm$ std over seeds"
+    if any(row["is_baseline"] for row in rows):
+        caption += (rf"; $\Delta$ against {latex_escape(baseline)}; adj.\ p: Welch's test, Holm-adjusted over the "
+                    r"blocks; * = beyond seed noise (adj.\ p $<$ 0.05)")
+    tabular = to_latex(paper_table(rows)).split("\n", 2)[2]  # without the two comment lines
+    return ("% needs \\usepackage{booktabs}; every column is in report.csv\n\\begin{table}[t]\n\\centering\n"
+            f"\\caption{{{caption}}}\n\\label{{tab:attn-bench}}\n{tabular}\\end{{table}}\n")
 
 
 def csv_record(row: dict[str, Any]) -> dict[str, Any]:

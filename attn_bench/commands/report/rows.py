@@ -120,3 +120,14 @@ def pooling_warnings(runs: list[RunRecord]) -> list[str]:
 
 def varying_keys(rows: list[dict[str, Any]]) -> list[str]:
     return [k for k in GROUP_KEYS if len({row[k] for row in rows}) > 1]
+
+
+def context(rows: list[dict[str, Any]]) -> str:
+    """What the numbers are of: backbone(s), dataset(s), epochs and seeds."""
+    def joined(key: str) -> str:
+        return ", ".join(sorted({str(row[key]) for row in rows}))
+
+    epochs = "/".join(sorted({str(e) for row in rows for e in row["epochs"]}))
+    low, high = min(row["n"] for row in rows), max(row["n"] for row in rows)
+    seeds = f"{low} seed{'s' if low != 1 else ''}" if low == high else f"{low}-{high} seeds"
+    return f"{joined('backbone')} on {joined('dataset')}, {epochs} epochs, {seeds} per block"
