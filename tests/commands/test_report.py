@@ -149,11 +149,24 @@ def test_backbone_and_dataset_columns_appear_only_when_they_vary(tmp_path, capsy
     assert "| mobilenetv2_100 (channels=[16, 32, 64, 128], stem_width=16) | se | 2 | 76.50 ± 0.71 | +1.00 |" in md
 
 
-def test_runs_that_differ_in_more_than_the_seed_are_flagged(tmp_path, capsys):
+def test_runs_that_differ_in_more_than_the_seed_are_refused_unless_pooled(tmp_path, capsys):
     completed(tmp_path / "a", "se", 0, 80.0, epochs=3)
     completed(tmp_path / "b", "se", 1, 82.0, epochs=5)
-    assert main(["report", str(tmp_path)]) == 0
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "runs pooled as seeds differ in trainer.epochs" in err[0] and "--pool" in err[0]
+    assert not (tmp_path / "report" / "report.md").exists()
+    assert main(["report", str(tmp_path), "--pool"]) == 0
     assert "runs pooled as seeds differ in trainer.epochs" in capsys.readouterr().err
+
+
+def test_exclude_busy_leaves_busy_timings_out(tmp_path):
+    for seed in (0, 1):
+        completed(tmp_path / f"none{seed}", "none", seed, 70.0 + seed, latency_ms=2.0, busy=True)
+        completed(tmp_path / f"se{seed}", "se", seed, 71.0 + seed, latency_ms=3.0)
+    assert main(["report", str(tmp_path), "--exclude-busy"]) == 0
+    records = {r["block"]: r for r in csv.DictReader((tmp_path / "report" / "report.csv").open())}
+    assert records["none"]["latency_ms"] == "" and float(records["se"]["latency_ms"]) == pytest.approx(3.0)
 
 
 def test_without_matplotlib_the_plots_are_skipped_with_one_warning(sweep, monkeypatch, capsys):

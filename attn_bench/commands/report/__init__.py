@@ -23,7 +23,7 @@ from attn_bench.commands.report.collect import Problem, collect_runs, load_run, 
 from attn_bench.commands.report.render import (
     CSV_FIELDS, csv_record, latex_document, markdown_document, problems_table, results_table,
 )
-from attn_bench.commands.report.rows import build_rows, group_of, pooling_warnings, varying_keys
+from attn_bench.commands.report.rows import build_rows, drop_busy_timings, group_of, pooling_warnings, varying_keys
 from attn_bench.errors import ConfigError, check
 from attn_bench.io import atomic_write_text
 from attn_bench.models.labels import backbone_label, block_label
@@ -43,6 +43,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("dirs", nargs="+", type=Path, help="directories to search for runs (recursively)")
     parser.add_argument("--out", type=Path, help="output directory (default: <first dir>/report)")
     parser.add_argument("--baseline", default=None, help=f"block the deltas are measured against (default: {BASELINE})")
+    parser.add_argument("--pool", action="store_true",
+                        help="pool runs of one block that differ in more than the seed (warned); without it the "
+                             "report refuses")
+    parser.add_argument("--exclude-busy", action="store_true",
+                        help="leave out latency and throughput measured while the machine was busy")
     return parser.parse_args(argv)
 
 
@@ -62,8 +67,14 @@ def main(argv: list[str]) -> int:
     blocks = sorted({group_of(run)[2] for run in runs})
     check(args.baseline is None or baseline in blocks,
           f"report: --baseline {baseline} has no completed runs; blocks found: {', '.join(blocks) or 'none'}")
+    problems_pooling = pooling_warnings(runs)
+    check(args.pool or not problems_pooling,
+          f"report: {problems_pooling[0] if problems_pooling else ''}; these are not seeds of one experiment: "
+          f"report them from separate directories, or pass --pool to pool them anyway")
     rows = build_rows(runs, baseline)
-    for warning in pooling_warnings(runs):
+    if args.exclude_busy:
+        drop_busy_timings(rows)
+    for warning in problems_pooling:
         err.print(f"[yellow]warning:[/] {escape(warning)}")
     if not rows:
         err.print("[yellow]warning:[/] no completed runs; only failed/incomplete ones are listed")

@@ -131,3 +131,12 @@ def context(rows: list[dict[str, Any]]) -> str:
     low, high = min(row["n"] for row in rows), max(row["n"] for row in rows)
     seeds = f"{low} seed{'s' if low != 1 else ''}" if low == high else f"{low}-{high} seeds"
     return f"{joined('backbone')} on {joined('dataset')}, {epochs} epochs, {seeds} per block"
+
+
+def drop_busy_timings(rows: list[dict[str, Any]]) -> None:
+    """``--exclude-busy``: a timing taken while the machine was busy is left out (shown as -)."""
+    for row in rows:
+        if row.get("latency_busy"):
+            row["latency_ms"], row["latency_busy"] = None, False
+        if row.get("throughput_busy"):
+            row["throughput_img_per_s"], row["throughput_busy"] = None, False
