@@ -78,8 +78,10 @@ class EfficientChannelAttn(nn.Module):
         self.conv = nn.Conv1d(1, 1, kernel_size=kernel_size, padding=(kernel_size - 1) // 2, bias=False)
         self.gate = make_act(_NAME, "gate_layer", gate_layer)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def channel_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-channel gate (N, C) this block multiplies ``x`` by (``attn-bench visualize``)."""
         n, c = x.shape[:2]
-        pooled = x.mean(dim=(2, 3)).view(n, 1, c)
-        weights = self.gate(self.conv(pooled)).view(n, c, 1, 1)
-        return x * weights
+        return self.gate(self.conv(x.mean(dim=(2, 3)).view(n, 1, c))).view(n, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.channel_weights(x)[:, :, None, None]

@@ -64,6 +64,10 @@ class SqueezeExcite(nn.Module):
         self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1, bias=True)
         self.gate = make_act(_NAME, "gate_layer", gate_layer)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def channel_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-channel gate (N, C) this block multiplies ``x`` by (``attn-bench visualize``)."""
         squeezed = x.mean(dim=(2, 3), keepdim=True)
-        return x * self.gate(self.fc2(self.act(self.fc1(squeezed))))
+        return self.gate(self.fc2(self.act(self.fc1(squeezed)))).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.channel_weights(x)[:, :, None, None]

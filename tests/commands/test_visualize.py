@@ -103,6 +103,22 @@ def test_the_command_draws_the_blocks_own_maps_beside_grad_cam(trained, tmp_path
     assert {"visualize/heatmaps", "visualize/attention_maps"} <= set(events.Tags()["images"])
 
 
+def test_channel_weights_are_the_gates_and_are_pooled_per_stage():
+    from attn_bench.attention import create_block
+    from attn_bench.models import build_model
+
+    x = torch.randn(2, 32, 6, 5)
+    for name in ("se", "eca"):
+        block = create_block(name, 32).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(block(x), x * block.channel_weights(x)[:, :, None, None])
+    model = build_model("resnet18", "se", num_classes=10, timm_kwargs={"channels": (16, 32, 64, 128)}).eval()
+    stages = cams.channel_weights_by_stage(model, torch.randn(3, 3, 32, 32))
+    # two SE blocks per stage, 3 images, C channels each
+    assert {k: v.numel() for k, v in stages.items()} == {"layer1": 96, "layer2": 192, "layer3": 384, "layer4": 768}
+    assert all(((v > 0) & (v < 1)).all() for v in stages.values())
+
+
 def test_bad_method_is_one_line(trained, capsys):
     assert main(["visualize", str(trained), "--method", "gradcam3"]) == 2
     err = capsys.readouterr().err

@@ -29,6 +29,8 @@ def _std(value: float) -> float:
 
 
 PNG_DPI = 300
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", ":", "-.")
 
 
 def _save(fig, path: Path) -> Path:
@@ -95,12 +97,13 @@ def training_curves(rows: list[dict[str, Any]], varying: list[str], path: Path) 
         return None
     fig = Figure(figsize=(6, 4.5))
     ax = fig.add_subplot()
-    for row in rows:
-        if row["curve"]:
-            epochs, means, stds = zip(*row["curve"])
-            line, = ax.plot(epochs, means, marker=".", label=f"{_label(row, varying)} (n={row['n']})")
-            low, high = zip(*((m - _std(s), m + _std(s)) for m, s in zip(means, stds)))
-            ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.15)
+    for i, row in enumerate(r for r in rows if r["curve"]):
+        epochs, means, stds = zip(*row["curve"])
+        # marker and line style as well as colour, so that the curves stay apart in greyscale print
+        style = {"marker": MARKERS[i % len(MARKERS)], "linestyle": LINESTYLES[i % len(LINESTYLES)]}
+        line, = ax.plot(epochs, means, label=f"{_label(row, varying)} (n={row['n']})", **style)
+        low, high = zip(*((m - _std(s), m + _std(s)) for m, s in zip(means, stds)))
+        ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.15)
     ax.set(xlabel="epoch", ylabel="eval top-1 (%)", title=f"eval top-1 per epoch (band: ± std over seeds): {context(rows)}")
     ax.title.set_fontsize(9)
     _plain_axes(ax)

@@ -9,7 +9,9 @@ drawn for every run: the inputs with their labels on top, then per run the class
 the predicted class (``grad-cam``, default Grad-CAM on the last stage) with the prediction and its
 confidence (red: wrong). Blocks that expose ``spatial_map(x) -> (N, h, w)`` (CBAM, BAM, CA, GAM,
 GC, NL, PSA; a user's block may too) also get their own map, at the last placed module, in a second
-grid. Writes ``heatmaps.{png,pdf}`` and ``attention_maps.{png,pdf}`` (300 dpi / vector) to ``--out``
+grid; blocks that weigh channels (``channel_weights(x) -> (N, C)``: SE, ECA) get the distribution
+of their weights per stage in ``channel_weights.{png,pdf}``.
+Writes ``heatmaps.{png,pdf}`` and ``attention_maps.{png,pdf}`` (300 dpi / vector) to ``--out``
 (default ``<first dir>/visualize``) and the grids as TensorBoard images into every drawn run. A run
 without a checkpoint, or whose checkpoint does not match its config, is one line; the rest is drawn.
 """
@@ -89,7 +91,7 @@ def main(argv: list[str]) -> int:
     images = cams.eval_images(data, args.images, args.split)
     backbones = {backbone_label(r.config["model"]) for r in runs}
     one_backbone = len(backbones) == 1
-    rows, own, drawn = [], [], []
+    rows, own, channel, drawn = [], [], [], []
     with Progress(console=_err, transient=True) as progress:
         task = progress.add_task("class-activation maps", total=len(runs))
         for run in runs:
@@ -107,12 +109,14 @@ def main(argv: list[str]) -> int:
             rows.append(grid.Row(f"{label}\nseed {run.config.get('seed')}", maps, probs))
             drawn.append(Path(run.run_dir))
             block_map = cams.block_maps(model, images.inputs)
-            if block_map is None:
-                if str(run.config["model"]["attn"]) != BASELINE:
-                    _err.print(f"visualize: {label}: the block draws no spatial map of its own (channel weights "
-                               f"only, or no spatial_map method); Grad-CAM only")
-                continue
-            own.append(grid.Row(f"{label}\n{block_map[1]}", block_map[0], probs))
+            weights = cams.channel_weights_by_stage(model, images.inputs)
+            if weights:
+                channel.append((f"{label}, seed {run.config.get('seed')}", weights))
+            if block_map is not None:
+                own.append(grid.Row(f"{label}\n{block_map[1]}", block_map[0], probs))
+            elif not weights and str(run.config["model"]["attn"]) != BASELINE:
+                _err.print(f"visualize: {label}: the block defines neither spatial_map nor channel_weights; "
+                           f"Grad-CAM only")
     check(bool(rows), "visualize: no run could be drawn (see the lines above)")
     epochs = runs[0].config["trainer"]["epochs"]
     where = "the last stage" if args.layer is None else args.layer
@@ -128,6 +132,11 @@ def main(argv: list[str]) -> int:
                         f"{data['name']} {args.split} images")
         written += grid.save(fig, out / "attention_maps")
         images_for_tb["visualize/attention_maps"] = grid.as_array(fig)
+    if channel:
+        fig = grid.channel_weight_figure(channel, f"channel weights per stage over the {len(images.labels)} drawn "
+                                                  f"{data['name']} {args.split} images")
+        written += grid.save(fig, out / "channel_weights")
+        images_for_tb["visualize/channel_weights"] = grid.as_array(fig)
     for run_dir in drawn:
         _tensorboard(run_dir, images_for_tb)
     for path in written:

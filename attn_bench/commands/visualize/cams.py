@@ -146,3 +146,23 @@ def block_maps(model: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, st
     up = torch.nn.functional.interpolate(maps.unsqueeze(1).float(), size=inputs.shape[-2:], mode="bilinear",
                                          align_corners=False)[:, 0]
     return _normalise(up), path
+
+
+def channel_weights_by_stage(model: nn.Module, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """For a block that weighs channels (``channel_weights(x) -> (N, C)``: SE, ECA, or a user's
+    block): every placed module's weights on ``inputs``, pooled per stage ({"layer1": values, ...})."""
+    modules = [(path, m) for path, m in placed_attention(model) if hasattr(m, "channel_weights")]
+    inputs_seen: dict[str, torch.Tensor] = {}
+    handles = [m.register_forward_pre_hook(lambda m, args, path=path: inputs_seen.setdefault(path, args[0]))
+               for path, m in modules]
+    try:
+        with torch.no_grad():
+            model(inputs)
+            by_stage: dict[str, list[torch.Tensor]] = {}
+            for path, module in modules:
+                stage = path.split(".")[0] if not path.startswith("blocks.") else ".".join(path.split(".")[:2])
+                by_stage.setdefault(stage, []).append(module.channel_weights(inputs_seen[path]).flatten())
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {stage: torch.cat(values) for stage, values in by_stage.items()}

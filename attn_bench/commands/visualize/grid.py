@@ -42,7 +42,8 @@ def draw(raw: torch.Tensor, labels: torch.Tensor, names: list[str], rows: list[R
         for j in range(n):
             ax = axes[i, j]
             ax.imshow(_image(raw[j]), interpolation="nearest")
-            ax.imshow(row.cams[j].numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
+            # inferno: brightness rises with the value, so the maps read in greyscale too (jet does not)
+            ax.imshow(row.cams[j].numpy(), cmap="inferno", alpha=0.55, vmin=0, vmax=1, interpolation="bilinear")
             right = int(pred[j]) == int(labels[j])
             ax.set_title(f"{names[int(pred[j])]} {100 * conf[j]:.0f}%", fontsize=6,
                          color="black" if right else "#b00000", fontweight="normal" if right else "bold")
@@ -67,3 +68,24 @@ def as_array(fig) -> np.ndarray:
     fig.set_dpi(100)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def channel_weight_figure(runs: list[tuple[str, dict[str, torch.Tensor]]], title: str):
+    """One panel per run: the distribution of its channel weights per stage (box: quartiles,
+    whiskers: 5th-95th percentile), the images' weights pooled."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3.2 * len(runs) + 0.5, 3.2), layout="constrained")
+    fig.suptitle(title, fontsize=9)
+    axes = fig.subplots(1, len(runs), squeeze=False)[0]
+    for ax, (label, stages) in zip(axes, runs):
+        names = list(stages)
+        ax.boxplot([stages[n].numpy() for n in names], whis=(5, 95), showfliers=False,
+                   medianprops={"color": "black"})
+        ax.set_xticks(range(1, len(names) + 1), names, fontsize=7, rotation=30)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("channel weight", fontsize=7)
+        ax.set_title(label, fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    return fig
