@@ -102,6 +102,7 @@ def test_a_run_prints_what_it_measured_and_lands_in_its_named_directory(tmp_path
     assert "trainer.progress" not in run_dir.name  # keys that do not change results stay out of the name
     # what to run next, with the real paths
     assert f"next: tensorboard --logdir {run_dir}" in out and f"attn-bench report {tmp_path / 'runs'}" in out
+    assert f"attn-bench visualize {run_dir}" in out
 
 
 

@@ -64,8 +64,12 @@ class AttentionGate(nn.Module):
         self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01)
         self.gate = make_act(_NAME, "gate_layer", gate_layer)
 
+    def gate_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The (N, 1, H, W) gate this branch multiplies its (rotated) input by."""
+        return self.gate(self.bn(self.conv(z_pool(x))))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(self.bn(self.conv(z_pool(x))))
+        return x * self.gate_map(x)
 
 
 class TripletAttention(nn.Module):
@@ -89,6 +93,18 @@ class TripletAttention(nn.Module):
             nn.init.kaiming_normal_(branch.conv.weight, mode="fan_out")
             nn.init.constant_(branch.bn.weight, 0.0 if branch is self.hw else 1.0)
             nn.init.zeros_(branch.bn.bias)
+
+    def spatial_map(self, x: torch.Tensor) -> torch.Tensor:
+        """What the block weighs each position by (``attn-bench visualize``): the output is
+        ``x * m`` with ``m = (g_cw + g_hc + g_hw) / 3`` broadcast over (C, H, W); this is ``m``
+        averaged over channels, (N, H, W), so the rotated branches count as well as the plain
+        spatial one."""
+        g_cw = self.cw.gate_map(x.permute(0, 2, 1, 3)).permute(0, 2, 1, 3)  # (N, C, 1, W)
+        g_hc = self.hc.gate_map(x.permute(0, 3, 2, 1)).permute(0, 3, 2, 1)  # (N, C, H, 1)
+        total = g_cw + g_hc                                                   # (N, C, H, W)
+        if self.hw is not None:
+            total = total + self.hw.gate_map(x)                              # + (N, 1, H, W)
+        return total.mean(dim=1) / (2 if self.hw is None else 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cw = self.cw(x.permute(0, 2, 1, 3)).permute(0, 2, 1, 3)

@@ -148,5 +148,7 @@ def _print_summary(jobs: list[Job], sweep_dir: Path) -> None:
                       " ".join(job.overrides), job.reason or "", style=style)
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     console.print(table)
-    console.print(f"next: attn-bench report {shlex.quote(str(sweep_dir))}\n"
-                  f"      tensorboard --logdir {shlex.quote(str(sweep_dir))}", markup=False)
+    where = shlex.quote(str(sweep_dir))
+    console.print(f"next: attn-bench report {where}\n"
+                  f"      attn-bench visualize {where}\n"
+                  f"      tensorboard --logdir {where}", markup=False)

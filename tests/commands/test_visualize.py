@@ -78,6 +78,35 @@ def test_the_command_draws_the_grid_writes_tensorboard_and_skips_bad_runs_in_one
     assert "visualize/heatmaps" in events.Tags()["images"]
 
 
+def test_a_checkpoint_that_does_not_match_its_config_is_one_line_and_the_rest_is_drawn(trained, tmp_path, capsys):
+    shutil.copytree(trained / "none", tmp_path / "none_with_cbam_weights")
+    shutil.copy(trained / "cbam" / "last.pt", tmp_path / "none_with_cbam_weights" / "last.pt")
+    out = tmp_path / "figures"
+    assert main(["visualize", str(trained / "cbam"), str(tmp_path), "--images", "2", "--out", str(out)]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "does not match" in line]
+    assert len(lines) == 1 and "none_with_cbam_weights" in lines[0] and "Traceback" not in lines[0]
+    assert (out / "heatmaps.png").exists()  # the matching run is still drawn
+
+
+def test_a_flat_gate_is_drawn_flat_not_stretched_into_a_pattern():
+    from attn_bench.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", "cbam", 10, stem="small", timm_kwargs={"channels": [16, 32, 64, 128]}).eval()
+    gates = [m.spatial.bn.weight for m in model.modules() if getattr(m, "spatial", None) is not None]
+    for module in model.modules():  # timm zero-inits each block's last BN: give the gates real input
+        if isinstance(module, torch.nn.BatchNorm2d):
+            torch.nn.init.ones_(module.weight)
+    inputs = torch.randn(3, 3, 32, 32)
+    maps, label = cams.block_maps(model, inputs)  # a gate that varies is stretched to [0, 1]
+    assert "span" in label and maps.flatten(1).amin(1).max() == 0 and maps.flatten(1).amax(1).min() == 1
+    for weight in gates:  # CBAM's own init: sigmoid(0) = 0.5 everywhere, up to float rounding
+        torch.nn.init.zeros_(weight)
+    maps, label = cams.block_maps(model, inputs)
+    assert "flat map (0.5) in 3/3" in label
+    torch.testing.assert_close(maps, torch.full_like(maps, 0.5))
+
+
 def test_the_blocks_own_maps_are_the_maps_they_apply():
     from attn_bench.attention import create_block
 
@@ -93,6 +122,10 @@ def test_the_blocks_own_maps_are_the_maps_they_apply():
             torch.testing.assert_close(maps.flatten(1).sum(1), torch.ones(2))
         psa = create_block("psa", 32).eval()
         torch.testing.assert_close(psa.spatial_map(x), psa.spatial_gate(x)[:, 0])
+        triplet = create_block("triplet", 32).eval()
+        triplet.hw.bn.weight.fill_(1.0)  # not the zero-init constant gate
+        positive = x.abs() + 0.1  # the output is x times the gate: divide it back out
+        torch.testing.assert_close(triplet.spatial_map(positive), (triplet(positive) / positive).mean(1))
 
 
 def test_the_command_draws_the_blocks_own_maps_beside_grad_cam(trained, tmp_path, capsys):

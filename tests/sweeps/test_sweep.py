@@ -73,6 +73,7 @@ def test_sweep_runs_every_job_and_a_rerun_recomputes_nothing(tmp_path):
     for m in metrics.values():  # the summary shows each job's final top-1, then what to run next
         assert f"{m['final']['top1']:.2f}" in proc.stderr
     assert f"attn-bench report {root}" in proc.stderr and f"tensorboard --logdir {root}" in proc.stderr
+    assert f"attn-bench visualize {root}" in proc.stderr
     for a in launch["jobs"]:
         for b in launch["jobs"]:
             if a is not b and a["device"] == b["device"]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -61,8 +62,10 @@ def print_run_summary(record: RunRecord) -> None:
         table.add_row(name, value)
     Console().print(table)
     runs = Path(record.run_dir).parent
-    print(f"next: tensorboard --logdir {record.run_dir}\n"
-          f"      attn-bench report {runs}   (compares every run under it)")
+    run_dir = shlex.quote(str(record.run_dir))
+    print(f"next: tensorboard --logdir {run_dir}\n"
+          f"      attn-bench visualize {run_dir}   (Grad-CAM and the block's own maps)\n"
+          f"      attn-bench report {shlex.quote(str(runs))}   (compares every run under it)")
 
 
 # Hydra's run modes: more than one on a command line is a usage error (Hydra raises a ValueError)

@@ -8,7 +8,7 @@ from its checkpoint (weights only); the same deterministic, class-balanced evalu
 drawn for every run: the inputs with their labels on top, then per run the class-activation map of
 the predicted class (``grad-cam``, default Grad-CAM on the last stage) with the prediction and its
 confidence (red: wrong). Blocks that expose ``spatial_map(x) -> (N, h, w)`` (CBAM, BAM, CA, GAM,
-GC, NL, PSA; a user's block may too) also get their own map, at the last placed module, in a second
+GC, NL, PSA, Triplet; a user's block may too) also get their own map, at the last placed module, in a second
 grid; blocks that weigh channels (``channel_weights(x) -> (N, C)``: SE, ECA) get the distribution
 of their weights per stage in ``channel_weights.{png,pdf}``.
 Writes ``heatmaps.{png,pdf}`` and ``attention_maps.{png,pdf}`` (300 dpi / vector) to ``--out``

@@ -119,16 +119,34 @@ def energy_inside(cams: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return inside / masks.flatten(1).float().mean(1)
 
 
-def _normalise(maps: torch.Tensor) -> torch.Tensor:
-    flat = maps.flatten(1)
-    low, high = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
-    return ((flat - low) / (high - low).clamp(min=1e-12)).view_as(maps)
+# A map whose values vary by less than this fraction of their mean is drawn flat: stretching it to
+# [0, 1] would paint float32 rounding (~1e-7 relative) as structure (CBAM's zero-initialised
+# spatial gate, sigmoid(0) = 0.5 everywhere, came out as a tiled pattern). Real but small
+# variation is still stretched, and the row label gives its span so nobody mistakes it for contrast.
+FLAT_SPAN = 1e-5
+
+
+def _normalise(maps: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """Each map scaled to [0, 1]; the ``flat`` ones drawn as a uniform 0.5."""
+    values = maps.flatten(1)
+    low, high = values.min(1, keepdim=True).values, values.max(1, keepdim=True).values
+    scaled = (values - low) / (high - low).clamp(min=1e-12)
+    return torch.where(flat[:, None], torch.full_like(scaled, 0.5), scaled).view_as(maps)
+
+
+def flat_maps(maps: torch.Tensor) -> torch.Tensor:
+    """Per image: whether the map is flat (its span is below ``FLAT_SPAN`` of its mean magnitude)."""
+    values = maps.flatten(1).float()
+    span = values.max(1).values - values.min(1).values
+    return span <= FLAT_SPAN * values.abs().mean(1).clamp(min=1e-12)
 
 
 def block_maps(model: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, str] | None:
     """The block's own spatial map at its last placed module that has one (the protocol: a method
     ``spatial_map(x) -> (N, h, w)`` given the module's input), upsampled to the image and scaled to
-    [0, 1] per image, with that module's path; None when the block draws no spatial map."""
+    [0, 1] per image, with a label: that module's path and the maps' median span (max - min), or
+    the value of the flat ones, which are drawn flat, not stretched; None when the block draws no
+    spatial map."""
     candidates = [(path, m) for path, m in placed_attention(model) if hasattr(m, "spatial_map")]
     if not candidates:
         return None
@@ -143,9 +161,17 @@ def block_maps(model: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, st
         handle.remove()
     if maps is None:
         return None
+    flat = flat_maps(maps)
     up = torch.nn.functional.interpolate(maps.unsqueeze(1).float(), size=inputs.shape[-2:], mode="bilinear",
                                          align_corners=False)[:, 0]
-    return _normalise(up), path
+    if flat.any():
+        value = maps[flat].float().mean().item()
+        path = f"{path}\nflat map ({value:.3g}) in {int(flat.sum())}/{len(flat)}"
+    else:
+        values = maps.flatten(1).float()
+        span = (values.max(1).values - values.min(1).values).median().item()
+        path = f"{path}\nspan {span:.2g}"
+    return _normalise(up, flat), path
 
 
 def channel_weights_by_stage(model: nn.Module, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
