@@ -88,6 +88,18 @@ def test_a_checkpoint_that_does_not_match_its_config_is_one_line_and_the_rest_is
     assert (out / "heatmaps.png").exists()  # the matching run is still drawn
 
 
+def test_a_block_without_maps_gets_grad_cam_and_one_line_saying_so(trained, tmp_path, capsys):
+    from conftest import TINY_TRAIN, _compose_train
+
+    run_training(_compose_train(TINY_TRAIN + LEARN + ["model.attn=simam", "trainer.epochs=1"]), tmp_path / "simam")
+    out = tmp_path / "figures"
+    assert main(["visualize", str(trained / "cbam"), str(tmp_path / "simam"), "--images", "2", "--out", str(out)]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "neither spatial_map nor channel_weights" in line]
+    assert len(lines) == 1 and "simam" in lines[0]
+    events = EventAccumulator(str(tmp_path / "simam"), size_guidance={"images": 0}).Reload()
+    assert "visualize/heatmaps" in events.Tags()["images"]  # still in the Grad-CAM grid
+
+
 def test_a_flat_gate_is_drawn_flat_not_stretched_into_a_pattern():
     from attn_bench.models import build_model
 
