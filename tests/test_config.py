@@ -10,8 +10,13 @@ def test_default_config_is_the_quick_synthetic_run(compose_train):
     assert cfg.data.name == "synthetic"
     assert cfg.model.backbone == "resnet18" and list(cfg.model.timm_kwargs.channels) == [16, 32, 64, 128]
     assert cfg.model.attn == "none"
-    assert cfg.trainer.epochs == 6
+    assert cfg.trainer.epochs == 5 and cfg.trainer.batch_size == 64 and cfg.data.train_size == 5000
     assert cfg.seed == 0
+
+
+def test_the_cifar_recipe_keeps_the_papers_batch_of_128(compose_train):
+    cfg = compose_train(["data=cifar10"])
+    assert cfg.trainer.batch_size == 128 and cfg.trainer.epochs == 200
 
 
 def test_card_command_composes_to_cifar100_recipe(compose_train):

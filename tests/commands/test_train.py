@@ -175,11 +175,10 @@ def test_precision_and_memory_format_hold_inside_the_training_step(precision, ch
     assert metrics["final"]["top1"] > (30.0 if learn else 10.0)
 
 
-@pytest.mark.slow
 def test_the_default_run_learns_the_synthetic_task(compose_train, tmp_path):
-    """The README's main job as it is (about two minutes on 2 cores)."""
+    """The README's main job as it is (about 40-80 s on 2 cores; measured 98.25 %)."""
     metrics = run_training(compose_train([]), tmp_path)
-    assert metrics["final"]["top1"] > 90.0
+    assert metrics["final"]["top1"] > 90.0 and metrics["epochs"] == 5 and metrics["cost"]["macs"] > 0
 
 
 def test_the_progress_bar_runs_and_counts_every_batch(compose_train, tiny_train, tmp_path, monkeypatch):
