@@ -49,7 +49,7 @@ def test_unknown_names_list_the_valid_choices(args, fragments, capsys):
     ("trainer.optimizer.lr=-0.1", "trainer.optimizer.lr must be positive"),
     ("trainer.epochs=0", "trainer.epochs must be a positive integer"),
     ("model.backbone=vit_base", "unknown backbone 'vit_base'"),
-    ("trainer.batch_size=20000", "larger than the 10000 training images"),
+    ("trainer.batch_size=20000", "larger than the 5000 training images"),
     pytest.param("trainer.precision=fp16", "fp16 needs a CUDA device",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is valid on this CUDA host")),
     ("model.attn_stages=[7]", "this backbone has stages [1, 2, 3, 4]"),
