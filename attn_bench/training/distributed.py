@@ -1,4 +1,5 @@
-"""torchrun integration: who am I, which device is mine, and collective helpers."""
+"""Who am I in a run of several processes (torchrun, or a submitit job of several tasks), which
+device is mine, and collective helpers."""
 from __future__ import annotations
 
 import os
@@ -6,7 +7,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-
 
 
 @dataclass(frozen=True)
@@ -25,12 +25,31 @@ class DistInfo:
 
 
 def dist_info_from_env() -> DistInfo:
-    """Rank and world size as torchrun sets them (a plain run is rank 0 of 1)."""
-    return DistInfo(
-        rank=int(os.environ.get("RANK", 0)),
-        world_size=int(os.environ.get("WORLD_SIZE", 1)),
-        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
-    )
+    """Rank and world size as torchrun sets them; without them, inside a submitit job of several
+    tasks (``hydra/launcher=slurm`` with ``nodes`` / ``tasks_per_node``, or ``hydra/launcher=local``),
+    submitit's view of the allocation. A plain run is rank 0 of 1."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return DistInfo(
+            rank=int(os.environ["RANK"]),
+            world_size=int(os.environ["WORLD_SIZE"]),
+            local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        )
+    return _from_submitit() or DistInfo()
+
+
+def _from_submitit() -> DistInfo | None:
+    """One submitit job of N tasks is one run of N ranks: submitit reads SLURM's (or its local
+    executor's) variables, and exports the env:// ones ``init_process_group`` needs (master: the
+    job's first host; port: from the job id, or ``MASTER_PORT`` if set)."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):  # set by submitit in its jobs only
+        return None
+    from submitit.helpers import TorchDistributedEnvironment
+
+    env = TorchDistributedEnvironment()
+    if env.world_size <= 1:
+        return None
+    env.export(set_cuda_visible_devices=False, overwrite=True)
+    return DistInfo(rank=env.rank, world_size=env.world_size, local_rank=env.local_rank)
 
 
 def init_process_group(info: DistInfo, device: torch.device) -> None:

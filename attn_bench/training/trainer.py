@@ -16,7 +16,8 @@ from attn_bench.precision import resolve_precision
 from attn_bench.rundir import BEST_CKPT, LAST_CKPT
 from attn_bench.io import atomic_torch_save
 from attn_bench.training.checkpoint import copy_checkpoint, rng_state, set_rng_state
-from attn_bench.training.distributed import DistInfo, all_reduce_sum, broadcast_object
+from attn_bench.training import preemption
+from attn_bench.training.distributed import DistInfo, all_reduce_sum
 
 log = logging.getLogger("attn_bench")
 
@@ -89,12 +90,17 @@ class Trainer:
         keys = TrainState.__dataclass_fields__
         return TrainState(**{k: ckpt[k] for k in keys if k in ckpt})
 
-    def _checkpoint_due(self) -> bool:
-        """``checkpoint_every_minutes`` have passed since the last checkpoint (rank 0's clock decides
-        for every rank, since saving includes a collective)."""
+    def _checkpoint_due(self) -> tuple[bool, bool]:
+        """(``checkpoint_every_minutes`` have passed since the last checkpoint, a rank has been told
+        to stop: time limit or preemption), in one collective: rank 0's clock decides the first for
+        every rank, since saving includes a collective; any rank's signal decides the second."""
         minutes = float(self.cfg.checkpoint_every_minutes)
         due = minutes > 0 and time.monotonic() - self._last_checkpoint >= 60 * minutes
-        return bool(broadcast_object(due)) if self.dist.enabled else due
+        stop = preemption.received()
+        if not self.dist.enabled:
+            return due, stop
+        due_sum, stop_sum = all_reduce_sum([float(due and self.dist.is_main), float(stop)], self.device)
+        return due_sum > 0, stop_sum > 0
 
     def _save(self, state: TrainState, raw_model: nn.Module, name: str) -> None:
         self._last_checkpoint = time.monotonic()
@@ -188,7 +194,9 @@ class Trainer:
                     or state.batch == self.steps_per_epoch):
                 continue
             # sync point: read the device values, log, maybe checkpoint
-            save = save or (self._checkpoint_due() and state.batch < self.steps_per_epoch)
+            due, stop = self._checkpoint_due()
+            stop = stop and state.batch < self.steps_per_epoch  # at the epoch's end: after its checkpoint
+            save = save or stop or (due and state.batch < self.steps_per_epoch)
             self._check_divergence(state)
             stats["loss_sum"] += float(loss_sum)
             stats["correct"] += int(correct)
@@ -205,6 +213,8 @@ class Trainer:
             if save:
                 state.epoch_stats = self._global_partial(stats)
                 self._save(state, raw_model, LAST_CKPT)
+            if stop:
+                raise preemption.Preempted(state.epoch, state.batch, state.step)
             unsynced, tick = 0, time.perf_counter()
         if task is not None:
             self.progress.finish(task)
@@ -258,5 +268,7 @@ class Trainer:
             self._save(state, raw_model, BEST_CKPT if is_best else LAST_CKPT)
             if is_best and self.dist.is_main:  # the same state: copy the file rather than serialise it again
                 copy_checkpoint(self.run_dir / BEST_CKPT, self.run_dir / LAST_CKPT)
+            if state.epoch < epochs and self._checkpoint_due()[1]:
+                raise preemption.Preempted(state.epoch, state.batch, state.step)
         self._update_wall_time(state)
         return state

@@ -17,9 +17,11 @@ from typing import Sequence
 
 from hydra.core.utils import JobReturn, JobStatus
 
+from attn_bench.errors import ConfigError, check, fail
 from attn_bench.rundir import read_record
 from attn_bench.sweeps.queue import Job
 from attn_bench.sweeps.sweep import check_sweep_dir, finish_sweep, job_dirnames, swept_keys
+from attn_bench.training.validate import per_rank_batch
 
 try:  # an optional dependency (the `slurm` extra)
     from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
@@ -30,8 +32,12 @@ except ImportError:  # pragma: no cover - without it these launchers do not exis
 class _SweepLayout:
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
-        check_sweep_dir(sweep_dir)
         job_overrides = [list(overrides) for overrides in job_overrides]
+        try:  # what would fail every job on the cluster fails here, in one line, before submission
+            check_sweep_dir(sweep_dir)
+            self._check_ranks(job_overrides)
+        except ConfigError as err:
+            sys.exit(fail(f"sweep not started: {err}"))
         names = job_dirnames(job_overrides, swept_keys(self.config))
         placed = [overrides + [f"hydra.sweep.dir='{sweep_dir}'", f"hydra.sweep.subdir='{name}'"]
                   for overrides, name in zip(job_overrides, names)]
@@ -47,6 +53,17 @@ class _SweepLayout:
         if any(job.status == "failed" for job in jobs):
             sys.exit(1)  # the summary says what failed; Hydra would re-raise each with a traceback
         return returns
+
+    def _check_ranks(self, job_overrides: list[list[str]]) -> None:
+        """Each task of a job is one DDP rank on one GPU, and takes an equal share of the batch."""
+        tasks, gpus = int(self.params.get("tasks_per_node") or 1), int(self.params.get("gpus_per_node") or 0)
+        check(gpus == 0 or tasks <= gpus,
+              f"hydra.launcher.tasks_per_node={tasks} is more than hydra.launcher.gpus_per_node={gpus}: each task "
+              f"is one rank on one GPU; request as many GPUs per node as tasks")
+        ranks = tasks * int(self.params.get("nodes") or 1)
+        for overrides in job_overrides:
+            job_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+            per_rank_batch(job_cfg.trainer, ranks)
 
     @staticmethod
     def _job(index: int, overrides: list[str], run_dir: Path, ret: JobReturn) -> Job:

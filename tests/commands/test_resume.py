@@ -1,4 +1,5 @@
 """Exact resume: a run killed at any point and started again ends exactly like an uninterrupted one."""
+import json
 import signal
 import subprocess
 import sys
@@ -146,3 +147,50 @@ def test_the_dataloader_path_resumes_mid_epoch_exactly(workers, tmp_path, monkey
     resumed, steps_run = _resume_counting_steps(overrides, run_dir, monkeypatch)
     _assert_same_run(straight_dir, straight, run_dir, resumed)
     assert steps_run == straight["steps"] - interrupted_at["step"] == 4
+
+
+def test_the_clusters_stop_signal_checkpoints_at_the_next_step_and_the_requeued_run_ends_identically(
+        uninterrupted, tmp_path, monkeypatch):
+    """SLURM's time-limit warning (SIGUSR2, handled by submitit in its jobs) stops the run at the next
+    sync point with a checkpoint of that step; then submitit's handler requeues, and the requeued
+    job resumes exactly. Here a stand-in for submitit's handler records the hand-over and exits."""
+    from attn_bench.training.trainer import Trainer
+
+    handed_over = []
+
+    def submitit_handler(signum, frame):  # submitit: checkpoint the callable, requeue, exit
+        handed_over.append(signum)
+        raise SystemExit(144)
+
+    original_step = Trainer._train_step
+
+    def step_then_signal(self, x, y, state):
+        out = original_step(self, x, y, state)
+        if state.step == 7:  # not a multiple of checkpoint_every_steps=3: only the signal saves here
+            signal.raise_signal(signal.SIGUSR2)
+        return out
+
+    previous = signal.signal(signal.SIGUSR2, submitit_handler)
+    try:
+        monkeypatch.setattr(Trainer, "_train_step", step_then_signal)
+        with pytest.raises(SystemExit) as stopped:
+            run_training(_compose_train(TINY_TRAIN + DETERMINISTIC), tmp_path)
+        monkeypatch.undo()
+        assert stopped.value.code == 144 and handed_over == [signal.SIGUSR2]
+        assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 7
+        assert signal.getsignal(signal.SIGUSR2) is submitit_handler  # given back after the run
+        record = json.loads((tmp_path / "metrics.json").read_text())
+        assert record["status"] == "failed" and record["reason"].startswith("preempted")
+        resumed, steps = _resume_counting_steps(TINY_TRAIN + DETERMINISTIC, tmp_path, monkeypatch)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert steps == 45 - 7
+    _assert_same_run(*uninterrupted, tmp_path, resumed)
+    assert handed_over == [signal.SIGUSR2]  # nothing was handed over twice
+
+
+def test_without_a_scheduler_sigusr2_keeps_its_default_meaning():
+    from attn_bench.training import preemption
+
+    assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
+    assert preemption.install() is False and signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL

@@ -2,6 +2,7 @@
 resume after a kill, and one rank diverging."""
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +101,72 @@ def test_one_rank_diverging_stops_every_rank_at_that_step(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "failed" and metrics["failed_at"] == {"epoch": 1, "step": 5}, metrics
     assert "loss became nan at epoch 1, step 5" in metrics["reason"]
+
+
+def _local_submitit(tmp_path: Path, *extra: str) -> subprocess.Popen:
+    """One job of hydra/launcher=local (submitit's local executor) with 2 tasks: one run of 2 ranks."""
+    args = [sys.executable, "-m", "attn_bench", "-m", "hydra/launcher=local", "hydra.launcher.tasks_per_node=2",
+            "hydra.launcher.timeout_min=10", "seed=0", *SMALL, *extra]
+    env = dict(os.environ, OMP_NUM_THREADS="1", ATTN_BENCH_OUTPUTS=str(tmp_path / "outputs"))
+    return subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _results(metrics: dict) -> list[dict]:
+    keys = ("epoch", "step", "lr", "train_loss", "train_top1", "eval_loss", "eval_top1", "eval_top5")
+    return [{k: h[k] for k in keys} for h in metrics["history"]]
+
+
+def test_a_submitit_job_of_two_tasks_is_one_ddp_run_like_torchrun(straight_ddp, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    proc = _local_submitit(tmp_path)
+    _, err = proc.communicate(timeout=400)
+    assert proc.returncode == 0, err[-3000:]
+    (found,) = (tmp_path / "outputs" / "sweeps").glob("*/*/metrics.json")  # one run directory
+    metrics = json.loads(found.read_text())
+    assert metrics["status"] == "completed" and metrics["world_size"] == 2
+    assert _results(metrics) == _results(straight_ddp[1])  # the same numbers as torchrun's two ranks
+    assert len(list(found.parent.glob("events.out.tfevents*"))) == 1
+
+
+def test_slurms_warning_signal_checkpoints_requeues_and_the_job_resumes_exactly(straight_ddp, tmp_path):
+    """The warning SLURM sends before a time limit (SIGUSR2), sent here to both tasks of a local
+    submitit job: a checkpoint at the next step, a requeue, and a resumed run that ends exactly like
+    the uninterrupted torchrun run."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    import time
+
+    # no step or time checkpoints: the first last.pt is epoch 1's, and only the signal can save mid-epoch
+    proc = _local_submitit(tmp_path, "trainer.checkpoint_every_steps=0", "trainer.checkpoint_every_minutes=0")
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "outputs").glob("sweeps/*/*/last.pt")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    listing = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    tasks = [int(line.split()[0]) for line in listing.splitlines()
+             if "submitit.core._submit" in line and str(tmp_path) in line]
+    assert len(tasks) == 2, listing
+    for pid in tasks:
+        os.kill(pid, signal.SIGUSR2)
+    _, err = proc.communicate(timeout=400)
+    assert proc.returncode == 0, err[-3000:]
+    (found,) = (tmp_path / "outputs" / "sweeps").glob("*/*/metrics.json")
+    metrics = json.loads(found.read_text())
+    assert metrics["status"] == "completed" and metrics["world_size"] == 2
+    (resume,) = metrics["resumed_from"]  # requeued once, from the checkpoint the signal caused
+    assert resume["epoch"] == 1 and resume["batch"] > 0  # mid-epoch 2: the signal's own checkpoint
+    assert _results(metrics) == _results(straight_ddp[1])
+
+
+@pytest.mark.parametrize("launcher, message", [
+    (["hydra.launcher.tasks_per_node=2", "hydra.launcher.gpus_per_node=1"],
+     "tasks_per_node=2 is more than hydra.launcher.gpus_per_node=1"),
+    (["hydra.launcher.tasks_per_node=3", "trainer.batch_size=64"], "trainer.batch_size 64 is not divisible by the 3"),
+])
+def test_a_job_its_ranks_cannot_share_is_refused_in_one_line_before_submission(tmp_path, launcher, message):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    args = [sys.executable, "-m", "attn_bench", "-m", "hydra/launcher=local", *launcher, "seed=0,1"]
+    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, ATTN_BENCH_OUTPUTS=str(tmp_path / "outputs")))
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("outputs/sweeps/*/.submitit"))  # nothing was submitted

@@ -29,6 +29,7 @@ from attn_bench.training.determinism import seed_everything
 from attn_bench.training.distributed import (
     DistInfo, broadcast_object, destroy_process_group, dist_info_from_env, init_process_group,
 )
+from attn_bench.training import preemption
 from attn_bench.training.logger import TensorBoardLogger
 from attn_bench.training.optim import build_optimizer, build_scheduler
 from attn_bench.training.progress import EpochProgress
@@ -47,6 +48,7 @@ def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     device = resolve_device(cfg.device, dist.local_rank if dist.enabled else None)
     resolve_precision(cfg.trainer.precision, device)
     init_process_group(dist, device)
+    preemption.install()  # in a submitit job: checkpoint first when SLURM's time-limit signal comes
     try:
         run_dir = Path(broadcast_object(str(Path(run_dir).resolve())))
         try:
@@ -56,6 +58,7 @@ def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         with run_lock(run_dir, dist.is_main):
             return _run(cfg, run_dir, dist, device).to_dict()
     finally:
+        preemption.uninstall()
         destroy_process_group()
 
 
@@ -136,6 +139,12 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device) -
     except TrainingDiverged as err:
         _record_failure(cfg, run_dir, dist, f"diverged: {err}", step=err.step, epoch=err.epoch)
         raise ConfigError(f"training diverged: {err} (recorded in {run_dir / METRICS_FILE})") from None
+    except preemption.Preempted as err:
+        _record_failure(cfg, run_dir, dist, f"preempted: {err}; the requeued job resumes from it",
+                        step=err.step, epoch=err.epoch)
+        log.warning("%s; handing over to the scheduler to requeue this job", err)
+        logger.close()
+        preemption.hand_over(dist.is_main)
     except BaseException as err:
         _record_failure(cfg, run_dir, dist, f"{type(err).__name__}: {err}", step=state.step, epoch=state.epoch)
         raise
