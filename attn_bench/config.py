@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -17,10 +18,26 @@ CONFIG_MODULE = "attn_bench.configs"
 CONFIG_GROUPS = ("model", "data", "trainer", "experiment")
 
 
-def group_options(group: str) -> list[str]:
-    """The choices of a config group."""
-    folder = resources.files(CONFIG_MODULE) / group
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+def group_options(group: str, config_dirs: list[Path] = ()) -> list[str]:
+    """The choices of a config group: the shipped ones and those in the user's ``config_dirs``
+    (``--config-dir``, ``hydra.searchpath``)."""
+    folders = [resources.files(CONFIG_MODULE) / group, *(Path(d) / group for d in config_dirs)]
+    return sorted({p.name[:-5] for folder in folders if folder.is_dir() for p in folder.iterdir()
+                   if p.name.endswith(".yaml")})
+
+
+def user_config_dirs(argv: list[str]) -> list[Path]:
+    """The config directories a command line adds to Hydra's search path: ``--config-dir DIR``
+    (``-cd``) and the ``file://`` or plain entries of ``hydra.searchpath=[...]``."""
+    dirs = []
+    for i, arg in enumerate(argv):
+        flag, eq, value = arg.partition("=")
+        if flag in ("--config-dir", "-cd"):
+            value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+            dirs.append(value)
+        elif flag.lstrip("+") == "hydra.searchpath":
+            dirs += [entry.strip().strip("'\"") for entry in value.strip().strip("[]").split(",")]
+    return [Path(d.removeprefix("file://")).expanduser() for d in dirs if d and not d.startswith("pkg://")]
 
 
 def compose(config_name: str, overrides: list[str] | None = None, return_hydra_config: bool = False) -> DictConfig:

@@ -129,3 +129,25 @@ def test_two_hydra_modes_are_one_line_not_a_traceback(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cannot be combined" in err
+
+
+MY_EXPERIMENT = """# @package _global_
+defaults:
+  - override /model: resnet18_tiny
+model:
+  attn: eca
+trainer:
+  epochs: 2
+"""
+
+
+@pytest.mark.parametrize("how", ["--config-dir", "-cd", "searchpath"])
+def test_your_own_experiment_configs_compose_from_your_config_dir(tmp_path, capsys, how):
+    (tmp_path / "myconf" / "experiment").mkdir(parents=True)
+    (tmp_path / "myconf" / "experiment" / "mine.yaml").write_text(MY_EXPERIMENT)
+    where = [f"hydra.searchpath=[file://{tmp_path / 'myconf'}]"] if how == "searchpath" else [how, str(tmp_path / "myconf")]
+    assert main([*where, "experiment=mine", "--cfg", "job"]) == 0
+    out = capsys.readouterr().out
+    assert "attn: eca" in out and "epochs: 2" in out
+    assert main([*where, "experiment=mien"]) == 2  # a typo still lists the choices, yours among them
+    assert "unknown experiment 'mien'; valid choices: cifar100_blocks, mine" in capsys.readouterr().err

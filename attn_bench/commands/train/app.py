@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from attn_bench.config import CONFIG_GROUPS, CONFIG_MODULE, group_options, unescape_override
+from attn_bench.config import CONFIG_GROUPS, CONFIG_MODULE, group_options, unescape_override, user_config_dirs
 from attn_bench.errors import ConfigError, fail
 from attn_bench.models.labels import backbone_label, block_label
 from attn_bench.rundir import RunRecord
@@ -30,7 +30,7 @@ def check_overrides(overrides: list[str]) -> None:
             continue  # not a list of names; Hydra and the run's own checks handle these
         values = [unescape_override(v.strip()) for v in (sweep_fn.group(2) if sweep_fn else value).split(",")]
         if key in CONFIG_GROUPS:
-            valid = group_options(key)
+            valid = group_options(key, user_config_dirs(overrides))
             bad = [v for v in values if v not in valid and v != "null"]
             if bad:
                 raise ConfigError(f"unknown {key} '{bad[0]}'; valid choices: {', '.join(valid)}")
