@@ -14,6 +14,7 @@ from attn_bench.errors import ConfigError, fail
 SUBCOMMANDS = {
     "blocks": "attn_bench.commands.blocks",
     "check-block": "attn_bench.commands.check_block",
+    "eval": "attn_bench.commands.eval",
     "profile": "attn_bench.commands.profile",
     "report": "attn_bench.commands.report",
     "visualize": "attn_bench.commands.visualize",

@@ -88,6 +88,12 @@ def _split_dir(cfg: DictConfig, train: bool) -> Path:
     )
 
 
+def eval_split_name(cfg: DictConfig) -> str:
+    """The split evaluation reads: ``test`` for the built-in datasets, the first of
+    ``data.eval_splits`` that exists for an ImageFolder tree."""
+    return _split_dir(cfg, False).name if cfg.name == "imagefolder" else "test"
+
+
 def _imagefolder(cfg: DictConfig, train: bool, transform=None):
     from torchvision import datasets
 

@@ -213,18 +213,22 @@ def _pil_transforms(cfg: DictConfig, train: bool):
 def build_loaders(cfg: DictConfig, batch_size: int, device: torch.device, seed: int, drop_last: bool,
                   rank: int = 0, world_size: int = 1, channels_last: bool = False):
     """(train, eval) loaders with per-rank batch ``batch_size`` for the dataset ``cfg`` describes."""
-    kind = resolve_loader(cfg)
     common = dict(device=device, seed=seed, rank=rank, world_size=world_size, channels_last=channels_last)
-    if kind == "memory":
-        pad = int(cfg.crop_padding)
+    if resolve_loader(cfg) == "memory":
         train = MemoryLoader(load_tensors(cfg, True), batch_size, mean=cfg.mean, std=cfg.std, train=True,
-                             drop_last=drop_last, pad=pad, **common)
-        evaluate = MemoryLoader(load_tensors(cfg, False), batch_size, mean=cfg.mean, std=cfg.std, train=False,
-                                drop_last=False, **common)
+                             drop_last=drop_last, pad=int(cfg.crop_padding), **common)
     else:
-        workers = int(cfg.num_workers)
         train = TorchLoader(load_dataset(cfg, True, _pil_transforms(cfg, True)), batch_size, train=True,
-                            drop_last=drop_last, num_workers=workers, **common)
-        evaluate = TorchLoader(load_dataset(cfg, False, _pil_transforms(cfg, False)), batch_size, train=False,
-                               drop_last=False, num_workers=workers, **common)
-    return train, evaluate
+                            drop_last=drop_last, num_workers=int(cfg.num_workers), **common)
+    return train, build_eval_loader(cfg, batch_size, **common)
+
+
+def build_eval_loader(cfg: DictConfig, batch_size: int, device: torch.device, seed: int = 0, rank: int = 0,
+                      world_size: int = 1, channels_last: bool = False):
+    """The evaluation loader alone (``attn-bench eval`` needs no training images)."""
+    common = dict(device=device, seed=seed, rank=rank, world_size=world_size, channels_last=channels_last)
+    if resolve_loader(cfg) == "memory":
+        return MemoryLoader(load_tensors(cfg, False), batch_size, mean=cfg.mean, std=cfg.std, train=False,
+                            drop_last=False, **common)
+    return TorchLoader(load_dataset(cfg, False, _pil_transforms(cfg, False)), batch_size, train=False,
+                       drop_last=False, num_workers=int(cfg.num_workers), **common)

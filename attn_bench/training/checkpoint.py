@@ -35,6 +35,17 @@ def copy_checkpoint(source: Path, target: Path) -> None:
         atomic_write_with(target, lambda dst: shutil.copyfileobj(src, dst))
 
 
+def load_weights(model: torch.nn.Module, path: Path) -> torch.nn.Module:
+    """``model`` with the weights of the checkpoint at ``path``, or one line saying why not."""
+    try:
+        model.load_state_dict(load_checkpoint(path)["model"])
+    except RuntimeError as err:
+        lines = str(err).splitlines()
+        raise ConfigError(f"{path}: does not match the run's config "
+                          f"({(lines[1] if len(lines) > 1 else lines[0]).strip()})") from None
+    return model
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

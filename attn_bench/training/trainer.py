@@ -60,6 +60,24 @@ def top_k_correct(logits: torch.Tensor, target: torch.Tensor, ks: tuple[int, ...
     return [hits[:, : min(k, k_max)].any(dim=1).sum() for k in ks]
 
 
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device, autocast=contextlib.nullcontext) -> dict[str, float]:
+    """Loss, top-1 and top-5 over ``loader`` (summed over ranks under DDP); what the trainer records
+    each epoch and ``attn-bench eval`` recomputes."""
+    model.eval()
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, top-1 and top-5 hits
+    seen = 0
+    for x, y in loader:
+        with autocast():
+            logits = model(x)
+        loss = nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+        totals += torch.stack([loss.double(), *(c.double() for c in top_k_correct(logits, y, (1, 5)))])
+        seen += y.numel()
+    loss_sum, correct1, correct5, seen = all_reduce_sum([*totals.tolist(), seen], device)
+    return {"eval_loss": loss_sum / seen, "eval_top1": 100.0 * correct1 / seen,
+            "eval_top5": 100.0 * correct5 / seen, "eval_images": int(seen)}
+
+
 class Trainer:
     def __init__(self, model: nn.Module, optimizer, scheduler, train_loader, eval_loader, cfg, device: torch.device,
                  dist: DistInfo, run_dir: Path, on_log: Callable[[str, float, int], None], progress=None):
@@ -223,20 +241,8 @@ class Trainer:
         return {"train_loss": loss_sum / seen, "train_top1": 100.0 * correct / seen,
                 "img_per_s": seen / max(stats["time"], 1e-9), "epoch_train_time_s": stats["time"]}
 
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        self.model.eval()
-        totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, top-1 and top-5 hits
-        seen = 0
-        for x, y in self.eval_loader:
-            with self._autocast():
-                logits = self.model(x)
-            loss = nn.functional.cross_entropy(logits.float(), y, reduction="sum")
-            totals += torch.stack([loss.double(), *(c.double() for c in top_k_correct(logits, y, (1, 5)))])
-            seen += y.numel()
-        loss_sum, correct1, correct5, seen = all_reduce_sum([*totals.tolist(), seen], self.device)
-        return {"eval_loss": loss_sum / seen, "eval_top1": 100.0 * correct1 / seen,
-                "eval_top5": 100.0 * correct5 / seen, "eval_images": int(seen)}
+        return evaluate(self.model, self.eval_loader, self.device, self._autocast)
 
     def _update_wall_time(self, state: TrainState) -> None:
         state.wall_time = self._wall_base + time.perf_counter() - self._wall_start

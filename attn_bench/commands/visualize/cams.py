@@ -18,7 +18,7 @@ from attn_bench.errors import ConfigError
 from attn_bench.models import model_from_config
 from attn_bench.models.placement import placed_attention
 from attn_bench.rundir import LAST_CKPT
-from attn_bench.training.checkpoint import load_checkpoint
+from attn_bench.training.checkpoint import load_weights
 
 METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "eigencam": "EigenCAM", "layercam": "LayerCAM",
            "xgradcam": "XGradCAM", "scorecam": "ScoreCAM", "hirescam": "HiResCAM"}
@@ -76,12 +76,7 @@ def load_model(run_dir: Path, config: dict[str, Any]) -> nn.Module:
         raise ConfigError(f"{run_dir}: no checkpoint ({LAST_CKPT}); nothing to draw for this run")
     cfg = OmegaConf.create(config)
     model = model_from_config(cfg.model, int(cfg.data.num_classes), int(cfg.data.img_size))
-    try:
-        model.load_state_dict(load_checkpoint(path)["model"])
-    except RuntimeError as err:
-        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
-        raise ConfigError(f"{path}: does not match the run's config ({first})") from None
-    return model.eval()
+    return load_weights(model, path).eval()
 
 
 def target_layer(model: nn.Module, name: str | None) -> nn.Module:

@@ -1,0 +1,136 @@
+"""``attn-bench eval <run dir or checkpoint> [data overrides] [--ckpt last|best]``: evaluate a trained run.
+
+The network is rebuilt from the run's ``config.yaml`` and given the weights of ``last.pt`` (the
+default: the report uses the final epoch) or ``best.pt``; it is evaluated, with the run's own
+precision and memory format, on the run's evaluation split or on another dataset with the same
+classes (``data=imagefolder data.root=... data.eval_splits=[val]``, ``data.img_size=...``). Prints
+a table and writes ``eval_<dataset>_<split>.json`` (``..._best.json`` for best.pt) into the run
+directory. Evaluating the run's own data reproduces its recorded final top-1 exactly.
+"""
+from __future__ import annotations
+
+import argparse
+from contextlib import nullcontext
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from attn_bench.errors import ConfigError, check
+
+CHECKPOINTS = {"last": "last.pt", "best": "best.pt"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line and exit 2, like every other user mistake
+        raise ConfigError(f"eval: {message}")
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = _Parser(prog="attn-bench eval", description=__doc__.splitlines()[0])
+    parser.add_argument("target", type=Path, help="a run directory, or a checkpoint file inside one")
+    parser.add_argument("overrides", nargs="*", help="data=<name> and data.<key>=<value> (another dataset)")
+    parser.add_argument("--ckpt", choices=list(CHECKPOINTS), default=None,
+                        help="which checkpoint of the run (default: last; ignored when a file is given)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    return parser.parse_intermixed_args(argv)
+
+
+def _locate(target: Path, ckpt: str | None) -> tuple[Path, Path]:
+    """(run directory, checkpoint file)."""
+    from attn_bench.rundir import CONFIG_FILE
+
+    check(target.exists(), f"eval: '{target}' does not exist; give a run directory or a checkpoint in one")
+    if target.is_file():
+        check(ckpt is None, f"eval: --ckpt picks a checkpoint of a run directory; '{target}' is already a file")
+        run_dir, path = target.parent, target
+    else:
+        run_dir, path = target, target / CHECKPOINTS[ckpt or "last"]
+        check(path.exists(), f"eval: {run_dir} has no {path.name} (a run that never finished an epoch, or "
+                             f"not a run directory)")
+    check((run_dir / CONFIG_FILE).exists(), f"eval: {run_dir} has no {CONFIG_FILE}: not an attn-bench run directory")
+    return run_dir, path
+
+
+def _data_config(run_cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The run's data node, or another dataset composed like the CLI does (``data=<name> ...``)."""
+    from attn_bench.config import compose
+    from attn_bench.data import check as check_data
+
+    for item in overrides:
+        key = item.partition("=")[0]
+        check("=" in item and (key == "data" or key.startswith("data.")),
+              f"eval: '{item}' is not a data override; give data=<name> or data.<key>=<value>")
+    if any(item.startswith("data=") for item in overrides):
+        data = compose("train", overrides).data
+    else:
+        data = run_cfg.data.copy()
+        for item in overrides:
+            key, _, value = item.partition("=")
+            check(OmegaConf.select(run_cfg, key, default=None) is not None,
+                  f"eval: unknown key '{key}'; valid keys: {', '.join(f'data.{k}' for k in run_cfg.data)}")
+            OmegaConf.update(data, key.removeprefix("data."), yaml.safe_load(value) if value else value)
+    check_data(data)
+    check(int(data.num_classes) == int(run_cfg.data.num_classes),
+          f"eval: the data has {data.num_classes} classes, the run's network {run_cfg.data.num_classes}; "
+          f"evaluate on a dataset with the same classes")
+    return data
+
+
+def evaluate_run(target: Path, overrides: list[str] = (), ckpt: str | None = None,
+                 device: str = "auto") -> tuple[dict, Path]:
+    """(the evaluation's record, the JSON file written)."""
+    import torch
+
+    from attn_bench.data.datasets import eval_split_name
+    from attn_bench.data.loaders import build_eval_loader
+    from attn_bench.devices import resolve_device
+    from attn_bench.io import atomic_write_json
+    from attn_bench.models import model_from_config
+    from attn_bench.precision import resolve_precision
+    from attn_bench.rundir import CONFIG_FILE
+    from attn_bench.training.checkpoint import load_checkpoint, load_weights
+    from attn_bench.training.trainer import evaluate
+
+    run_dir, path = _locate(target, ckpt)
+    run_cfg = OmegaConf.load(run_dir / CONFIG_FILE)
+    data = _data_config(run_cfg, list(overrides))
+    dev = resolve_device(device)
+    precision = resolve_precision(run_cfg.trainer.precision, dev)
+    channels_last = bool(run_cfg.trainer.channels_last)
+    model = model_from_config(run_cfg.model, int(run_cfg.data.num_classes), int(run_cfg.data.img_size))
+    model = load_weights(model, path).to(dev)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loader = build_eval_loader(data, int(run_cfg.trainer.batch_size), dev, channels_last=channels_last)
+    autocast = (lambda: torch.autocast(dev.type, dtype=precision.amp_dtype)) if precision.amp_dtype else nullcontext
+    stats = evaluate(model, loader, dev, autocast)
+    split = eval_split_name(data)
+    record = {
+        "run_dir": str(run_dir), "checkpoint": str(path), "epoch": int(load_checkpoint(path)["epoch"]),
+        "dataset": str(data.name), "split": split, "data": OmegaConf.to_container(data, resolve=True),
+        "device": str(dev), "precision": str(run_cfg.trainer.precision),
+        "top1": stats["eval_top1"], "top5": stats["eval_top5"], "loss": stats["eval_loss"],
+        "images": stats["eval_images"],
+    }
+    suffix = "" if path.name == CHECKPOINTS["last"] else f"_{path.stem}"  # best.pt: eval_<data>_<split>_best.json
+    out = run_dir / f"eval_{data.name}_{split}{suffix}.json"
+    atomic_write_json(out, record)
+    return record, out
+
+
+def main(argv: list[str]) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    args = _parse(argv)
+    record, out = evaluate_run(args.target, args.overrides, args.ckpt, args.device)
+    print(f"{record['checkpoint']} (epoch {record['epoch']}) on {record['dataset']} {record['split']}:")
+    table = Table(show_header=False)
+    for name, value in (("top-1", f"{record['top1']:.2f} %"), ("top-5", f"{record['top5']:.2f} %"),
+                        ("loss", f"{record['loss']:.4f}"), ("images", f"{record['images']:,}"),
+                        ("device", record["device"])):
+        table.add_row(name, value)
+    Console().print(table)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,52 @@
+"""attn-bench eval: a trained run re-evaluated from its checkpoint reproduces its recorded numbers."""
+import json
+import shutil
+
+import pytest
+
+from attn_bench.cli import main
+from attn_bench.commands.train import run_training
+from conftest import TINY_TRAIN, _compose_train, make_imagefolder
+
+SHORT = TINY_TRAIN + ["measure_cost=false", "trainer.epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    for attn in ("none", "se"):
+        run_training(_compose_train(SHORT + [f"model.attn={attn}"]), root / attn)
+    return root
+
+
+def test_eval_reproduces_the_recorded_final_top1_exactly(runs, capsys):
+    recorded = json.loads((runs / "none" / "metrics.json").read_text())["final"]
+    assert main(["eval", str(runs / "none")]) == 0
+    written = json.loads((runs / "none" / "eval_synthetic_test.json").read_text())
+    assert written["top1"] == recorded["top1"] and written["loss"] == pytest.approx(recorded["loss"], rel=1e-12)
+    assert written["images"] == 500 and written["epoch"] == 2
+    assert f"{recorded['top1']:.2f} %" in capsys.readouterr().out
+
+
+def test_best_checkpoint_and_other_data_settings_get_their_own_file(runs):
+    assert main(["eval", str(runs / "none"), "--ckpt", "best", "data.test_size=200"]) == 0
+    written = json.loads((runs / "none" / "eval_synthetic_test_best.json").read_text())
+    assert written["images"] == 200 and written["checkpoint"].endswith("best.pt")
+    assert written["data"]["test_size"] == 200
+
+
+@pytest.mark.parametrize("make_args, fragment", [
+    (lambda runs, tmp: [str(tmp / "swapped")], "does not match the run's config"),
+    (lambda runs, tmp: [str(runs / "none"), "data=imagefolder", f"data.root={make_imagefolder(tmp / 'two')}",
+                        "data.num_classes=2", "data.img_size=32"], "the data has 2 classes, the run's network 10"),
+    (lambda runs, tmp: [str(runs / "none"), "model.attn=se"], "is not a data override"),
+    (lambda runs, tmp: [str(runs / "none"), "data.colour=1"], "unknown key 'data.colour'"),
+    (lambda runs, tmp: [str(tmp / "nowhere")], "does not exist"),
+    (lambda runs, tmp: [str(runs / "none"), "--ckpt", "newest"], "invalid choice"),
+])
+def test_bad_input_is_one_line(runs, tmp_path, capsys, make_args, fragment):
+    shutil.copytree(runs / "none", tmp_path / "swapped")
+    shutil.copy(runs / "se" / "last.pt", tmp_path / "swapped" / "last.pt")  # SE weights, a baseline config
+    assert main(["eval", *make_args(runs, tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and fragment in err, err
