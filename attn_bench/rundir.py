@@ -154,6 +154,8 @@ class RunRecord:
     versions: dict[str, str] = field(default_factory=dict)
     final: dict[str, Any] | None = None
     best: dict[str, Any] | None = None
+    final_ema: dict[str, Any] | None = None  # the same for the EMA weights (trainer.ema.enabled)
+    best_ema: dict[str, Any] | None = None
     params: int | None = None
     attn_params: int | None = None
     epochs: int | None = None

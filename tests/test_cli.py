@@ -56,13 +56,16 @@ def test_unknown_names_list_the_valid_choices(args, fragments, capsys):
     ("data=imagefolder", "missing value(s) for data.num_classes, data.root"),
     ("trainer.optimizer.lr=abc", "trainer.optimizer.lr must be a number, got 'abc'"),
     ("trainer.optimizer.lr=inf", "trainer.optimizer.lr must be a finite number, got inf"),
-    ("+trainer.ema=true", "unknown key trainer.ema: nothing reads it; valid keys under trainer: batch_size"),
+    ("+trainer.swa=true", "unknown key trainer.swa: nothing reads it; valid keys under trainer: batch_size"),
     ("trainer.optimizer.weight_decay=nan", "trainer.optimizer.weight_decay must be a finite number, got nan"),
     ("data.img_size=64", "synthetic images are 32x32; data.img_size=64 is not supported"),
     ("data.eval_subset_per_class=0", "data.eval_subset_per_class must be a positive integer or null"),
     ("trainer.log_every_steps=0.5", "trainer.log_every_steps must be an integer"),
     ("model.placement=papers", "unknown model.placement 'papers'; valid choices: paper, uniform"),
     ("model.attn_site=mid", "model.attn_site 'mid' does not exist in resnet18; its sites: residual, stage_end"),
+    ("trainer.ema.decay=1.0", "trainer.ema.decay must be in (0, 1), got 1.0"),
+    ("trainer.ema.decay=0", "trainer.ema.decay must be in (0, 1), got 0"),
+    ("trainer.ema.enabled=maybe", "trainer.ema.enabled must be true or false, got 'maybe'"),
 ])
 def test_invalid_values_are_rejected_before_training(override, fragment, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ATTN_BENCH_OUTPUTS", str(tmp_path))

@@ -48,6 +48,7 @@ class TrainState:
     best: dict[str, Any] = field(default_factory=dict)
     epoch_stats: dict[str, float] = field(default_factory=dict)  # partial sums of the current epoch
     resumes: list[dict[str, int]] = field(default_factory=list)  # where each resume picked up (epoch, batch, step)
+    best_ema: dict[str, Any] = field(default_factory=dict)  # the EMA weights' best epoch (trainer.ema)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,8 +81,9 @@ def evaluate(model: nn.Module, loader, device: torch.device, autocast=contextlib
 
 class Trainer:
     def __init__(self, model: nn.Module, optimizer, scheduler, train_loader, eval_loader, cfg, device: torch.device,
-                 dist: DistInfo, run_dir: Path, on_log: Callable[[str, float, int], None], progress=None):
+                 dist: DistInfo, run_dir: Path, on_log: Callable[[str, float, int], None], progress=None, ema=None):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.ema = ema  # timm ModelEmaV3 of the raw model, or None
         self.train_loader, self.eval_loader = train_loader, eval_loader
         self.cfg, self.device, self.dist, self.run_dir = cfg, device, dist, run_dir
         self.on_log = on_log  # (tag, value, step) -> None; rank 0 writes TensorBoard
@@ -95,15 +97,18 @@ class Trainer:
     # --- state ------------------------------------------------------------------------------
 
     def state_dict(self, state: TrainState, raw_model: nn.Module) -> dict[str, Any]:
+        ema = {"ema": self.ema.state_dict()} if self.ema is not None else {}
         return dict(model=raw_model.state_dict(), optimizer=self.optimizer.state_dict(),
                     scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(), rng=rng_state(),
-                    **state.as_dict())
+                    **ema, **state.as_dict())
 
     def load_state_dict(self, ckpt: dict[str, Any], raw_model: nn.Module) -> TrainState:
         raw_model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(ckpt["ema"])
         set_rng_state(ckpt["rng"])
         keys = TrainState.__dataclass_fields__
         return TrainState(**{k: ckpt[k] for k in keys if k in ckpt})
@@ -145,6 +150,8 @@ class Trainer:
         self.scaler.update()
         state.step += 1
         self.scheduler.step_update(state.step)
+        if self.ema is not None:
+            self.ema.update(self.model, step=state.step)  # zips state dicts in order: DDP/compile wrappers are fine
         loss = loss.detach().float()
         self._watch_divergence(loss)
         return loss, (logits.detach().argmax(1) == y).sum()
@@ -253,6 +260,9 @@ class Trainer:
         while state.epoch < epochs:
             train_stats = self.train_epoch(state, raw_model)
             eval_stats = self.evaluate()
+            if self.ema is not None:
+                ema_stats = evaluate(self.ema.module, self.eval_loader, self.device, self._autocast)
+                eval_stats.update({f"ema_{k}": v for k, v in ema_stats.items() if k != "eval_images"})
             state.epoch += 1
             state.batch, state.epoch_stats = 0, {}
             record = {"epoch": state.epoch, "step": state.step, "lr": self.optimizer.param_groups[0]["lr"],
@@ -266,6 +276,11 @@ class Trainer:
                 state.epoch, epochs, record["train_loss"], record["train_top1"], record["eval_top1"],
                 record["eval_top5"], record["img_per_s"],
             )
+            if self.ema is not None:
+                self.on_log("eval_ema/top1", record["ema_eval_top1"], state.step)
+                if not state.best_ema or record["ema_eval_top1"] > state.best_ema["eval_top1"]:
+                    state.best_ema = {"epoch": state.epoch, "eval_top1": record["ema_eval_top1"],
+                                      "eval_top5": record["ema_eval_top5"]}
             is_best = not state.best or record["eval_top1"] > state.best["eval_top1"]
             if is_best:
                 state.best = {k: record[k] for k in ("epoch", "eval_top1", "eval_top5")}

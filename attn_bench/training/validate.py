@@ -24,6 +24,9 @@ def _check_types(t: DictConfig) -> None:
         check_number(t.scheduler[key], f"trainer.scheduler.{key}")
     check_number(t.label_smoothing, "trainer.label_smoothing")
     check_number(t.checkpoint_every_minutes, "trainer.checkpoint_every_minutes")
+    check_number(t.ema.decay, "trainer.ema.decay")
+    for key in ("enabled", "warmup"):
+        require(isinstance(t.ema[key], bool), f"trainer.ema.{key} must be true or false, got {t.ema[key]!r}")
 
 
 def check(t: DictConfig) -> None:
@@ -41,6 +44,7 @@ def check(t: DictConfig) -> None:
     require(t.scheduler.warmup_epochs >= 0, f"trainer.scheduler.warmup_epochs must be >= 0, got {t.scheduler.warmup_epochs}")
     require(t.log_every_steps > 0, f"trainer.log_every_steps must be positive, got {t.log_every_steps}")
     require(t.checkpoint_every_steps >= 0, f"trainer.checkpoint_every_steps must be >= 0, got {t.checkpoint_every_steps}")
+    require(0 < t.ema.decay < 1, f"trainer.ema.decay must be in (0, 1), got {t.ema.decay}")
     require(t.checkpoint_every_minutes >= 0,
             f"trainer.checkpoint_every_minutes must be >= 0, got {t.checkpoint_every_minutes}")
 

@@ -194,3 +194,62 @@ def test_without_a_scheduler_sigusr2_keeps_its_default_meaning():
 
     assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
     assert preemption.install() is False and signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
+
+
+EMA = ["trainer.ema.enabled=true", "trainer.ema.decay=0.9"]  # 0.9: the average moves within a few steps
+
+
+def _stop_at_step(step: int, overrides: list[str], run_dir: Path, monkeypatch) -> None:
+    """Run until the cluster's stop signal at ``step`` (see the preemption test above)."""
+    from attn_bench.training.trainer import Trainer
+
+    original_step = Trainer._train_step
+
+    def step_then_signal(self, x, y, state):
+        out = original_step(self, x, y, state)
+        if state.step == step:
+            signal.raise_signal(signal.SIGUSR2)
+        return out
+
+    def submitit_handler(signum, frame):
+        raise SystemExit(144)
+
+    previous = signal.signal(signal.SIGUSR2, submitit_handler)
+    try:
+        monkeypatch.setattr(Trainer, "_train_step", step_then_signal)
+        with pytest.raises(SystemExit):
+            run_training(_compose_train(overrides), run_dir)
+    finally:
+        monkeypatch.undo()
+        signal.signal(signal.SIGUSR2, previous)
+
+
+def test_ema_weights_differ_are_what_final_ema_evaluates_and_resume_exactly(tmp_path, monkeypatch):
+    from attn_bench.data.loaders import build_eval_loader
+    from attn_bench.models import model_from_config
+    from attn_bench.training.trainer import evaluate
+
+    overrides = TINY_TRAIN + DETERMINISTIC + EMA
+    straight_dir = tmp_path / "straight"
+    straight = run_training(_compose_train(overrides), straight_dir)
+    ckpt = torch.load(straight_dir / "last.pt", weights_only=True)
+    ema = {k.removeprefix("module."): v for k, v in ckpt["ema"].items()}
+    assert set(ema) == set(ckpt["model"])
+    assert any(not torch.equal(ema[k], ckpt["model"][k]) for k in ema if ema[k].is_floating_point())
+    cfg = _compose_train(overrides)
+    model = model_from_config(cfg.model, 10, 32)
+    model.load_state_dict(ema)
+    stats = evaluate(model, build_eval_loader(cfg.data, 40, torch.device("cpu")), torch.device("cpu"))
+    assert stats["eval_top1"] == straight["final_ema"]["top1"]  # final_ema is these weights' score
+    assert stats["eval_loss"] == pytest.approx(straight["final_ema"]["loss"], rel=1e-12)
+    assert straight["final_ema"]["loss"] != straight["final"]["loss"]  # and not the raw weights'
+    assert straight["best_ema"]["epoch"] in (1, 2, 3) and "ema_eval_top1" in straight["history"][0]
+
+    run_dir = tmp_path / "stopped"
+    _stop_at_step(20, overrides, run_dir, monkeypatch)
+    resumed = run_training(_compose_train(overrides), run_dir)
+    _assert_same_run(straight_dir, straight, run_dir, resumed)
+    assert [h["ema_eval_top1"] for h in resumed["history"]] == [h["ema_eval_top1"] for h in straight["history"]]
+    resumed_ema = torch.load(run_dir / "last.pt", weights_only=True)["ema"]
+    for name, tensor in ckpt["ema"].items():
+        assert torch.equal(tensor, resumed_ema[name]), name

@@ -50,6 +50,8 @@ def print_run_summary(record: RunRecord) -> None:
     rows = [
         ("top-1 / top-5 (final)", f"{record.final['top1']:.2f} / {record.final['top5']:.2f} %"),
         ("top-1 (best epoch)", f"{record.best['top1']:.2f} % (epoch {record.best['epoch']})"),
+        *([("top-1 EMA (final / best)", f"{record.final_ema['top1']:.2f} / {record.best_ema['top1']:.2f} % "
+                                         f"(epoch {record.best_ema['epoch']})")] if record.final_ema else []),
         ("params (attention)", f"{record.params:,} ({record.attn_params:,})"),
         ("MACs / FLOPs", f"{cost['gmacs']:.3f} G / {cost['gflops']:.3f} G" if cost else "-"),
         ("latency, batch 1", f"{cost['latency_ms']:.2f} ms on {cost['device_name']}" if cost else "-"),

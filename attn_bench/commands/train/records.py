@@ -19,7 +19,7 @@ HPARAM_KEYS = {  # every setting that tells two runs of a sweep apart
     "attn_args": "model.attn_args", "attn_stages": "model.attn_stages", "attn_position": "model.attn_position",
     "img_size": "data.img_size", "dataset": "data.name", "epochs": "trainer.epochs",
     "batch_size": "trainer.batch_size", "optimizer": "trainer.optimizer.name", "lr": "trainer.optimizer.lr",
-    "weight_decay": "trainer.optimizer.weight_decay", "precision": "trainer.precision", "seed": "seed",
+    "weight_decay": "trainer.optimizer.weight_decay", "precision": "trainer.precision", "ema": "trainer.ema.enabled", "ema_decay": "trainer.ema.decay", "seed": "seed",
 }
 
 
@@ -55,6 +55,10 @@ def completed_record(cfg: DictConfig, state: TrainState, raw_model, device: torc
         status="completed", **_identity(cfg, run_dir),
         final={"top1": last.get("eval_top1"), "top5": last.get("eval_top5"), "loss": last.get("eval_loss")},
         best={"top1": state.best.get("eval_top1"), "top5": state.best.get("eval_top5"), "epoch": state.best.get("epoch")},
+        final_ema={"top1": last["ema_eval_top1"], "top5": last["ema_eval_top5"], "loss": last["ema_eval_loss"]}
+        if "ema_eval_top1" in last else None,
+        best_ema={"top1": state.best_ema["eval_top1"], "top5": state.best_ema["eval_top5"],
+                  "epoch": state.best_ema["epoch"]} if state.best_ema else None,
         params=params["params"], attn_params=params["attn_params"], epochs=state.epoch, steps=state.step,
         wall_time_s=state.wall_time, train_time_s=state.train_time,
         train_img_per_s=sum(h["img_per_s"] * h["epoch_train_time_s"] for h in state.history) / max(state.train_time, 1e-9),
@@ -81,6 +85,8 @@ def hparams(cfg: DictConfig, record: RunRecord) -> tuple[dict[str, Any], dict[st
     results = {"hparam/top1": record.final["top1"], "hparam/top5": record.final["top5"],
                "hparam/best_top1": record.best["top1"], "hparam/params_m": record.params / 1e6,
                "hparam/train_img_per_s": record.train_img_per_s, "hparam/peak_memory_mb": record.peak_memory_mb}
+    if record.final_ema:
+        results.update({"hparam/top1_ema": record.final_ema["top1"], "hparam/best_top1_ema": record.best_ema["top1"]})
     if record.cost:
         results.update({"hparam/gmacs": record.cost["gmacs"], "hparam/latency_ms": record.cost["latency_ms"],
                         "hparam/throughput_img_per_s": record.cost["throughput_img_per_s"]})

@@ -79,6 +79,15 @@ def _build(cfg: DictConfig, dist: DistInfo, device: torch.device):
     return train_loader, eval_loader, raw_model, model
 
 
+def _ema(t: DictConfig, raw_model):
+    """timm's ModelEmaV3 of the network (a copy on the same device), or None."""
+    if not t.ema.enabled:
+        return None
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(raw_model, decay=float(t.ema.decay), use_warmup=bool(t.ema.warmup))
+
+
 def _measure_cost(cfg: DictConfig, raw_model, device: torch.device) -> dict[str, Any]:
     """The end-of-run cost figures, timed with the precision and memory format the run trained with."""
     return run_cost_metrics(raw_model, int(cfg.data.img_size), device,
@@ -121,7 +130,7 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device) -
     try:
         progress = EpochProgress(t.epochs) if t.progress and dist.is_main else None
         trainer = Trainer(model, optimizer, scheduler, train_loader, eval_loader, t, device, dist, run_dir,
-                          on_log=logger, progress=progress)
+                          on_log=logger, progress=progress, ema=_ema(t, raw_model))
         if resume:
             state = trainer.load_state_dict(checkpoint, raw_model)
             state.resumes.append({"epoch": state.epoch, "batch": state.batch, "step": state.step})
