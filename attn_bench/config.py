@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from attn_bench.errors import ConfigError
 
 CONFIG_MODULE = "attn_bench.configs"
-CONFIG_GROUPS = ("model", "data", "trainer", "experiment")
+CONFIG_GROUPS = ("model", "data", "trainer", "experiment", "debug")
 
 
 def group_options(group: str, config_dirs: list[Path] = ()) -> list[str]:

@@ -36,6 +36,7 @@ def test_card_command_without_cifar100_files_names_the_path_and_the_fix(tmp_path
     (["data=imagenette"], ["unknown data 'imagenette'", "cifar100", "synthetic"]),
     (["model.attn=skn"], ["unknown attention block 'skn'", "none", "gam", "cbam", "stn"]),
     (["model.attn=se,bogus"], ["unknown attention block 'bogus'"]),
+    (["debug=slow"], ["unknown debug 'slow'; valid choices: fast"]),
 ])
 def test_unknown_names_list_the_valid_choices(args, fragments, capsys):
     assert main(args) == 2
@@ -63,6 +64,7 @@ def test_unknown_names_list_the_valid_choices(args, fragments, capsys):
     ("trainer.log_every_steps=0.5", "trainer.log_every_steps must be an integer"),
     ("model.placement=papers", "unknown model.placement 'papers'; valid choices: paper, uniform"),
     ("model.attn_site=mid", "model.attn_site 'mid' does not exist in resnet18; its sites: residual, stage_end"),
+    ("trainer.limit_batches=0", "trainer.limit_batches must be a positive integer or null, got 0"),
     ("trainer.ema.decay=1.0", "trainer.ema.decay must be in (0, 1), got 1.0"),
     ("trainer.ema.decay=0", "trainer.ema.decay must be in (0, 1), got 0"),
     ("trainer.ema.enabled=maybe", "trainer.ema.enabled must be true or false, got 'maybe'"),
@@ -154,3 +156,24 @@ def test_your_own_experiment_configs_compose_from_your_config_dir(tmp_path, caps
     assert "attn: eca" in out and "epochs: 2" in out
     assert main([*where, "experiment=mien"]) == 2  # a typo still lists the choices, yours among them
     assert "unknown experiment 'mien'; valid choices: cifar100_blocks, mine" in capsys.readouterr().err
+
+
+def test_debug_fast_runs_a_few_batches_prints_the_config_and_is_left_out_of_reports(tmp_path, monkeypatch, capsys):
+    import json
+
+    monkeypatch.setenv("ATTN_BENCH_OUTPUTS", str(tmp_path / "outputs"))
+    assert main(["debug=fast", "trainer.progress=false"]) == 0
+    out = capsys.readouterr().out
+    assert "config (resolved)" in out and "limit_batches: 5" in out and "not comparable" in out
+    (metrics_file,) = (tmp_path / "outputs").rglob("metrics.json")
+    metrics = json.loads(metrics_file.read_text())
+    assert metrics["steps"] == 5 and metrics["history"][0]["eval_images"] == 5 * 64 and "cost" not in metrics
+    assert main(["report", str(tmp_path / "outputs")]) == 0
+    report = capsys.readouterr().out
+    assert "debug" in report and "not comparable" in report
+
+
+def test_print_config_false_prints_no_tree(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ATTN_BENCH_OUTPUTS", str(tmp_path / "outputs"))
+    assert main(["debug=fast", "print_config=false", "trainer.progress=false"]) == 0
+    assert "config (resolved)" not in capsys.readouterr().out

@@ -53,6 +53,7 @@ class _EpochPlan:
         self.size, self.batch_size, self.train, self.seed = size, batch_size, train, seed
         self.drop_last, self.rank, self.world_size = drop_last and train, rank, world_size
         self.epoch = 0
+        self.limit: int | None = None  # at most this many batches per epoch (trainer.limit_batches)
 
     @property
     def num_samples(self) -> int:
@@ -79,7 +80,8 @@ class _EpochPlan:
 
     def __len__(self) -> int:
         n = self.num_samples
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        batches = n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return batches if self.limit is None else min(batches, self.limit)
 
     def __iter__(self):
         return self.iterate()

@@ -44,6 +44,9 @@ def check(t: DictConfig) -> None:
     require(t.scheduler.warmup_epochs >= 0, f"trainer.scheduler.warmup_epochs must be >= 0, got {t.scheduler.warmup_epochs}")
     require(t.log_every_steps > 0, f"trainer.log_every_steps must be positive, got {t.log_every_steps}")
     require(t.checkpoint_every_steps >= 0, f"trainer.checkpoint_every_steps must be >= 0, got {t.checkpoint_every_steps}")
+    require(t.limit_batches is None or (isinstance(t.limit_batches, int) and not isinstance(t.limit_batches, bool)
+                                        and t.limit_batches > 0),
+            f"trainer.limit_batches must be a positive integer or null, got {t.limit_batches!r}")
     require(0 < t.ema.decay < 1, f"trainer.ema.decay must be in (0, 1), got {t.ema.decay}")
     require(t.checkpoint_every_minutes >= 0,
             f"trainer.checkpoint_every_minutes must be >= 0, got {t.checkpoint_every_minutes}")

@@ -72,6 +72,9 @@ def load_run(path: Path) -> RunRecord | Problem:
     if not record.completed or not is_number((record.final or {}).get("top1")):
         return Problem(path, str(record.status), block, seed,
                        f"{METRICS_FILE} has status {record.status!r} and no final top-1")
+    if ((record.config.get("trainer") or {}).get("limit_batches")) is not None:
+        return Problem(path, "debug", block, seed, "trainer.limit_batches is set (debug=fast): a few batches, "
+                                                   "not comparable")
     if not _has_row_keys(record):
         return Problem(path, "unreadable", block, seed, f"{METRICS_FILE} has no config.model.backbone/attn or data.name")
     record.run_dir = str(path)

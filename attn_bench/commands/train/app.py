@@ -40,13 +40,30 @@ def check_overrides(overrides: list[str]) -> None:
                     get_block_class(name)
 
 
+def print_config_tree(cfg) -> None:
+    """The resolved config as a tree, a branch per group (as lightning-hydra-template prints it)."""
+    from omegaconf import OmegaConf
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    tree = Tree("[bold]config[/] (resolved)", guide_style="dim")
+    groups = [key for key in ("model", "data", "trainer") if key in cfg]
+    for key in groups:
+        tree.add(f"[bold]{key}[/]").add(Syntax(OmegaConf.to_yaml(cfg[key], resolve=True), "yaml", theme="ansi_dark"))
+    rest = OmegaConf.masked_copy(cfg, [key for key in cfg if key not in groups])
+    tree.add("[bold]top level[/]").add(Syntax(OmegaConf.to_yaml(rest, resolve=True), "yaml", theme="ansi_dark"))
+    Console().print(tree)
+
+
 def print_run_summary(record: RunRecord) -> None:
     """What the run measured, as one table (the same figures are in metrics.json)."""
     from rich.table import Table
 
     config, cost = record.config, record.cost or {}
     model = config["model"]
-    table = Table(title=f"{backbone_label(model)} + {block_label(model, record.block, record.placement)} on {config['data']['name']}", show_header=False)
+    debug = " (debug: a few batches, not comparable)" if config["trainer"].get("limit_batches") else ""
+    table = Table(title=f"{backbone_label(model)} + {block_label(model, record.block, record.placement)} on "
+                        f"{config['data']['name']}{debug}", show_header=False)
     rows = [
         ("top-1 / top-5 (final)", f"{record.final['top1']:.2f} / {record.final['top5']:.2f} %"),
         ("top-1 (best epoch)", f"{record.best['top1']:.2f} % (epoch {record.best['epoch']})"),
@@ -95,6 +112,8 @@ def main(argv: list[str]) -> int:
     @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")
     def train(cfg) -> float | None:
         hc = HydraConfig.get()
+        if hc.mode != RunMode.MULTIRUN and cfg.print_config and int(os.environ.get("RANK", 0)) == 0:
+            print_config_tree(cfg)
         try:
             metrics = run_training(cfg, hc.runtime.output_dir)
         except ConfigError as err:

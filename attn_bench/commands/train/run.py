@@ -68,6 +68,8 @@ def _build(cfg: DictConfig, dist: DistInfo, device: torch.device):
     train_loader, eval_loader = build_loaders(cfg.data, per_rank_batch(t, dist.world_size), device, int(cfg.seed),
                                               bool(t.drop_last), dist.rank, dist.world_size, bool(t.channels_last))
     check_sizes(t, train_loader.num_samples, dist.world_size)
+    if t.limit_batches is not None:  # debug=fast: a few batches; the record says so, the report leaves it out
+        train_loader.limit = eval_loader.limit = int(t.limit_batches)
     raw_model = model_from_config(cfg.model, cfg.data.num_classes, cfg.data.img_size).to(device)
     if t.channels_last:
         raw_model = raw_model.to(memory_format=torch.channels_last)
