@@ -53,7 +53,7 @@ def test_report_out_that_cannot_be_written_is_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("override, valid", [
-    ("+trainer.ema=true", "trainer.ema"),
+    ("+trainer.swa=true", "trainer.swa"),
     ("+data.foo=1", "data.foo"),
     ("+model.pretrained=true", "model.pretrained"),
 ])
