@@ -2,6 +2,8 @@
 ``model_from_config`` / ``check``: the same for a composed ``model`` config node."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from typing import Any, Iterable
 
 import torch
@@ -79,6 +81,14 @@ def model_from_config(model_cfg: DictConfig, num_classes: int, img_size: int) ->
     )
 
 
+def _check_pretrained(model_cfg: DictConfig) -> None:
+    pretrained, path = model_cfg.get("pretrained", False), model_cfg.get("pretrained_file")
+    require(isinstance(pretrained, bool), f"model.pretrained must be true or false, got {pretrained!r}")
+    require(not (pretrained and path), "give one of model.pretrained and model.pretrained_file, not both")
+    require(path is None or Path(str(path)).expanduser().is_file(),
+            f"model.pretrained_file: '{path}' does not exist (a .pth or .safetensors state dict of {model_cfg.backbone})")
+
+
 def check(model_cfg: DictConfig, num_classes: int, img_size: int) -> None:
     """Everything about the model that can be wrong, found without memory or arithmetic.
 
@@ -89,6 +99,7 @@ def check(model_cfg: DictConfig, num_classes: int, img_size: int) -> None:
     check_known_keys(model_cfg, "model", shipped_keys("_model.yaml"), free_form=("attn_args", "timm_kwargs"))
     require(isinstance(img_size, int) and not isinstance(img_size, bool) and img_size >= 1,
             f"img_size={img_size!r} must be a positive integer")
+    _check_pretrained(model_cfg)
     # A user's block (file, module, plug-in) may not run, or even construct, on the meta device:
     # the backbone and placement are checked without it, the block on real tensors below.
     own_block = not is_builtin(str(model_cfg.attn))

@@ -29,6 +29,7 @@ from attn_bench.training.determinism import seed_everything
 from attn_bench.training.distributed import (
     DistInfo, broadcast_object, destroy_process_group, dist_info_from_env, init_process_group,
 )
+from attn_bench.models.pretrained import apply_pretrained
 from attn_bench.training import preemption
 from attn_bench.training.logger import TensorBoardLogger
 from attn_bench.training.optim import build_optimizer, build_scheduler
@@ -70,7 +71,9 @@ def _build(cfg: DictConfig, dist: DistInfo, device: torch.device):
     check_sizes(t, train_loader.num_samples, dist.world_size)
     if t.limit_batches is not None:  # debug=fast: a few batches; the record says so, the report leaves it out
         train_loader.limit = eval_loader.limit = int(t.limit_batches)
-    raw_model = model_from_config(cfg.model, cfg.data.num_classes, cfg.data.img_size).to(device)
+    raw_model = model_from_config(cfg.model, cfg.data.num_classes, cfg.data.img_size)
+    apply_pretrained(cfg.model, raw_model)  # model.pretrained / pretrained_file (a resume then loads last.pt)
+    raw_model = raw_model.to(device)
     if t.channels_last:
         raw_model = raw_model.to(memory_format=torch.channels_last)
     model = raw_model
