@@ -65,6 +65,9 @@ def test_unknown_names_list_the_valid_choices(args, fragments, capsys):
     ("model.placement=papers", "unknown model.placement 'papers'; valid choices: paper, uniform"),
     ("model.attn_site=mid", "model.attn_site 'mid' does not exist in resnet18; its sites: residual, stage_end"),
     ("trainer.limit_batches=0", "trainer.limit_batches must be a positive integer or null, got 0"),
+    ("trainer.mixup.mixup_alpha=-0.2", "trainer.mixup.mixup_alpha must be >= 0 (0 = off), got -0.2"),
+    ("trainer.mixup.cutmix_alpha=1.0 trainer.batch_size=63", "trainer.batch_size must be even, got 63"),
+    ("trainer.mixup.mode=row", "unknown trainer.mixup.mode 'row'; valid choices: batch, pair, elem"),
     ("trainer.ema.decay=1.0", "trainer.ema.decay must be in (0, 1), got 1.0"),
     ("trainer.ema.decay=0", "trainer.ema.decay must be in (0, 1), got 0"),
     ("trainer.ema.enabled=maybe", "trainer.ema.enabled must be true or false, got 'maybe'"),
@@ -72,7 +75,7 @@ def test_unknown_names_list_the_valid_choices(args, fragments, capsys):
 def test_invalid_values_are_rejected_before_training(override, fragment, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ATTN_BENCH_OUTPUTS", str(tmp_path))
     with pytest.raises(SystemExit) as exit_info:
-        main(["trainer.progress=false", override])
+        main(["trainer.progress=false", *override.split()])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert fragment in err and len(err.strip().splitlines()) == 1

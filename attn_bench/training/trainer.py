@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -18,6 +19,7 @@ from attn_bench.io import atomic_torch_save
 from attn_bench.training.checkpoint import copy_checkpoint, rng_state, set_rng_state
 from attn_bench.training import preemption
 from attn_bench.training.distributed import DistInfo, all_reduce_sum
+from attn_bench.training.validate import mixup_on
 
 log = logging.getLogger("attn_bench")
 
@@ -81,7 +83,8 @@ def evaluate(model: nn.Module, loader, device: torch.device, autocast=contextlib
 
 class Trainer:
     def __init__(self, model: nn.Module, optimizer, scheduler, train_loader, eval_loader, cfg, device: torch.device,
-                 dist: DistInfo, run_dir: Path, on_log: Callable[[str, float, int], None], progress=None, ema=None):
+                 dist: DistInfo, run_dir: Path, on_log: Callable[[str, float, int], None], progress=None, ema=None,
+                 num_classes: int | None = None, seed: int = 0):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.ema = ema  # timm ModelEmaV3 of the raw model, or None
         self.train_loader, self.eval_loader = train_loader, eval_loader
@@ -89,6 +92,16 @@ class Trainer:
         self.on_log = on_log  # (tag, value, step) -> None; rank 0 writes TensorBoard
         self.progress = progress
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.mixup, self.seed = None, seed
+        if mixup_on(cfg):  # timm's Mixup makes soft targets, with the label smoothing folded in
+            from timm.data import Mixup
+            from timm.loss import SoftTargetCrossEntropy
+
+            m = cfg.mixup
+            self.mixup = Mixup(mixup_alpha=m.mixup_alpha, cutmix_alpha=m.cutmix_alpha, prob=m.prob,
+                               switch_prob=m.switch_prob, mode=m.mode, label_smoothing=cfg.label_smoothing,
+                               num_classes=num_classes)
+            self.criterion = SoftTargetCrossEntropy()
         precision = resolve_precision(cfg.precision, device)
         self.amp_dtype = precision.amp_dtype
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision.grad_scaler)
@@ -141,9 +154,15 @@ class Trainer:
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, state: TrainState) -> tuple[torch.Tensor, torch.Tensor]:
         """One update. Returns the loss and the number correct as device tensors: reading them here
         would stall a GPU every step, so the loop reads them only at its sync points."""
+        target = y
+        if self.mixup is not None:
+            # timm draws lambda from numpy's global RNG: seeded from (seed, step), so that a resumed run
+            # mixes exactly as an uninterrupted one
+            np.random.seed((self.seed * 1_000_003 + state.step) % 2**32)
+            x, target = self.mixup(x, y)
         with self._autocast():
             logits = self.model(x)
-            loss = self.criterion(logits, y)
+            loss = self.criterion(logits, target)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)

@@ -25,8 +25,14 @@ def _check_types(t: DictConfig) -> None:
     check_number(t.label_smoothing, "trainer.label_smoothing")
     check_number(t.checkpoint_every_minutes, "trainer.checkpoint_every_minutes")
     check_number(t.ema.decay, "trainer.ema.decay")
+    for key in ("mixup_alpha", "cutmix_alpha", "prob", "switch_prob"):
+        check_number(t.mixup[key], f"trainer.mixup.{key}")
     for key in ("enabled", "warmup"):
         require(isinstance(t.ema[key], bool), f"trainer.ema.{key} must be true or false, got {t.ema[key]!r}")
+
+
+def mixup_on(t: DictConfig) -> bool:
+    return t.mixup.mixup_alpha > 0 or t.mixup.cutmix_alpha > 0
 
 
 def check(t: DictConfig) -> None:
@@ -47,6 +53,13 @@ def check(t: DictConfig) -> None:
     require(t.limit_batches is None or (isinstance(t.limit_batches, int) and not isinstance(t.limit_batches, bool)
                                         and t.limit_batches > 0),
             f"trainer.limit_batches must be a positive integer or null, got {t.limit_batches!r}")
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        require(t.mixup[key] >= 0, f"trainer.mixup.{key} must be >= 0 (0 = off), got {t.mixup[key]}")
+    for key in ("prob", "switch_prob"):
+        require(0 <= t.mixup[key] <= 1, f"trainer.mixup.{key} must be in [0, 1], got {t.mixup[key]}")
+    _choice(t.mixup.mode, ("batch", "pair", "elem"), "trainer.mixup.mode")
+    require(not mixup_on(t) or t.batch_size % 2 == 0,
+            f"trainer.mixup pairs images within a batch: trainer.batch_size must be even, got {t.batch_size}")
     require(0 < t.ema.decay < 1, f"trainer.ema.decay must be in (0, 1), got {t.ema.decay}")
     require(t.checkpoint_every_minutes >= 0,
             f"trainer.checkpoint_every_minutes must be >= 0, got {t.checkpoint_every_minutes}")

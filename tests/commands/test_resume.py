@@ -253,3 +253,27 @@ def test_ema_weights_differ_are_what_final_ema_evaluates_and_resume_exactly(tmp_
     resumed_ema = torch.load(run_dir / "last.pt", weights_only=True)["ema"]
     for name, tensor in ckpt["ema"].items():
         assert torch.equal(tensor, resumed_ema[name]), name
+
+
+def test_mixup_and_cutmix_give_soft_targets_and_resume_exactly(tmp_path, monkeypatch):
+    from timm.loss import SoftTargetCrossEntropy
+
+    overrides = TINY_TRAIN + DETERMINISTIC + ["trainer.mixup.mixup_alpha=0.8", "trainer.mixup.cutmix_alpha=1.0",
+                                              "trainer.label_smoothing=0.1"]
+    targets = []
+    original = SoftTargetCrossEntropy.forward
+    monkeypatch.setattr(SoftTargetCrossEntropy, "forward", lambda self, x, t: targets.append(t) or original(self, x, t))
+    straight_dir = tmp_path / "straight"
+    straight = run_training(_compose_train(overrides), straight_dir)
+    monkeypatch.undo()
+    assert len(targets) == 45 and targets[0].shape == (40, 10) and targets[0].dtype.is_floating_point
+    mixed = [t for t in targets if (t.max(1).values < 0.9 - 1e-6).any()]  # not one-hot-with-smoothing
+    assert mixed and all(torch.allclose(t.sum(1), torch.ones(40)) for t in targets)
+    plain = run_training(_compose_train(TINY_TRAIN + DETERMINISTIC + ["trainer.label_smoothing=0.1"]),
+                         tmp_path / "plain")
+    assert _results(plain) != _results(straight)  # mixing changed what was learned
+
+    run_dir = tmp_path / "stopped"
+    _stop_at_step(20, overrides, run_dir, monkeypatch)
+    resumed = run_training(_compose_train(overrides), run_dir)
+    _assert_same_run(straight_dir, straight, run_dir, resumed)

@@ -135,7 +135,8 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device) -
     try:
         progress = EpochProgress(t.epochs) if t.progress and dist.is_main else None
         trainer = Trainer(model, optimizer, scheduler, train_loader, eval_loader, t, device, dist, run_dir,
-                          on_log=logger, progress=progress, ema=_ema(t, raw_model))
+                          on_log=logger, progress=progress, ema=_ema(t, raw_model),
+                          num_classes=int(cfg.data.num_classes), seed=int(cfg.seed))
         if resume:
             state = trainer.load_state_dict(checkpoint, raw_model)
             state.resumes.append({"epoch": state.epoch, "batch": state.batch, "step": state.step})
