@@ -67,6 +67,8 @@ def test_unknown_names_list_the_valid_choices(args, fragments, capsys):
     ("trainer.limit_batches=0", "trainer.limit_batches must be a positive integer or null, got 0"),
     ("trainer.mixup.mixup_alpha=-0.2", "trainer.mixup.mixup_alpha must be >= 0 (0 = off), got -0.2"),
     ("trainer.mixup.cutmix_alpha=1.0 trainer.batch_size=63", "trainer.batch_size must be even, got 63"),
+    ("data.augment=randaug", "unknown data.augment 'randaug'; valid choices: None, randaugment, autoaugment"),
+    ("data.random_erasing=1.5", "data.random_erasing must be in [0, 1], got 1.5"),
     ("trainer.mixup.mode=row", "unknown trainer.mixup.mode 'row'; valid choices: batch, pair, elem"),
     ("trainer.ema.decay=1.0", "trainer.ema.decay must be in (0, 1), got 1.0"),
     ("trainer.ema.decay=0", "trainer.ema.decay must be in (0, 1), got 0"),

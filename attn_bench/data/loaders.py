@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
 from attn_bench.data.datasets import ImageTensors, load_dataset, load_tensors
-from attn_bench.data.spec import dataset_spec, is_small, resolve_loader
+from attn_bench.data.spec import augment_policy, dataset_spec, is_small, resolve_loader
 
 
 def _draw_crop_flip(n: int, pad: int, gen: torch.Generator, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,7 +105,11 @@ class MemoryLoader(_EpochPlan):
         rank: int = 0,
         world_size: int = 1,
         channels_last: bool = False,
+        policy=None,
+        erasing: float = 0.0,
     ):
+        self.policy = policy  # data.augment: a torchvision policy, applied per image (training only)
+        self.erasing = None if not erasing else _random_erasing(erasing)
         self.skipped = data.skipped  # unreadable files left out of this split
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
@@ -116,6 +120,10 @@ class MemoryLoader(_EpochPlan):
         self.scale = 1.0 / (255.0 * std_t)
         self.shift = -torch.tensor(mean, device=device).view(1, -1, 1, 1) / std_t
 
+    @property
+    def _per_image(self) -> bool:
+        return self.policy is not None or self.erasing is not None
+
     def iterate(self, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of this epoch from ``start_batch`` on (earlier ones are planned, not computed)."""
         indices = self._indices().to(self.device)
@@ -125,15 +133,39 @@ class MemoryLoader(_EpochPlan):
             if self.train:
                 # Skipped batches draw their random numbers too, so that the stream stays aligned.
                 offsets, flips = _draw_crop_flip(idx.numel(), self.pad, gen, self.flip)
+                seeds = torch.randint(2**62, (idx.numel(),), generator=gen).tolist() if self._per_image else None
             if b < start_batch:
                 continue
             x = self.images[idx]
             if self.train:
                 x = _crop_flip(x, offsets, flips, self.pad)
+                x = _each_seeded(x, seeds, self.policy)
             x = torch.addcmul(self.shift, x.float(), self.scale)
+            if self.train:
+                x = _each_seeded(x, seeds, self.erasing, offset=1)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.labels[idx]
+
+
+def _random_erasing(p: float):
+    from torchvision.transforms import v2
+
+    return v2.RandomErasing(p=p)
+
+
+def _each_seeded(x: torch.Tensor, seeds: list[int] | None, transform, offset: int = 0) -> torch.Tensor:
+    """``transform`` applied to each image on its own, under the image's own seed (torchvision's
+    random transforms draw from the global RNG): what a sample gets is a function of (seed, epoch,
+    position), so order, resume and the number of devices do not change it."""
+    if transform is None:
+        return x
+    out = torch.empty_like(x)
+    for i, seed in enumerate(seeds):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + offset)
+            out[i] = transform(x[i])
+    return out
 
 
 class _SeededSamples(Dataset):
@@ -203,12 +235,14 @@ def _pil_transforms(cfg: DictConfig, train: bool):
 
     size = int(cfg.img_size)
     normalize = [T.ToTensor(), T.Normalize(list(cfg.mean), list(cfg.std))]
+    policy = [augment_policy(cfg)] if train and cfg.get("augment") else []
+    erasing = [T.RandomErasing(p=float(cfg.random_erasing))] if train and cfg.get("random_erasing") else []
     if is_small(cfg):
         aug = [T.RandomCrop(size, padding=int(cfg.crop_padding)), T.RandomHorizontalFlip()] if train else []
         resize = [] if dataset_spec(cfg.name).img_size == size else [T.Resize((size, size))]
-        return T.Compose(resize + aug + normalize)
+        return T.Compose(resize + aug + policy + normalize + erasing)
     if train:
-        return T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip()] + normalize)
+        return T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip()] + policy + normalize + erasing)
     return T.Compose([T.Resize(int(round(size / cfg.eval_crop_pct))), T.CenterCrop(size)] + normalize)
 
 
@@ -218,7 +252,8 @@ def build_loaders(cfg: DictConfig, batch_size: int, device: torch.device, seed: 
     common = dict(device=device, seed=seed, rank=rank, world_size=world_size, channels_last=channels_last)
     if resolve_loader(cfg) == "memory":
         train = MemoryLoader(load_tensors(cfg, True), batch_size, mean=cfg.mean, std=cfg.std, train=True,
-                             drop_last=drop_last, pad=int(cfg.crop_padding), **common)
+                             drop_last=drop_last, pad=int(cfg.crop_padding), policy=augment_policy(cfg),
+                             erasing=float(cfg.get("random_erasing", 0.0)), **common)
     else:
         train = TorchLoader(load_dataset(cfg, True, _pil_transforms(cfg, True)), batch_size, train=True,
                             drop_last=drop_last, num_workers=int(cfg.num_workers), **common)

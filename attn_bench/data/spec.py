@@ -53,6 +53,22 @@ def resolve_loader(cfg: DictConfig) -> str:
     return kind
 
 
+AUGMENTS = (None, "randaugment", "autoaugment", "trivialaugment")
+
+
+def augment_policy(cfg: DictConfig):
+    """The torchvision policy ``data.augment`` names (None: none); it takes PIL images or uint8
+    tensors alike. AutoAugment uses its CIFAR-10 policy for small images, ImageNet's otherwise."""
+    from torchvision.transforms import v2
+
+    if cfg.get("augment") is None:
+        return None
+    if cfg.augment == "autoaugment":
+        small = is_small(cfg)
+        return v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10 if small else v2.AutoAugmentPolicy.IMAGENET)
+    return {"randaugment": v2.RandAugment, "trivialaugment": v2.TrivialAugmentWide}[cfg.augment]()
+
+
 def check(cfg: DictConfig) -> None:
     """Every mistake a ``data`` node can hold that shows without reading the data."""
     spec = dataset_spec(cfg.name)
@@ -69,6 +85,11 @@ def check(cfg: DictConfig) -> None:
         value = cfg.get(key)
         require(value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0),
                 f"data.{key} must be a positive integer or null, got {value!r}")
+    augment, erasing = cfg.get("augment"), cfg.get("random_erasing", 0.0)
+    require(augment in AUGMENTS, f"unknown data.augment '{augment}'; valid choices: "
+                                 f"{', '.join(str(a) for a in AUGMENTS)}")
+    check_number(erasing, "data.random_erasing")
+    require(0 <= erasing <= 1, f"data.random_erasing must be in [0, 1], got {erasing}")
     kind = resolve_loader(cfg)
     require(not cfg.get("skip_corrupt") or kind == "memory",
             "data.skip_corrupt=true needs data.loader=memory (images decoded once, up to 64 px); the "

@@ -122,3 +122,40 @@ def test_synthetic_classes_are_balanced_and_the_images_a_function_of_the_seed():
     other, other_labels = make_synthetic(1003, seed=6)
     assert not torch.equal(labels, other_labels) and not torch.equal(images, other)
     assert images.shape == (1003, 3, 32, 32) and images.dtype == torch.uint8
+
+
+def _synthetic_train(*overrides: str, seed: int = 0):
+    from attn_bench.config import compose
+    from attn_bench.data.loaders import build_loaders
+
+    cfg = compose("train", ["data.train_size=64", "data.test_size=32", *overrides])
+    return build_loaders(cfg.data, 16, torch.device("cpu"), seed, True)[0]
+
+
+def test_randaugment_changes_pixels_deterministically_and_survives_a_resume():
+    plain = list(_synthetic_train())
+    augmented = list(_synthetic_train("data.augment=randaugment", "data.random_erasing=0.5"))
+    again = list(_synthetic_train("data.augment=randaugment", "data.random_erasing=0.5"))
+    other_seed = list(_synthetic_train("data.augment=randaugment", "data.random_erasing=0.5", seed=1))
+    assert all(torch.equal(a[1], p[1]) for a, p in zip(augmented, plain))  # same order and labels
+    assert not torch.equal(augmented[0][0], plain[0][0])  # the policy changed pixels
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(augmented, again))  # a function of the seed
+    assert not torch.equal(augmented[0][0], other_seed[0][0])
+    loader = _synthetic_train("data.augment=randaugment", "data.random_erasing=0.5")
+    resumed = list(loader.iterate(start_batch=2))
+    assert all(torch.equal(r[0], a[0]) for r, a in zip(resumed, augmented[2:]))  # resume-proof
+    erased = [(x == 0).all(1).flatten(1).any(1) for x, _ in augmented]  # erased patches are 0 after normalising
+    assert any(e.any() for e in erased)
+
+
+@pytest.mark.parametrize("policy, name", [("randaugment", "RandAugment"), ("autoaugment", "AutoAugment"),
+                                          ("trivialaugment", "TrivialAugmentWide")])
+def test_the_dataloader_path_applies_the_same_policies_to_training_images_only(policy, name):
+    from attn_bench.config import compose
+    from attn_bench.data.loaders import _pil_transforms
+
+    cfg = compose("train", ["data=imagefolder", "data.root=/x", "data.num_classes=2", "data.img_size=32",
+                            f"data.augment={policy}", "data.random_erasing=0.25"]).data
+    train = [type(t).__name__ for t in _pil_transforms(cfg, True).transforms]
+    assert name in train and train[-1] == "RandomErasing"
+    assert not {name, "RandomErasing"} & {type(t).__name__ for t in _pil_transforms(cfg, False).transforms}
