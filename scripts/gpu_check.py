@@ -54,10 +54,11 @@ class Sizes:
     throughput_batch: int
     timing_budget_s: float
     ddp_backend: str
+    test_size: int
 
 
-GPU = Sizes("cuda", 20_000, 256, ["model=resnet18"], 224, 64, 2.0, "nccl")
-SMOKE = Sizes("cpu", 512, 64, ["model=resnet18_tiny"], 64, 8, 0.2, "gloo")
+GPU = Sizes("cuda", 20_000, 256, ["model=resnet18"], 224, 64, 2.0, "nccl", 1000)
+SMOKE = Sizes("cpu", 256, 64, ["model=resnet18_tiny"], 64, 8, 0.1, "gloo", 128)
 
 
 @dataclass
@@ -99,11 +100,11 @@ def training_rows(sizes: Sizes, work: Path) -> list[Row]:
     from attn_bench.commands.train import run_training
 
     folder = work / "imagefolder"
-    _write_imagefolder(folder, sizes.train_size // 2, 1000)
+    _write_imagefolder(folder, sizes.train_size // 2, sizes.test_size)
     common = [*sizes.model, f"device={sizes.device}", "trainer.epochs=2", f"trainer.batch_size={sizes.batch}",
               "trainer.scheduler.warmup_epochs=0", "trainer.progress=false", "measure_cost=false"]
     paths = {
-        "in-memory": ["data=synthetic", f"data.train_size={sizes.train_size}", "data.test_size=1000"],
+        "in-memory": ["data=synthetic", f"data.train_size={sizes.train_size}", f"data.test_size={sizes.test_size}"],
         "DataLoader": ["data=imagefolder", f"data.root={folder}", "data.num_classes=10", "data.img_size=32",
                        "data.loader=torch", f"data.num_workers={min(8, os.cpu_count() or 1)}",
                        "data.mean=[0.5,0.5,0.5]", "data.std=[0.25,0.25,0.25]"],
