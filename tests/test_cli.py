@@ -69,6 +69,8 @@ def test_unknown_names_list_the_valid_choices(args, fragments, capsys):
     ("trainer.mixup.cutmix_alpha=1.0 trainer.batch_size=63", "trainer.batch_size must be even, got 63"),
     ("data.augment=randaug", "unknown data.augment 'randaug'; valid choices: None, randaugment, autoaugment"),
     ("data.random_erasing=1.5", "data.random_erasing must be in [0, 1], got 1.5"),
+    ("trainer.scheduler.name=multistep trainer.scheduler.decay_epochs=[3,1]",
+     "trainer.scheduler.decay_epochs must be increasing positive epochs, got [3, 1]"),
     ("trainer.mixup.mode=row", "unknown trainer.mixup.mode 'row'; valid choices: batch, pair, elem"),
     ("trainer.ema.decay=1.0", "trainer.ema.decay must be in (0, 1), got 1.0"),
     ("trainer.ema.decay=0", "trainer.ema.decay must be in (0, 1), got 0"),

@@ -41,6 +41,15 @@ def check(t: DictConfig) -> None:
     _check_types(t)
     _choice(t.optimizer.name, OPTIMIZERS, "optimizer")
     _choice(t.scheduler.name, SCHEDULERS, "scheduler")
+    require(isinstance(t.optimizer.get("decay_norm_and_bias", False), bool),
+            f"trainer.optimizer.decay_norm_and_bias must be true or false, got {t.optimizer.get('decay_norm_and_bias')!r}")
+    if t.scheduler.name == "multistep":
+        epochs = list(t.scheduler.decay_epochs or [])
+        require(bool(epochs) and all(isinstance(e, (int, float)) and 0 < e for e in epochs) and epochs == sorted(epochs),
+                f"trainer.scheduler.decay_epochs must be increasing positive epochs, got {epochs}")
+        check_number(t.scheduler.decay_rate, "trainer.scheduler.decay_rate")
+        require(0 < t.scheduler.decay_rate <= 1,
+                f"trainer.scheduler.decay_rate must be in (0, 1], got {t.scheduler.decay_rate}")
     resolve_precision(t.precision)
     require(t.epochs > 0, f"trainer.epochs must be a positive integer, got {t.epochs}")
     require(t.batch_size > 0, f"trainer.batch_size must be a positive integer, got {t.batch_size}")

@@ -10,7 +10,8 @@ from attn_bench.training.optim import SCHEDULERS, build_scheduler
 
 def lrs(name: str) -> list[float]:
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    cfg = OmegaConf.create(dict(name=name, warmup_epochs=1, warmup_lr=0.0, min_lr=0.001))
+    cfg = OmegaConf.create(dict(name=name, warmup_epochs=1, warmup_lr=0.0, min_lr=0.001, decay_epochs=[2, 3, 4],
+                                decay_rate=0.1))
     scheduler = build_scheduler(optimizer, cfg, epochs=5, steps_per_epoch=10)
     out = []
     for step in range(1, 51):
@@ -30,3 +31,52 @@ def test_every_schedule_warms_up_then_decays_to_min_lr(name):
 def test_the_name_changes_the_schedule():
     curves = {name: lrs(name)[25] for name in SCHEDULERS}
     assert len({round(v, 6) for v in curves.values()}) == len(SCHEDULERS)
+
+
+def test_multistep_drops_exactly_when_the_epochs_are_done_as_simams_script():
+    """SimAM's main_cifar.py: lr 0.1 while epoch <= 81 (0-based), 0.01 while <= 122, then 0.001."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    cfg = OmegaConf.create(dict(name="multistep", warmup_epochs=0, warmup_lr=0.0, min_lr=0.0, decay_epochs=[82, 123],
+                                decay_rate=0.1))
+    spe = 3
+    scheduler = build_scheduler(optimizer, cfg, epochs=164, steps_per_epoch=spe)
+    used = []  # the lr each update uses, by 0-based epoch
+    for step in range(1, 164 * spe + 1):
+        used.append(((step - 1) // spe, optimizer.param_groups[0]["lr"]))
+        scheduler.step_update(step)
+    official = {epoch: 0.1 if epoch <= 81 else 0.01 if epoch <= 122 else 0.001 for epoch in range(164)}
+    assert all(lr == pytest.approx(official[epoch]) for epoch, lr in used)
+
+
+def test_decay_norm_and_bias_puts_weight_decay_on_every_parameter():
+    from attn_bench.training.optim import build_optimizer
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    base = dict(name="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4)
+    skipped = build_optimizer(model, OmegaConf.create(base))
+    every = build_optimizer(model, OmegaConf.create(dict(base, decay_norm_and_bias=True)))
+    assert sorted(len(g["params"]) for g in skipped.param_groups if g["weight_decay"] == 0) == [3]  # bias, BN w+b
+    assert all(g["weight_decay"] == 5e-4 for g in every.param_groups)
+    assert sum(len(g["params"]) for g in every.param_groups) == 4
+
+
+def test_the_simam_recipe_composes_to_its_official_settings(compose_train):
+    cfg = compose_train(["experiment=simam_cifar100"])
+    t = cfg.trainer
+    assert (t.epochs, t.batch_size, t.optimizer.lr, t.optimizer.momentum) == (164, 128, 0.1, 0.9)
+    assert t.optimizer.nesterov is False and t.optimizer.decay_norm_and_bias is True
+    assert (t.scheduler.name, list(t.scheduler.decay_epochs), t.scheduler.warmup_epochs) == ("multistep", [82, 123], 0)
+    assert cfg.data.name == "cifar100" and list(cfg.data.std) == [0.2023, 0.1994, 0.2010]
+
+
+def test_multistep_decay_epochs_count_from_the_start_warm_up_included():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    cfg = OmegaConf.create(dict(name="multistep", warmup_epochs=1, warmup_lr=0.0, min_lr=0.0, decay_epochs=[2],
+                                decay_rate=0.1))
+    scheduler = build_scheduler(optimizer, cfg, epochs=3, steps_per_epoch=4)
+    used = []
+    for step in range(1, 13):
+        used.append(optimizer.param_groups[0]["lr"])
+        scheduler.step_update(step)
+    assert used[0] == 0.0 and used[3] < 0.1  # warming up in epoch 1
+    assert used[4:8] == pytest.approx([0.1] * 4) and used[8:] == pytest.approx([0.01] * 4)
