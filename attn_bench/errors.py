@@ -25,7 +25,10 @@ def fail(message: str) -> int:
     """Print ``message`` as the one error line on stderr; returns the exit status to use."""
     from rich.console import Console
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]attn-bench: error:[/] {message}")
+    from rich.markup import escape
+
+    # escaped: a message naming e.g. 'attn-bench[viz]' must not lose '[viz]' as a style tag
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]attn-bench: error:[/] {escape(message)}")
     return USAGE_EXIT
 
 

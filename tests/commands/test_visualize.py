@@ -168,3 +168,13 @@ def test_bad_method_is_one_line(trained, capsys):
     assert main(["visualize", str(trained), "--method", "gradcam3"]) == 2
     err = capsys.readouterr().err
     assert "invalid choice: 'gradcam3'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_without_the_viz_extra_it_is_one_line_saying_how_to_install_it(trained, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pytorch_grad_cam" else real(name, *a))
+    assert main(["visualize", str(trained / "none")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "grad-cam" in err and "attn-bench[viz]" in err

@@ -82,10 +82,21 @@ def _tensorboard(run_dir: Path, images: dict) -> None:
             writer.add_image(tag, image, dataformats="HWC")
 
 
+def _require_extras() -> None:
+    """grad-cam and matplotlib are the ``viz`` extra: without them, one line saying how to get them."""
+    from importlib.util import find_spec
+
+    missing = [name for name, module in (("grad-cam", "pytorch_grad_cam"), ("matplotlib", "matplotlib"))
+               if find_spec(module) is None]
+    check(not missing, f"visualize needs {' and '.join(missing)}, which a plain install leaves out: "
+                       f"pip install 'attn-bench[viz]' (from a checkout: pip install -e '.[viz]')")
+
+
 def main(argv: list[str]) -> int:
     from attn_bench.commands.visualize import cams, grid
 
     args = _parse(argv)
+    _require_extras()
     runs = _chosen_runs(args.dirs, args.seed)
     data = runs[0].config["data"]
     images = cams.eval_images(data, args.images, args.split)
