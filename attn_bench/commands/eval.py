@@ -17,8 +17,10 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from attn_bench.errors import ConfigError, check
+from attn_bench.rundir import BEST_CKPT, CONFIG_FILE, LAST_CKPT
 
-CHECKPOINTS = {"last": "last.pt", "best": "best.pt"}
+CHECKPOINTS = {"last": LAST_CKPT, "best": BEST_CKPT}
+_ABSENT = object()  # OmegaConf.select's default for a key the run's data node lacks (None is a value)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,8 +40,6 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 def _locate(target: Path, ckpt: str | None) -> tuple[Path, Path]:
     """(run directory, checkpoint file)."""
-    from attn_bench.rundir import CONFIG_FILE
-
     check(target.exists(), f"eval: '{target}' does not exist; give a run directory or a checkpoint in one")
     if target.is_file():
         check(ckpt is None, f"eval: --ckpt picks a checkpoint of a run directory; '{target}' is already a file")
@@ -67,7 +67,7 @@ def _data_config(run_cfg: DictConfig, overrides: list[str]) -> DictConfig:
         data = run_cfg.data.copy()
         for item in overrides:
             key, _, value = item.partition("=")
-            check(OmegaConf.select(run_cfg, key, default=None) is not None,
+            check(OmegaConf.select(run_cfg, key, default=_ABSENT) is not _ABSENT,
                   f"eval: unknown key '{key}'; valid keys: {', '.join(f'data.{k}' for k in run_cfg.data)}")
             OmegaConf.update(data, key.removeprefix("data."), yaml.safe_load(value) if value else value)
     check_data(data)
@@ -88,8 +88,7 @@ def evaluate_run(target: Path, overrides: list[str] = (), ckpt: str | None = Non
     from attn_bench.io import atomic_write_json
     from attn_bench.models import model_from_config
     from attn_bench.precision import resolve_precision
-    from attn_bench.rundir import CONFIG_FILE
-    from attn_bench.training.checkpoint import load_checkpoint, load_weights
+    from attn_bench.training.checkpoint import load_weights
     from attn_bench.training.trainer import evaluate
 
     run_dir, path = _locate(target, ckpt)
@@ -99,7 +98,8 @@ def evaluate_run(target: Path, overrides: list[str] = (), ckpt: str | None = Non
     precision = resolve_precision(run_cfg.trainer.precision, dev)
     channels_last = bool(run_cfg.trainer.channels_last)
     model = model_from_config(run_cfg.model, int(run_cfg.data.num_classes), int(run_cfg.data.img_size))
-    model = load_weights(model, path).to(dev)
+    checkpoint = load_weights(model, path)
+    model = model.to(dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     loader = build_eval_loader(data, int(run_cfg.trainer.batch_size), dev, channels_last=channels_last)
@@ -107,7 +107,7 @@ def evaluate_run(target: Path, overrides: list[str] = (), ckpt: str | None = Non
     stats = evaluate(model, loader, dev, autocast)
     split = eval_split_name(data)
     record = {
-        "run_dir": str(run_dir), "checkpoint": str(path), "epoch": int(load_checkpoint(path)["epoch"]),
+        "run_dir": str(run_dir), "checkpoint": str(path), "epoch": int(checkpoint["epoch"]),
         "dataset": str(data.name), "split": split, "data": OmegaConf.to_container(data, resolve=True),
         "device": str(dev), "precision": str(run_cfg.trainer.precision),
         "top1": stats["eval_top1"], "top5": stats["eval_top5"], "loss": stats["eval_loss"],

@@ -81,16 +81,17 @@ def load_backbone_weights(model: nn.Module, state: dict[str, torch.Tensor], sour
     attention = [k for k in own if k.startswith(attn_prefixes)]
     unused = sorted(k for k in state if k not in own or k.startswith(attn_prefixes))
     head_reset = sorted(k for k in head_keys if k in state and state[k].shape != own[k].shape)
-    for key, value in state.items():
-        if key in own and key not in unused and key not in head_reset and value.shape != own[key].shape:
+    left_out = set(unused) | set(head_reset)
+    loaded = {k: v for k, v in state.items() if k not in left_out}
+    for key, value in loaded.items():
+        if value.shape != own[key].shape:
             raise ConfigError(f"{source}: {key} has shape {tuple(value.shape)} there and {tuple(own[key].shape)} "
                               f"in this network (another backbone, width or stem?)")
     missing = sorted(k for k in own if k not in state and k not in attention)
     if missing:
         more = f" and {len(missing) - 1} more backbone keys" if len(missing) > 1 else ""
         raise ConfigError(f"{source}: no weights for {missing[0]}{more}; is it a checkpoint of this backbone?")
-    model.load_state_dict({k: v for k, v in state.items() if k in own and k not in unused and k not in head_reset},
-                          strict=False)
+    model.load_state_dict(loaded, strict=False)
     if unused:
         log.warning("%s: %d key(s) this network does not use, left out: %s%s", source, len(unused),
                     ", ".join(unused[:4]), ", ..." if len(unused) > 4 else "")

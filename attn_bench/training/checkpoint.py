@@ -35,15 +35,17 @@ def copy_checkpoint(source: Path, target: Path) -> None:
         atomic_write_with(target, lambda dst: shutil.copyfileobj(src, dst))
 
 
-def load_weights(model: torch.nn.Module, path: Path) -> torch.nn.Module:
-    """``model`` with the weights of the checkpoint at ``path``, or one line saying why not."""
+def load_weights(model: torch.nn.Module, path: Path) -> dict[str, Any]:
+    """Give ``model`` the weights of the checkpoint at ``path`` (or one line saying why not); returns
+    the checkpoint, read once, for its other fields (epoch, step)."""
+    checkpoint = load_checkpoint(path)
     try:
-        model.load_state_dict(load_checkpoint(path)["model"])
+        model.load_state_dict(checkpoint["model"])
     except RuntimeError as err:
         lines = str(err).splitlines()
         raise ConfigError(f"{path}: does not match the run's config "
                           f"({(lines[1] if len(lines) > 1 else lines[0]).strip()})") from None
-    return model
+    return checkpoint
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

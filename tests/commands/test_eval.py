@@ -33,6 +33,9 @@ def test_best_checkpoint_and_other_data_settings_get_their_own_file(runs):
     written = json.loads((runs / "none" / "eval_synthetic_test_best.json").read_text())
     assert written["images"] == 200 and written["checkpoint"].endswith("best.pt")
     assert written["data"]["test_size"] == 200
+    # a key whose value in the run's config is null is a key all the same
+    assert main(["eval", str(runs / "none"), "data.eval_subset_per_class=5"]) == 0
+    assert json.loads((runs / "none" / "eval_synthetic_test.json").read_text())["images"] == 50
 
 
 @pytest.mark.parametrize("make_args, fragment", [

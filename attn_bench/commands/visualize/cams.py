@@ -76,7 +76,8 @@ def load_model(run_dir: Path, config: dict[str, Any]) -> nn.Module:
         raise ConfigError(f"{run_dir}: no checkpoint ({LAST_CKPT}); nothing to draw for this run")
     cfg = OmegaConf.create(config)
     model = model_from_config(cfg.model, int(cfg.data.num_classes), int(cfg.data.img_size))
-    return load_weights(model, path).eval()
+    load_weights(model, path)
+    return model.eval()
 
 
 def target_layer(model: nn.Module, name: str | None) -> nn.Module:
