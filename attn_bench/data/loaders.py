@@ -236,7 +236,7 @@ def _pil_transforms(cfg: DictConfig, train: bool):
     size = int(cfg.img_size)
     normalize = [T.ToTensor(), T.Normalize(list(cfg.mean), list(cfg.std))]
     policy = [augment_policy(cfg)] if train and cfg.get("augment") else []
-    erasing = [T.RandomErasing(p=float(cfg.random_erasing))] if train and cfg.get("random_erasing") else []
+    erasing = [_random_erasing(float(cfg.random_erasing))] if train and cfg.get("random_erasing") else []
     if is_small(cfg):
         aug = [T.RandomCrop(size, padding=int(cfg.crop_padding)), T.RandomHorizontalFlip()] if train else []
         resize = [] if dataset_spec(cfg.name).img_size == size else [T.Resize((size, size))]
