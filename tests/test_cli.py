@@ -162,7 +162,7 @@ def test_your_own_experiment_configs_compose_from_your_config_dir(tmp_path, caps
     out = capsys.readouterr().out
     assert "attn: eca" in out and "epochs: 2" in out
     assert main([*where, "experiment=mien"]) == 2  # a typo still lists the choices, yours among them
-    assert "unknown experiment 'mien'; valid choices: cifar100_blocks, mine" in capsys.readouterr().err
+    assert "unknown experiment 'mien'; valid choices: abn_cifar100, cifar100_blocks, mine, simam_cifar100" in capsys.readouterr().err
 
 
 def test_debug_fast_runs_a_few_batches_prints_the_config_and_is_left_out_of_reports(tmp_path, monkeypatch, capsys):

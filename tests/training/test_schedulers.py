@@ -80,3 +80,27 @@ def test_multistep_decay_epochs_count_from_the_start_warm_up_included():
         scheduler.step_update(step)
     assert used[0] == 0.0 and used[3] < 0.1  # warming up in epoch 1
     assert used[4:8] == pytest.approx([0.1] * 4) and used[8:] == pytest.approx([0.01] * 4)
+
+
+def test_the_abn_recipe_composes_to_its_official_settings_and_schedule(compose_train):
+    """ABN's cifar.py multiplies the lr by gamma at the start of each 0-based epoch in --schedule
+    (150 225): lr 0.1 for epochs 0-149, 0.01 for 150-224, 0.001 for 225-299, as its published log shows."""
+    cfg = compose_train(["experiment=abn_cifar100"])
+    t = cfg.trainer
+    assert (t.epochs, t.batch_size, t.drop_last, t.optimizer.lr, t.optimizer.momentum, t.optimizer.weight_decay) == \
+        (300, 128, False, 0.1, 0.9, 1e-4)
+    assert t.optimizer.nesterov is False and t.optimizer.decay_norm_and_bias is True
+    assert cfg.data.name == "cifar100" and list(cfg.data.mean) == [0.4914, 0.4822, 0.4465]
+    assert cfg.data.crop_padding == 4 and cfg.data.augment is None and t.mixup.mixup_alpha == 0.0
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=t.optimizer.lr)
+    spe = 2
+    scheduler = build_scheduler(optimizer, t.scheduler, epochs=t.epochs, steps_per_epoch=spe)
+    lr, used = t.optimizer.lr, []
+    for epoch in range(t.epochs):  # cifar.py: adjust_learning_rate(optimizer, epoch) before each epoch
+        if epoch in (150, 225):
+            lr *= 0.1
+        for step in range(epoch * spe + 1, (epoch + 1) * spe + 1):
+            used.append((optimizer.param_groups[0]["lr"], lr))
+            scheduler.step_update(step)
+    assert all(ours == pytest.approx(official) for ours, official in used)
