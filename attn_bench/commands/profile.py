@@ -27,6 +27,7 @@ from attn_bench.errors import check, check_number
 from attn_bench.io import atomic_write_json, atomic_write_text
 from attn_bench.metrics.cost import run_cost_metrics
 from attn_bench.metrics.latency import BusyDeviceWarning, TimingPlan, resolve_amp
+from attn_bench.models.labels import block_label
 from attn_bench.tables import Column, Table, print_tables, to_csv, to_markdown
 
 CONFIG_NAME = "profile"
@@ -97,7 +98,9 @@ def profile_block(cfg: DictConfig, block: str, options: dict[str, Any]) -> dict[
     with warnings.catch_warnings():  # the table marks busy rows itself
         warnings.simplefilter("ignore", BusyDeviceWarning)
         metrics = run_cost_metrics(model, cfg.img_size, **options)
-    return {"block": block, **metrics}
+    # the row says where the block went and with what (gc: stages 2-4 under placement=paper)
+    label = block_label({"attn": block}, None, getattr(model, "attn_bench_placement", None))
+    return {"block": block, "label": label, **metrics}
 
 
 def add_deltas(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -120,7 +123,7 @@ def columns(rows: list[dict[str, Any]]) -> list[Column]:
     with_delta = "delta_params" in rows[0]
     batch = rows[0]["throughput_batch_size"]
     cols = [
-        Column("block", lambda r: r["block"] + (" *" if r["latency_busy"] or r["throughput_busy"] else ""), "left"),
+        Column("block", lambda r: r["label"] + (" *" if r["latency_busy"] or r["throughput_busy"] else ""), "left"),
         Column("params (M)", lambda r: f"{r['params'] / 1e6:.3f}"), Column("Δ params (M)", _delta("params", 1e6, 3)),
         Column("GMACs", lambda r: f"{r['gmacs']:.3f}"), Column("Δ GMACs", _delta("macs", 1e9, 3)),
         Column("GFLOPs", lambda r: f"{r['gflops']:.3f}"), Column("Δ GFLOPs", _delta("flops", 1e9, 3)),

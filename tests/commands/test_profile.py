@@ -42,6 +42,15 @@ def test_profile_without_baseline_shows_absolute_numbers_only(tmp_path):
     assert "Δ" not in (tmp_path / "profile.md").read_text()
 
 
+def test_profile_rows_say_where_the_block_went(tmp_path):
+    """placement=paper puts GC in stages 2-4: the row must say so, not read as 'gc' in every block."""
+    assert main(["profile", *TINY, "blocks=[gc]", f"out_dir={tmp_path}"]) == 0
+    assert "| gc (stages=[2, 3, 4])" in (tmp_path / "profile.md").read_text()
+    assert read_csv(tmp_path / "profile.csv")[0]["label"] == "gc (stages=[2, 3, 4])"
+    assert main(["profile", *TINY, "blocks=[gc]", "placement=uniform", f"out_dir={tmp_path}"]) == 0
+    assert read_csv(tmp_path / "profile.csv")[0]["label"] == "gc"
+
+
 def test_help_prints_the_keys_and_defaults(capsys):
     assert main(["profile", "--help"]) == 0
     assert "throughput:" in capsys.readouterr().out
