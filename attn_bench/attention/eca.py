@@ -23,8 +23,12 @@ Deviations from the paper: none. Note, though, that ``eca_module.py`` defaults t
 fixed k=3, ``eca_resnet.py`` builds every stage with ``k_size=[3, 3, 3, 3]`` unless told
 otherwise, and the released ImageNet weights were trained with hand-picked per-stage
 sizes (ECA-Net50 "k3557", ECA-Net101/152 "k3357", MobileNetV2 "k13"), which do not all
-match psi(C) (it gives 5, 5, 5, 7 for ResNet-50's 256/512/1024/2048 channels). We
-implement the paper's formula, as requested.
+match psi(C) (it gives 5, 5, 5, 7 for ResNet-50's 256/512/1024/2048 channels). The block
+implements the paper's formula. The paper's own count is of the released network: its abstract's
+"80 vs. 24.37M" parameters for ResNet-50 is k3557 (3x3 + 4x5 + 6x5 + 3x7 = 80; psi(C) gives 86),
+so ``model.placement=paper`` on ResNet-50/101/152 builds the released per-stage sizes
+(models/presets.py). The paper's totals come from thop and sit 1.19 M below plain ResNet-50's
+25,557,032 (2.06 M / 2.78 M below ResNet-101/152): a counting convention we do not reproduce.
 
 timm: ``timm.layers.EcaModule`` computes the same function for C >= 8, but it
 clamps k to at least 3 (the formula gives k=1 for C <= 7) and, when ``channels`` is

@@ -17,12 +17,15 @@ Definition (paper Eqs. 1-2, sequential like CBAM)::
 
 Defaults: ``rd_ratio=1/4`` (r = 4, the rate every circulating implementation uses), hidden width
 ``floor(C * rd_ratio)`` (``rd_channels`` overrides it), ``act_layer='relu'``,
-``gate_layer='sigmoid'`` (both gates), ``group=False``. Open question: the paper gives no number
-for r in the method text; summaries of it (e.g. jishuzhan.net/article/1934412207533633538,
-blog.csdn.net/wei582636312/article/details/143747739) render it as "an encoder-decoder MLP with a
-reduction ratio r, same as BAM" and "the same reduction ratio r [in the spatial submodule]".
-BAM's r is 16, so ``rd_ratio=1/16`` is a plausible reading too; compare the paper's ResNet-50
-parameter count with the totals under Parameters below before quoting GAM numbers with r = 4.
+``gate_layer='sigmoid'`` (both gates), ``group=False``. The paper's own ratio, as its text is
+quoted (e.g. jishuzhan.net/article/1934412207533633538, blog.csdn.net/wei582636312/article/details/143747739):
+"an encoder-decoder MLP with a reduction ratio r, same as BAM" and "the same reduction ratio r [in
+the spatial submodule]"; BAM's r is 16. ``model.placement=paper`` (models/presets.py) therefore
+builds GAM with ``rd_ratio=1/16``; the block's default stays at the copies' r = 4, which
+``placement=uniform`` uses. Not established: the paper's tables (no table row could be read here,
+so none is quoted) and the group count below. ResNet-50 + GAM at r = 16 has 151,352,376 parameters
+(1000 classes), 1/3.49 of the r = 4 total, consistent with issue #12's reading of the paper's count
+("about 3.5x" below r = 4).
 
 Grouped variant (``group=True``): the paper says the pooling-free spatial submodule can add many
 parameters, so "to prevent a significant increase in the parameters, we adopt group convolution

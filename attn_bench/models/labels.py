@@ -42,6 +42,8 @@ def block_label(model: dict[str, Any], block: dict[str, Any] | None = None,
         settings.append(f"position={position}")
     if placement and placement.get("layout"):
         settings.append(placement["layout"])
+    for key, by_stage in sorted(((placement or {}).get("stage_args") or {}).items()):
+        settings.append(f"{key} by stage {'/'.join(str(v) for v in by_stage.values())}")
     return _with_settings(name, settings)
 
 

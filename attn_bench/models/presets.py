@@ -18,9 +18,17 @@ Paper placements (blocks not listed go to the ``residual`` site of every block, 
 * ``se`` on a backbone that ships its own SE (MobileNetV3): the stock layout, exactly (the blocks
   timm's model has SE in, each SE's width and hard-sigmoid gate read from timm's own module;
   Howard et al. 2019, Table 1/2: 8 of 15 blocks in MobileNetV3-Large).
-
-Not yet established (placement=paper uses the uniform placement for it and says so in the log):
-GAM's configuration per backbone (arXiv 2112.05561 does not state its ratio per table row).
+* ``eca`` on ResNet-50/101/152: the 1D kernel sizes per stage of the released ECA-Nets (official
+  README, BangguWu/ECANet: ``eca_resnet50_k3557``, ``eca_resnet101_k3357``,
+  ``eca_resnet152_k3357``), the networks whose numbers the paper reports: its abstract's
+  "80 vs. 24.37M" parameters for ResNet-50 is 3x3 + 4x5 + 6x5 + 3x7 = 80. The adaptive formula
+  psi(C) would give 5, 5, 5, 7 (86 parameters). Other backbones: psi(C).
+* ``gam``: reduction ratio r = 16 in both submodules, in every block. The paper's text gives the
+  ratio as BAM's ("same as BAM"; BAM's r is 16). Not established: the paper's tables could not be
+  read here, and the group count of the grouped convs with channel shuffle that its text says it
+  uses for ResNet-50; the preset does not group (``model.attn_args.group=true`` does, with our
+  ``groups=4``). With r = 16 and no groups ResNet-50 has 151,4 M parameters, 1/3.49 of the r = 4
+  total, which is issue #12's reading of the paper's count ("about 3.5x" below r = 4).
 """
 from __future__ import annotations
 
@@ -41,7 +49,8 @@ PAPER_WHERE = {
     "simam": "mid (after a bottleneck's 3x3 conv); residual without bottlenecks",
     "gc": "residual, ResNet stages 2-4 (c3-c5)",
     "se": "residual, all blocks; MobileNetV3: its stock SE layout",
-    "gam": "residual, all blocks (paper configuration not established)",
+    "gam": "residual, all blocks, r=16 (as BAM, the paper's text); ResNet-50's group count not established",
+    "eca": "residual, all blocks; ResNet-50/101/152: the released ECA-Nets' kernel sizes per stage",
     "sk": "conv (replaces each block's 3x3 conv; SKNet-50 = ResNeXt-50 + SK)",
     "nl": "trunk, after every other block of ResNet stages 2-3 (5 blocks in ResNet-50)",
     "psa": "mid (after a bottleneck's 3x3 conv); residual without bottlenecks",
@@ -51,6 +60,14 @@ PAPER_WHERE = {
 # the site each block's paper uses, where it is not the residual site
 PAPER_SITE = {"bam": "stage_end", "simam": "mid", "psa": "mid", "sk": "conv", "nl": "trunk", "stn": "input"}
 PAPER_POSITION = {"nl": "alternate"}
+# arguments the paper gives a block, where they differ from the block's defaults
+PAPER_ARGS = {"gam": {"rd_ratio": 1 / 16}}
+# per-stage arguments of released networks (backbone -> stage -> arguments)
+PAPER_STAGE_ARGS = {
+    "eca": {"resnet50": dict(enumerate(({"kernel_size": k} for k in (3, 5, 5, 7)), start=1)),
+            "resnet101": dict(enumerate(({"kernel_size": k} for k in (3, 3, 5, 7)), start=1)),
+            "resnet152": dict(enumerate(({"kernel_size": k} for k in (3, 3, 5, 7)), start=1))},
+}
 
 log = logging.getLogger("attn_bench")
 
@@ -66,6 +83,7 @@ class Placement:
     args: dict[str, Any] = field(default_factory=dict)
     only: tuple[str, ...] | None = None  # the slot paths of a stock layout
     slot_args: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stage_args: dict[int, dict[str, Any]] = field(default_factory=dict)  # recorded; applied through slot_args
 
     def as_record(self, model: nn.Module) -> dict[str, Any]:
         slots = find_slots(model, self.site)
@@ -77,6 +95,10 @@ class Placement:
                   "args": dict(self.args)}
         if self.only is not None:
             record["layout"] = f"stock SE blocks ({len(self.only)} of {len(slots)})"
+        if self.stage_args:
+            keys = sorted({k for args in self.stage_args.values() for k in args})
+            record["stage_args"] = {k: {str(stage): args[k] for stage, args in sorted(self.stage_args.items())
+                                        if k in args and stage in chosen} for k in keys}
         return record
 
 
@@ -128,9 +150,22 @@ def _paper_stages(attn: str, model: nn.Module, backbone: str, site: str) -> list
             return [2, 3, 4] if attn == "gc" else [2, 3]
         log.info("%s: its paper places it in ResNet stages %s only; using every stage of %s",
                  attn, "2-4" if attn == "gc" else "2-3", backbone)
-    if attn == "gam":
-        log.info("gam: the paper's configuration per backbone is not established; using the uniform placement")
     return None
+
+
+def _paper_args(attn: str, backbone: str) -> dict[str, Any]:
+    args = dict(PAPER_ARGS.get(attn, {}))
+    if attn == "gam" and backbone == "resnet50":
+        log.info("gam: r=16 as in the paper's text; its ResNet-50 uses grouped convs with channel shuffle whose "
+                 "group count the paper does not give, so they are not applied (model.attn_args.group=true adds them)")
+    return args
+
+
+def _paper_stage_args(attn: str, backbone: str, site: str, args: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Per-stage arguments of the released network, unless the run sets the same arguments itself."""
+    stage_args = PAPER_STAGE_ARGS.get(attn, {}).get(backbone, {})
+    keys = {k for a in stage_args.values() for k in a}
+    return {} if site != "residual" or keys & set(args) else stage_args
 
 
 def resolve_placement(model: nn.Module, backbone: str, attn: str, placement: str, site: str | None,
@@ -152,4 +187,8 @@ def resolve_placement(model: nn.Module, backbone: str, attn: str, placement: str
     resolved_stages = stages if stages is not None else (
         _paper_stages(attn, model, backbone, resolved_site) if paper else None)
     resolved_position = position or (PAPER_POSITION.get(attn, "every") if paper else "every")
-    return Placement(placement, resolved_site, resolved_stages, resolved_position, dict(args or {}))
+    resolved_args = {**(_paper_args(attn, backbone) if paper else {}), **(args or {})}
+    stage_args = _paper_stage_args(attn, backbone, resolved_site, dict(args or {})) if paper else {}
+    slot_args = {s.path: stage_args[s.stage] for s in find_slots(model, resolved_site) if s.stage in stage_args}
+    return Placement(placement, resolved_site, resolved_stages, resolved_position, resolved_args,
+                     slot_args=slot_args, stage_args=stage_args)
