@@ -78,8 +78,11 @@ def hparams(cfg: DictConfig, record: RunRecord) -> tuple[dict[str, Any], dict[st
     values = {name: OmegaConf.select(cfg, key) for name, key in HPARAM_KEYS.items()}
     values = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in values.items()}
     if record.placement:  # where the block went, as resolved (placement=paper fills in the paper's choice)
-        values.update(placement=record.placement["placement"], attn_site=record.placement["site"],
-                      attn_stages=str(record.placement["stages"]))
+        where = record.placement
+        values.update(placement=where["placement"], attn_site=where["site"], attn_stages=str(where["stages"]),
+                      attn_position=where["position"], attn_args=str(where["args"]))
+        if where.get("stage_args"):  # per-stage arguments of a released network (ECA-Net50's kernel sizes)
+            values["attn_stage_args"] = str(where["stage_args"])
     if record.block and record.block.get("source_sha256"):  # a user's block: which version of it
         values["attn"] += hash_tag(record.block["source_sha256"])
     results = {"hparam/top1": record.final["top1"], "hparam/top5": record.final["top5"],
