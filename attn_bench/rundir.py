@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import hashlib
+import json
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -83,6 +84,14 @@ def check_same_data(run_dir: Path, identity: dict[str, Any]) -> None:
         )
 
 
+def _read_block(run_dir: Path) -> dict[str, Any]:
+    try:
+        saved = read_json(run_dir / BLOCK_FILE)
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
 def check_same_block(run_dir: Path, block: dict[str, Any]) -> None:
     """Refuse, in one line, a run directory whose run trained another version of a user's block
     (``block.json`` absent: a built-in block by an attn-bench that did not record it, which is fine)."""
@@ -103,11 +112,38 @@ def check_same_block(run_dir: Path, block: dict[str, Any]) -> None:
         )
 
 
-def check_same_run(run_dir: Path, cfg: DictConfig, identity: dict[str, Any], block: dict[str, Any]) -> None:
-    """The run in ``run_dir`` is this config on this data with this block's source, or a one-line refusal."""
+def check_same_placement(run_dir: Path, recorded: dict[str, Any] | None, current: dict[str, Any] | None) -> None:
+    """Refuse, in one line, a run whose block was placed or configured otherwise than this attn-bench
+    builds the same config (a ``placement=paper`` preset changed between versions: GAM's ratio,
+    ECA-Net's kernel sizes). Either side unknown (an older record, a user's block): not compared."""
+    if recorded is None or current is None:
+        return
+    current = json.loads(json.dumps(current))  # as a record reads back: lists, string keys
+    diff = sorted(k for k in recorded.keys() | current.keys() if recorded.get(k) != current.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: {recorded.get(k)!r} -> {current.get(k)!r}" for k in diff)
+        raise ConfigError(
+            f"run directory '{run_dir}' holds a run whose block was built otherwise than this attn-bench builds "
+            f"the same config ({shown}); its numbers and weights belong to that build and nothing was changed there. "
+            f"To train this build, move the directory away or start a separate run with name=<label>")
+
+
+def recorded_placement(run_dir: Path) -> dict[str, Any] | None:
+    """Where the run's block went, as recorded: metrics.json, or for an unfinished run its start (block.json)."""
+    done = read_record(run_dir)
+    if done is not None and done.placement:
+        return done.placement
+    return _read_block(run_dir).get("placement")
+
+
+def check_same_run(run_dir: Path, cfg: DictConfig, identity: dict[str, Any], block: dict[str, Any],
+                   placement: dict[str, Any] | None = None) -> None:
+    """The run in ``run_dir`` is this config on this data with this block's source, placed as
+    ``placement`` (when given), or a one-line refusal."""
     check_same_config(run_dir, cfg)
     check_same_data(run_dir, identity)
     check_same_block(run_dir, block)
+    check_same_placement(run_dir, recorded_placement(run_dir), placement)
 
 
 def start_run(run_dir: Path, cfg: DictConfig, identity: dict[str, Any], block: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from attn_bench.errors import ConfigError, check
-from attn_bench.rundir import BEST_CKPT, CONFIG_FILE, LAST_CKPT
+from attn_bench.rundir import BEST_CKPT, CONFIG_FILE, LAST_CKPT, check_same_placement, recorded_placement
 
 CHECKPOINTS = {"last": LAST_CKPT, "best": BEST_CKPT}
 _ABSENT = object()  # OmegaConf.select's default for a key the run's data node lacks (None is a value)
@@ -98,6 +98,7 @@ def evaluate_run(target: Path, overrides: list[str] = (), ckpt: str | None = Non
     precision = resolve_precision(run_cfg.trainer.precision, dev)
     channels_last = bool(run_cfg.trainer.channels_last)
     model = model_from_config(run_cfg.model, int(run_cfg.data.num_classes), int(run_cfg.data.img_size))
+    check_same_placement(run_dir, recorded_placement(run_dir), getattr(model, "attn_bench_placement", None))
     checkpoint = load_weights(model, path)
     model = model.to(dev)
     if channels_last:

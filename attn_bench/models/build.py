@@ -114,3 +114,13 @@ def check(model_cfg: DictConfig, num_classes: int, img_size: int) -> None:
     require(img_size >= stride,
             f"img_size={img_size} is too small for {model_cfg.backbone} with the {stem} stem: it downsamples "
             f"{stride}x, so the last feature map would be smaller than 1x1; use img_size >= {stride}")
+
+
+def placement_record(model_cfg: DictConfig, num_classes: int, img_size: int) -> dict[str, Any] | None:
+    """Where this attn-bench puts the block of ``model_cfg`` (what runs record as ``placement``), found on
+    the meta device. None for a user's block: its versions are told apart by its source hash instead."""
+    if not is_builtin(str(model_cfg.attn)):
+        return None
+    with torch.device("meta"):
+        return model_from_config(model_cfg, num_classes, img_size).attn_bench_placement
+

@@ -27,7 +27,7 @@ Paper placements (blocks not listed go to the ``residual`` site of every block, 
   ratio as BAM's ("same as BAM"; BAM's r is 16). Not established: the paper's tables could not be
   read here, and the group count of the grouped convs with channel shuffle that its text says it
   uses for ResNet-50; the preset does not group (``model.attn_args.group=true`` does, with our
-  ``groups=4``). With r = 16 and no groups ResNet-50 has 151,4 M parameters, 1/3.49 of the r = 4
+  ``groups=4``). With r = 16 and no groups ResNet-50 has 151.35 M parameters, 1/3.49 of the r = 4
   total, which is issue #12's reading of the paper's count ("about 3.5x" below r = 4).
 """
 from __future__ import annotations
@@ -62,6 +62,8 @@ PAPER_SITE = {"bam": "stage_end", "simam": "mid", "psa": "mid", "sk": "conv", "n
 PAPER_POSITION = {"nl": "alternate"}
 # arguments the paper gives a block, where they differ from the block's defaults
 PAPER_ARGS = {"gam": {"rd_ratio": 1 / 16}}
+# arguments that decide what a preset would set: given any of them, the run's own choice stands
+PRESET_CONFLICTS = {"gam": {"rd_ratio", "rd_channels"}, "eca": {"kernel_size", "gamma", "beta"}}
 # per-stage arguments of released networks (backbone -> stage -> arguments)
 PAPER_STAGE_ARGS = {
     "eca": {"resnet50": dict(enumerate(({"kernel_size": k} for k in (3, 5, 5, 7)), start=1)),
@@ -153,19 +155,21 @@ def _paper_stages(attn: str, model: nn.Module, backbone: str, site: str) -> list
     return None
 
 
-def _paper_args(attn: str, backbone: str) -> dict[str, Any]:
-    args = dict(PAPER_ARGS.get(attn, {}))
-    if attn == "gam" and backbone == "resnet50":
+def _paper_args(attn: str, backbone: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The paper's arguments, unless the run sets them, or sets what decides the same thing itself."""
+    if set(args) & PRESET_CONFLICTS.get(attn, set()):
+        return {}
+    paper = {k: v for k, v in PAPER_ARGS.get(attn, {}).items() if k not in args}
+    if attn == "gam" and paper and backbone == "resnet50" and not args.get("group"):
         log.info("gam: r=16 as in the paper's text; its ResNet-50 uses grouped convs with channel shuffle whose "
                  "group count the paper does not give, so they are not applied (model.attn_args.group=true adds them)")
-    return args
+    return paper
 
 
 def _paper_stage_args(attn: str, backbone: str, site: str, args: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """Per-stage arguments of the released network, unless the run sets the same arguments itself."""
+    """Per-stage arguments of the released network, unless the run sets what decides them itself."""
     stage_args = PAPER_STAGE_ARGS.get(attn, {}).get(backbone, {})
-    keys = {k for a in stage_args.values() for k in a}
-    return {} if site != "residual" or keys & set(args) else stage_args
+    return {} if site != "residual" or set(args) & PRESET_CONFLICTS.get(attn, set()) else stage_args
 
 
 def resolve_placement(model: nn.Module, backbone: str, attn: str, placement: str, site: str | None,
@@ -187,7 +191,7 @@ def resolve_placement(model: nn.Module, backbone: str, attn: str, placement: str
     resolved_stages = stages if stages is not None else (
         _paper_stages(attn, model, backbone, resolved_site) if paper else None)
     resolved_position = position or (PAPER_POSITION.get(attn, "every") if paper else "every")
-    resolved_args = {**(_paper_args(attn, backbone) if paper else {}), **(args or {})}
+    resolved_args = {**(_paper_args(attn, backbone, dict(args or {})) if paper else {}), **(args or {})}
     stage_args = _paper_stage_args(attn, backbone, resolved_site, dict(args or {})) if paper else {}
     slot_args = {s.path: stage_args[s.stage] for s in find_slots(model, resolved_site) if s.stage in stage_args}
     return Placement(placement, resolved_site, resolved_stages, resolved_position, resolved_args,

@@ -24,6 +24,7 @@ from attn_bench.commands.train.checks import validate_config
 from attn_bench.errors import ConfigError, check, fail
 from attn_bench.data.identity import dataset_identity
 from attn_bench.attention import block_identity
+from attn_bench.models import placement_record
 from attn_bench.rundir import check_same_run, is_completed, read_record
 from attn_bench.sweeps.queue import Job
 from attn_bench.sweeps.sweep import check_sweep_dir, job_dirnames, run_sweep, swept_keys
@@ -68,7 +69,8 @@ class GpuQueueLauncher(Launcher):
                     key = OmegaConf.to_yaml(job_cfg.data)
                     if key not in identities:  # one walk over the files per dataset, not per job
                         identities[key] = dataset_identity(job_cfg.data)
-                    check_same_run(job.run_dir, job_cfg, identities[key], block_identity(job_cfg.model.attn))
+                    placement = placement_record(job_cfg.model, int(job_cfg.data.num_classes), int(job_cfg.data.img_size))
+                    check_same_run(job.run_dir, job_cfg, identities[key], block_identity(job_cfg.model.attn), placement)
         except ConfigError as err:
             sys.exit(fail(f"sweep not started: {err}"))
 

@@ -53,3 +53,18 @@ def test_bad_input_is_one_line(runs, tmp_path, capsys, make_args, fragment):
     assert main(["eval", *make_args(runs, tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and fragment in err, err
+
+
+def test_a_run_built_otherwise_than_this_version_builds_its_config_is_refused_in_one_line(runs, tmp_path, capsys):
+    """A run whose recorded placement differs from what this attn-bench builds for its config (an older
+    paper preset) would load into the wrong network or fail on shapes: one line naming the difference."""
+    run = tmp_path / "older"
+    shutil.copytree(runs / "se", run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["placement"]["args"] = {"rd_ratio": 0.25}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["eval", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "built otherwise than this attn-bench builds the same config" in err[0]
+    assert "args: {'rd_ratio': 0.25} -> {}" in err[0] and not (run / "eval_synthetic_test.json").exists()
+

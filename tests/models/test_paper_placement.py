@@ -34,6 +34,10 @@ def test_eca_paper_preset_is_the_released_eca_net50_with_the_80_parameters_its_p
     assert "stage_args" not in build_model("resnet18", "eca", placement="paper").attn_bench_placement
     explicit = build_model("resnet50", "eca", placement="paper", attn_args={"kernel_size": 3})
     assert count_params(explicit)["attn_params"] == 48 and "stage_args" not in explicit.attn_bench_placement
+    for own in ({"gamma": 3}, {"beta": 2}):  # what decides the kernel size: the run's formula, not the preset
+        built = build_model("resnet50", "eca", placement="paper", attn_args=own)
+        assert count_params(built)["attn_params"] == count_params(build_model("resnet50", "eca", attn_args=own))["attn_params"]
+        assert "stage_args" not in built.attn_bench_placement
     only4 = build_model("resnet50", "eca", placement="paper", attn_stages=[4])
     assert count_params(only4)["attn_params"] == 21 and only4.attn_bench_placement["stage_args"] == {"kernel_size": {"4": 7}}
 
@@ -50,6 +54,12 @@ def test_gam_paper_preset_uses_the_papers_ratio_and_says_what_it_leaves_out(capl
     assert count_params(build_model("resnet50", "gam", placement="uniform"))["params"] == 528_602_472  # the copies' r=4
     mine = build_model("resnet18", "gam", placement="paper", attn_args={"rd_ratio": 0.25})
     assert mine.attn_bench_placement["args"] == {"rd_ratio": 0.25}
+    mine = build_model("resnet18", "gam", placement="paper", attn_args={"rd_channels": 8})
+    assert mine.attn_bench_placement["args"] == {"rd_channels": 8}  # no idle rd_ratio in the record or label
+    caplog.clear()
+    with caplog.at_level("INFO", logger="attn_bench"):
+        grouped = build_model("resnet50", "gam", placement="paper", attn_args={"group": True})
+    assert grouped.attn_bench_placement["args"] == {"rd_ratio": 1 / 16, "group": True} and "not applied" not in caplog.text
 
 
 def test_uniform_placement_is_the_residual_site_of_every_block():
@@ -140,6 +150,28 @@ def test_a_run_records_and_labels_its_resolved_placement(compose_train, tiny_tra
     uniform = run_training(compose_train(tiny_train + ["model.attn=bam", "model.placement=uniform", "trainer.epochs=1",
                                                        "measure_cost=false"]), tmp_path / "uniform")
     assert uniform["placement"]["site"] == "residual" and uniform["params"] > metrics["params"]
+
+
+    # the finished run, re-run by an attn-bench whose paper preset puts BAM elsewhere: refused, not reused
+    import json
+
+    path = tmp_path / "paper" / "metrics.json"
+    older = json.loads(path.read_text())
+    older["placement"]["stages"] = [1, 2]
+    path.write_text(json.dumps(older))
+    with pytest.raises(ConfigError, match=r"built otherwise than this attn-bench builds the same config "
+                                          r"\(stages: \[1, 2\] -> \[1, 2, 3\]\)"):
+        run_training(compose_train(tiny_train + ["model.attn=bam", "trainer.epochs=1", "measure_cost=false"]),
+                     tmp_path / "paper")
+    # an interrupted run (a checkpoint, no final record) is checked against what its start recorded
+    path.unlink()
+    block = json.loads((tmp_path / "paper" / "block.json").read_text())
+    assert block["placement"]["stages"] == [1, 2, 3] and (tmp_path / "paper" / "last.pt").exists()
+    block["placement"]["site"] = "residual"
+    (tmp_path / "paper" / "block.json").write_text(json.dumps(block))
+    with pytest.raises(ConfigError, match=r"\(site: 'residual' -> 'stage_end'\)"):
+        run_training(compose_train(tiny_train + ["model.attn=bam", "trainer.epochs=1", "measure_cost=false"]),
+                     tmp_path / "paper")
 
 
 def test_the_readme_parity_table_matches_every_published_figure():

@@ -101,6 +101,20 @@ def test_sweep_runs_every_job_and_a_rerun_recomputes_nothing(tmp_path):
     assert third.returncode == 0 and "sweep_summary.json is unreadable" in third.stdout + third.stderr
     assert len(json.loads((root / "sweep_summary.json").read_text())["launches"]) == 1
 
+    # a finished job whose block was built otherwise (an older attn-bench's paper preset) is not passed off
+    # as this config's result: the sweep refuses in one line and changes nothing
+    path = root / "model.attn=se,seed=0" / "metrics.json"
+    older = json.loads(path.read_text())
+    older["placement"]["args"] = {"rd_ratio": 0.25}
+    path.write_text(json.dumps(older))
+    mtimes = {p: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")}
+    fourth = sweep(tmp_path, "model.attn=none,se", "seed=0,1", "hydra.launcher.devices=[0,1]")
+    lines = [line for line in fourth.stderr.splitlines() if "sweep not started" in line]
+    assert fourth.returncode != 0 and len(lines) == 1, fourth.stderr[-3000:]
+    assert "model.attn=se,seed=0' holds a run whose block was built otherwise" in lines[0]
+    assert "args: {'rd_ratio': 0.25} -> {}" in lines[0]
+    assert {p: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")} == mtimes
+
 
 def test_a_failing_job_does_not_stop_the_sweep_and_is_reported(tmp_path):
     proc = sweep(tmp_path, "trainer.optimizer.lr=0.05,1e30", "trainer.scheduler.warmup_epochs=0",

@@ -91,6 +91,7 @@ def test_the_abn_recipe_composes_to_its_official_settings_and_schedule(compose_t
         (300, 128, False, 0.1, 0.9, 1e-4)
     assert t.optimizer.nesterov is False and t.optimizer.decay_norm_and_bias is True
     assert cfg.data.name == "cifar100" and list(cfg.data.mean) == [0.4914, 0.4822, 0.4465]
+    assert list(cfg.data.std) == [0.2023, 0.1994, 0.2010]
     assert cfg.data.crop_padding == 4 and cfg.data.augment is None and t.mixup.mixup_alpha == 0.0
 
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=t.optimizer.lr)

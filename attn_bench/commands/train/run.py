@@ -21,7 +21,7 @@ from attn_bench.data.loaders import build_loaders
 from attn_bench.devices import resolve_device
 from attn_bench.errors import ConfigError
 from attn_bench.metrics.cost import run_cost_metrics
-from attn_bench.models import model_from_config
+from attn_bench.models import model_from_config, placement_record
 from attn_bench.precision import resolve_precision
 from attn_bench.rundir import LAST_CKPT, METRICS_FILE, RunRecord, check_same_run, read_record, run_lock, start_run
 from attn_bench.training.checkpoint import load_checkpoint
@@ -112,7 +112,8 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device) -
     block = _on_rank0(dist, block_identity, cfg.model.attn)
     if (done is not None and done.completed) or resume:
         identity = _on_rank0(dist, dataset_identity, cfg.data)
-        check_same_run(run_dir, cfg, identity, block)
+        placement = placement_record(cfg.model, int(cfg.data.num_classes), int(cfg.data.img_size))
+        check_same_run(run_dir, cfg, identity, block, placement)
         if done is not None and done.completed:
             log.info("already completed in %s: top-1 %.2f (nothing recomputed)", run_dir, done.final["top1"])
             return done
@@ -123,7 +124,7 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device) -
     if not resume:  # fingerprinted after the loaders exist: data.download=true has fetched the files by now
         identity = _on_rank0(dist, dataset_identity, cfg.data)
         if dist.is_main:
-            start_run(run_dir, cfg, identity, block)
+            start_run(run_dir, cfg, identity, {**block, "placement": getattr(raw_model, "attn_bench_placement", None)})
     if train_loader.skipped + eval_loader.skipped:
         log.warning("left out %d unreadable image(s) (data.skip_corrupt=true); metrics.json counts them",
                     train_loader.skipped + eval_loader.skipped)
