@@ -64,7 +64,7 @@ def test_the_simam_recipe_composes_to_its_official_settings(compose_train):
     cfg = compose_train(["experiment=simam_cifar100"])
     t = cfg.trainer
     assert (t.epochs, t.batch_size, t.optimizer.lr, t.optimizer.momentum) == (164, 128, 0.1, 0.9)
-    assert t.optimizer.nesterov is False and t.optimizer.decay_norm_and_bias is True
+    assert t.optimizer.nesterov is False and t.optimizer.decay_norm_and_bias is True and t.drop_last is False
     assert (t.scheduler.name, list(t.scheduler.decay_epochs), t.scheduler.warmup_epochs) == ("multistep", [82, 123], 0)
     assert cfg.data.name == "cifar100" and list(cfg.data.std) == [0.2023, 0.1994, 0.2010]
 
