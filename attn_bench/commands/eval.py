@@ -86,7 +86,7 @@ def evaluate_run(target: Path, overrides: list[str] = (), ckpt: str | None = Non
     from attn_bench.data.loaders import build_eval_loader
     from attn_bench.devices import resolve_device
     from attn_bench.io import atomic_write_json
-    from attn_bench.models import model_from_config
+    from attn_bench.models import model_as_recorded
     from attn_bench.precision import resolve_precision
     from attn_bench.training.checkpoint import load_weights
     from attn_bench.training.trainer import evaluate
@@ -97,8 +97,9 @@ def evaluate_run(target: Path, overrides: list[str] = (), ckpt: str | None = Non
     dev = resolve_device(device)
     precision = resolve_precision(run_cfg.trainer.precision, dev)
     channels_last = bool(run_cfg.trainer.channels_last)
-    model = model_from_config(run_cfg.model, int(run_cfg.data.num_classes), int(run_cfg.data.img_size))
-    check_same_placement(run_dir, recorded_placement(run_dir), getattr(model, "attn_bench_placement", None))
+    recorded = recorded_placement(run_dir)
+    model = model_as_recorded(run_cfg.model, int(run_cfg.data.num_classes), int(run_cfg.data.img_size), recorded)
+    check_same_placement(run_dir, recorded, getattr(model, "attn_bench_placement", None))
     checkpoint = load_weights(model, path)
     model = model.to(dev)
     if channels_last:

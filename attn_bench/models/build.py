@@ -2,6 +2,8 @@
 ``model_from_config`` / ``check``: the same for a composed ``model`` config node."""
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 from typing import Any, Iterable
@@ -18,6 +20,8 @@ from attn_bench.errors import ConfigError, check as require
 from attn_bench.models.backbones import STEMS, create_backbone, resolve_stem, use_small_stem
 from attn_bench.models.placement import find_slots, place_attention
 from attn_bench.models.presets import resolve_placement
+
+log = logging.getLogger("attn_bench")
 
 PROBE_PX = 1024  # input size for measuring a backbone's output stride on the meta device
 
@@ -123,4 +127,37 @@ def placement_record(model_cfg: DictConfig, num_classes: int, img_size: int) -> 
         return None
     with torch.device("meta"):
         return model_from_config(model_cfg, num_classes, img_size).attn_bench_placement
+
+
+def _network_of(record: dict[str, Any]) -> dict[str, Any]:
+    """A placement record as it reads back from JSON, without the name of the preset that resolved it."""
+    return {k: v for k, v in json.loads(json.dumps(record)).items() if k != "placement"}
+
+
+def _same_network(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return _network_of(a) == _network_of(b)
+
+
+def model_as_recorded(model_cfg: DictConfig, num_classes: int, img_size: int,
+                      recorded: dict[str, Any] | None) -> nn.Module:
+    """The network a run trained: ``model_cfg`` as this attn-bench builds it, or, where a paper preset
+    has changed since the run recorded its placement, the run's recorded site, stages, position and
+    arguments built explicitly. Without a faithful rebuild (a stock layout, per-stage arguments) the
+    current build is returned, whose record then differs from the run's (callers refuse it)."""
+    model = model_from_config(model_cfg, num_classes, img_size)
+    current = getattr(model, "attn_bench_placement", None)
+    if recorded is None or current is None or _same_network(current, recorded) or recorded.get("stage_args") \
+            or recorded.get("layout"):
+        return model
+    explicit = OmegaConf.create(_container(model_cfg))  # set, not merged: the recorded args replace the config's
+    explicit.placement, explicit.attn_site, explicit.attn_position = "uniform", recorded["site"], recorded["position"]
+    explicit.attn_stages = None if recorded["stages"] == "all" else recorded["stages"]
+    explicit.attn_args = recorded["args"]
+    rebuilt = model_from_config(explicit, num_classes, img_size)
+    if not _same_network(rebuilt.attn_bench_placement, recorded):
+        return model
+    log.info("%s: built as the run recorded it (%s), not as this attn-bench's %s preset builds it now",
+             model_cfg.attn, recorded, recorded.get("placement"))
+    rebuilt.attn_bench_placement = dict(recorded)
+    return rebuilt
 

@@ -55,16 +55,31 @@ def test_bad_input_is_one_line(runs, tmp_path, capsys, make_args, fragment):
     assert len(err.splitlines()) == 1 and fragment in err, err
 
 
-def test_a_run_built_otherwise_than_this_version_builds_its_config_is_refused_in_one_line(runs, tmp_path, capsys):
-    """A run whose recorded placement differs from what this attn-bench builds for its config (an older
-    paper preset) would load into the wrong network or fail on shapes: one line naming the difference."""
-    run = tmp_path / "older"
+def test_a_run_whose_preset_changed_since_is_evaluated_as_it_was_built(runs, tmp_path, capsys):
+    """The run's config now builds another network (as a changed paper preset would): eval rebuilds
+    the network the run recorded and reproduces its numbers; a record that cannot be the checkpoint's
+    network is one line, never a traceback."""
+    import yaml
+
+    run = tmp_path / "preset_changed"
     shutil.copytree(runs / "se", run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["model"]["attn_args"] = {"rd_ratio": 0.25}  # what "the same config" builds now: wider SE
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["eval", str(run)]) == 0
+    recorded = json.loads((run / "metrics.json").read_text())["final"]
+    assert json.loads((run / "eval_synthetic_test.json").read_text())["top1"] == recorded["top1"]
+
     metrics = json.loads((run / "metrics.json").read_text())
-    metrics["placement"]["args"] = {"rd_ratio": 0.25}
+    metrics["placement"]["stages"] = [4]  # a record the checkpoint's weights do not fit
     (run / "metrics.json").write_text(json.dumps(metrics))
+    capsys.readouterr()
     assert main(["eval", str(run)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "built otherwise than this attn-bench builds the same config" in err[0]
-    assert "args: {'rd_ratio': 0.25} -> {}" in err[0] and not (run / "eval_synthetic_test.json").exists()
+    assert len(err) == 1 and "does not match" in err[0] and "Traceback" not in err[0]
 
+    metrics["placement"] = dict(metrics["placement"], stages="all", layout="stock SE blocks (1 of 2)")
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["eval", str(run)]) == 2  # a record no explicit setting rebuilds: refused, naming the difference
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "built otherwise than this attn-bench builds the same config" in err[0]

@@ -87,16 +87,16 @@ def test_a_checkpoint_that_does_not_match_its_config_is_one_line_and_the_rest_is
     assert len(lines) == 1 and "none_with_cbam_weights" in lines[0] and "Traceback" not in lines[0]
     assert (out / "heatmaps.png").exists()  # the matching run is still drawn
 
-    # a run whose recorded placement is not what this attn-bench builds for its config: skipped, saying why
+    # a run whose config this attn-bench now builds otherwise (a changed preset) is drawn as it was built
     older = tmp_path / "cbam_older_preset"
     shutil.copytree(trained / "cbam", older)
-    metrics = json.loads((older / "metrics.json").read_text())
-    metrics["placement"]["stages"] = [4]
-    (older / "metrics.json").write_text(json.dumps(metrics))
+    config = OmegaConf.load(older / "config.yaml")
+    config.model.attn_stages = [4]
+    OmegaConf.save(config, older / "config.yaml")
     shutil.rmtree(tmp_path / "none_with_cbam_weights")
     assert main(["visualize", str(trained / "cbam"), str(tmp_path), "--images", "2", "--out", str(out)]) == 0
-    lines = [line for line in capsys.readouterr().err.splitlines() if "built otherwise" in line]
-    assert len(lines) == 1 and "cbam_older_preset" in lines[0] and "stages: [4] -> 'all'" in lines[0]
+    assert "skipped" not in capsys.readouterr().err
+    assert cams.load_model(older, OmegaConf.to_container(config)).attn_bench_placement["stages"] == "all"
 
 
 def test_a_block_without_maps_gets_grad_cam_and_one_line_saying_so(trained, tmp_path, capsys):

@@ -226,3 +226,20 @@ def test_trunk_conv_and_input_sites_sit_where_their_papers_put_them():
     model = build_model("resnet18", "stn")
     assert [n for n, m in model.named_modules() if type(m).__name__ == "SpatialTransformer"] == ["conv1.attn"]
     assert model.attn_bench_placement["stages"] == "all"
+
+
+def test_a_run_recorded_under_an_older_preset_is_rebuilt_as_it_was_trained():
+    """Runs made before ECA's and GAM's paper presets recorded args {} at every block: eval and visualize
+    rebuild exactly that network (the psi(C) kernels, GAM's default r=4) instead of the current preset."""
+    from omegaconf import OmegaConf
+
+    from attn_bench.models import model_as_recorded
+
+    older = {"placement": "paper", "site": "residual", "stages": "all", "position": "every", "args": {}}
+    for backbone, attn, attn_params in (("resnet50", "eca", 86), ("resnet18", "gam", 17_415_200)):
+        cfg = OmegaConf.create({"backbone": backbone, "attn": attn, "attn_args": {}, "placement": "paper",
+                                "attn_site": None, "attn_stages": None, "attn_position": None, "stem": "imagenet",
+                                "timm_kwargs": {}})
+        model = model_as_recorded(cfg, 1000, 224, older)
+        assert count_params(model)["attn_params"] == attn_params and model.attn_bench_placement == older
+        assert count_params(model_as_recorded(cfg, 1000, 224, None))["attn_params"] != attn_params  # today's preset
