@@ -84,21 +84,18 @@ def check_same_data(run_dir: Path, identity: dict[str, Any]) -> None:
         )
 
 
-def _read_block(run_dir: Path) -> dict[str, Any]:
+def _read_block(run_dir: Path) -> Any:
+    """``block.json`` as saved, or None when it is absent or unreadable."""
     try:
-        saved = read_json(run_dir / BLOCK_FILE)
+        return read_json(run_dir / BLOCK_FILE)
     except (OSError, ValueError):
-        return {}
-    return saved if isinstance(saved, dict) else {}
+        return None
 
 
 def check_same_block(run_dir: Path, block: dict[str, Any]) -> None:
     """Refuse, in one line, a run directory whose run trained another version of a user's block
     (``block.json`` absent: a built-in block by an attn-bench that did not record it, which is fine)."""
-    try:
-        saved = read_json(run_dir / BLOCK_FILE)
-    except (OSError, ValueError):
-        saved = None
+    saved = _read_block(run_dir)
     if saved is None and "source_sha256" not in block:
         return
     same = ("attn", "source_sha256")  # not the file's path: a moved checkout or another mount is the same code
@@ -133,7 +130,8 @@ def recorded_placement(run_dir: Path) -> dict[str, Any] | None:
     done = read_record(run_dir)
     if done is not None and done.placement:
         return done.placement
-    return _read_block(run_dir).get("placement")
+    started = _read_block(run_dir)
+    return started.get("placement") if isinstance(started, dict) else None
 
 
 def check_same_run(run_dir: Path, cfg: DictConfig, identity: dict[str, Any], block: dict[str, Any],

@@ -32,6 +32,7 @@ from attn_bench.attention import list_blocks
 from attn_bench.errors import ConfigError
 from attn_bench.metrics.complexity import count_params
 from attn_bench.models import build_model
+from attn_bench.models.labels import stage_args_text
 
 BACKBONES = ("resnet18", "resnet50", "mobilenetv2_100")
 NUM_CLASSES = 1000
@@ -128,7 +129,7 @@ def parity_markdown(rows: list[dict]) -> str:
         p = r["placement"]
         where = f"{p['site']}, {p['stages']}" + ("" if p["position"] == "every" else f", {p['position']}")
         where += "".join(f"; {k}={v}" for k, v in sorted(p["args"].items())) + (f"; {p['layout']}" if p.get("layout") else "")
-        where += "".join(f"; {k} by stage {'/'.join(map(str, v.values()))}" for k, v in sorted(p.get("stage_args", {}).items()))
+        where += "".join(f"; {text}" for text in stage_args_text(p))
         paper = r["paper_m"] or "none published"
         ours = f"{r['params']:,} ({_millions(r['params'])})"
         if r["paper_added"] is not None:

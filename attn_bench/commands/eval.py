@@ -17,7 +17,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from attn_bench.errors import ConfigError, check
-from attn_bench.rundir import BEST_CKPT, CONFIG_FILE, LAST_CKPT, check_same_placement, recorded_placement
+from attn_bench.rundir import BEST_CKPT, CONFIG_FILE, LAST_CKPT
 
 CHECKPOINTS = {"last": LAST_CKPT, "best": BEST_CKPT}
 _ABSENT = object()  # OmegaConf.select's default for a key the run's data node lacks (None is a value)
@@ -86,9 +86,8 @@ def evaluate_run(target: Path, overrides: list[str] = (), ckpt: str | None = Non
     from attn_bench.data.loaders import build_eval_loader
     from attn_bench.devices import resolve_device
     from attn_bench.io import atomic_write_json
-    from attn_bench.models import model_as_recorded
     from attn_bench.precision import resolve_precision
-    from attn_bench.training.checkpoint import load_weights
+    from attn_bench.training.checkpoint import load_run_model
     from attn_bench.training.trainer import evaluate
 
     run_dir, path = _locate(target, ckpt)
@@ -97,10 +96,8 @@ def evaluate_run(target: Path, overrides: list[str] = (), ckpt: str | None = Non
     dev = resolve_device(device)
     precision = resolve_precision(run_cfg.trainer.precision, dev)
     channels_last = bool(run_cfg.trainer.channels_last)
-    recorded = recorded_placement(run_dir)
-    model = model_as_recorded(run_cfg.model, int(run_cfg.data.num_classes), int(run_cfg.data.img_size), recorded)
-    check_same_placement(run_dir, recorded, getattr(model, "attn_bench_placement", None))
-    checkpoint = load_weights(model, path)
+    model, checkpoint = load_run_model(run_dir, run_cfg.model, int(run_cfg.data.num_classes),
+                                       int(run_cfg.data.img_size), path)
     model = model.to(dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -42,9 +42,14 @@ def block_label(model: dict[str, Any], block: dict[str, Any] | None = None,
         settings.append(f"position={position}")
     if placement and placement.get("layout"):
         settings.append(placement["layout"])
-    for key, by_stage in sorted(((placement or {}).get("stage_args") or {}).items()):
-        settings.append(f"{key} by stage {'/'.join(str(v) for v in by_stage.values())}")
+    settings += stage_args_text(placement)
     return _with_settings(name, settings)
+
+
+def stage_args_text(placement: dict[str, Any] | None) -> list[str]:
+    """A placement record's per-stage arguments in words: ``kernel_size by stage 3/5/5/7``."""
+    return [f"{key} by stage {'/'.join(str(v) for v in by_stage.values())}"
+            for key, by_stage in sorted(((placement or {}).get("stage_args") or {}).items())]
 
 
 def row_key(config: dict[str, Any], block: dict[str, Any] | None = None,

@@ -65,10 +65,13 @@ PAPER_ARGS = {"gam": {"rd_ratio": 1 / 16}}
 # arguments that decide what a preset would set: given any of them, the run's own choice stands
 PRESET_CONFLICTS = {"gam": {"rd_ratio", "rd_channels"}, "eca": {"kernel_size", "gamma", "beta"}}
 # per-stage arguments of released networks (backbone -> stage -> arguments)
+def _by_stage(key: str, values: tuple) -> dict[int, dict[str, Any]]:
+    return {stage: {key: value} for stage, value in enumerate(values, start=1)}
+
+
 PAPER_STAGE_ARGS = {
-    "eca": {"resnet50": dict(enumerate(({"kernel_size": k} for k in (3, 5, 5, 7)), start=1)),
-            "resnet101": dict(enumerate(({"kernel_size": k} for k in (3, 3, 5, 7)), start=1)),
-            "resnet152": dict(enumerate(({"kernel_size": k} for k in (3, 3, 5, 7)), start=1))},
+    "eca": {"resnet50": _by_stage("kernel_size", (3, 5, 5, 7)), "resnet101": _by_stage("kernel_size", (3, 3, 5, 7)),
+            "resnet152": _by_stage("kernel_size", (3, 3, 5, 7))},
 }
 
 log = logging.getLogger("attn_bench")
@@ -159,7 +162,7 @@ def _paper_args(attn: str, backbone: str, args: dict[str, Any]) -> dict[str, Any
     """The paper's arguments, unless the run sets them, or sets what decides the same thing itself."""
     if set(args) & PRESET_CONFLICTS.get(attn, set()):
         return {}
-    paper = {k: v for k, v in PAPER_ARGS.get(attn, {}).items() if k not in args}
+    paper = dict(PAPER_ARGS.get(attn, {}))
     if attn == "gam" and paper and backbone == "resnet50" and not args.get("group"):
         log.info("gam: r=16 as in the paper's text; its ResNet-50 uses grouped convs with channel shuffle whose "
                  "group count the paper does not give, so they are not applied (model.attn_args.group=true adds them)")

@@ -10,6 +10,8 @@ import torch
 
 from attn_bench.errors import ConfigError
 from attn_bench.io import atomic_write_with
+from attn_bench.models import model_as_recorded
+from attn_bench.rundir import check_same_placement, recorded_placement
 
 
 def rng_state() -> dict[str, Any]:
@@ -46,6 +48,15 @@ def load_weights(model: torch.nn.Module, path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: does not match the run's config "
                           f"({(lines[1] if len(lines) > 1 else lines[0]).strip()})") from None
     return checkpoint
+
+
+def load_run_model(run_dir: Path, model_cfg, num_classes: int, img_size: int, path: Path):
+    """(model, checkpoint): the network the run in ``run_dir`` trained (as recorded, should this
+    attn-bench now build its config otherwise), with the weights of the checkpoint at ``path``."""
+    recorded = recorded_placement(run_dir)
+    model = model_as_recorded(model_cfg, num_classes, img_size, recorded)
+    check_same_placement(run_dir, recorded, getattr(model, "attn_bench_placement", None))
+    return model, load_weights(model, path)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

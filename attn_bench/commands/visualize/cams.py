@@ -15,10 +15,9 @@ from torch import nn
 from attn_bench.data import synthetic
 from attn_bench.data.datasets import ImageTensors, class_folders, load_tensors
 from attn_bench.errors import ConfigError
-from attn_bench.models import model_as_recorded
 from attn_bench.models.placement import placed_attention
-from attn_bench.rundir import LAST_CKPT, check_same_placement, recorded_placement
-from attn_bench.training.checkpoint import load_weights
+from attn_bench.rundir import LAST_CKPT
+from attn_bench.training.checkpoint import load_run_model
 
 METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "eigencam": "EigenCAM", "layercam": "LayerCAM",
            "xgradcam": "XGradCAM", "scorecam": "ScoreCAM", "hirescam": "HiResCAM"}
@@ -75,10 +74,7 @@ def load_model(run_dir: Path, config: dict[str, Any]) -> nn.Module:
     if not path.exists():
         raise ConfigError(f"{run_dir}: no checkpoint ({LAST_CKPT}); nothing to draw for this run")
     cfg = OmegaConf.create(config)
-    recorded = recorded_placement(run_dir)
-    model = model_as_recorded(cfg.model, int(cfg.data.num_classes), int(cfg.data.img_size), recorded)
-    check_same_placement(run_dir, recorded, getattr(model, "attn_bench_placement", None))
-    load_weights(model, path)
+    model, _ = load_run_model(run_dir, cfg.model, int(cfg.data.num_classes), int(cfg.data.img_size), path)
     return model.eval()
 
 
