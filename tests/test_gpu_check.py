@@ -1,6 +1,8 @@
 """scripts/gpu_check.py: the GPU check runs end to end on the CPU (--cpu-smoke), so it cannot rot."""
 import importlib.util
 import re
+
+import pytest
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ def _load():
     return module
 
 
+@pytest.mark.slow  # runs the whole GPU script on the CPU (25 s); the failing-check test below stays in the default run
 def test_cpu_smoke_prints_one_table_of_real_figures(tmp_path):
     out = tmp_path / "table.md"
     proc = subprocess.run([sys.executable, str(SCRIPT), "--cpu-smoke", "--out", str(out)], capture_output=True,

@@ -167,7 +167,8 @@ def test_entry_point_blocks_are_listed_and_usable_by_name(tmp_path, monkeypatch,
     assert " srm " in out and "plugin_pkg.gates:SRMGate" in out
 
 
-@pytest.mark.parametrize("name", list_blocks(include_baseline=False))
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name == "gam" else name  # 13 s:
+                                  for name in list_blocks(include_baseline=False)])  # 528 M parameters at r=4
 def test_the_doctor_passes_every_builtin_block(name):
     from attn_bench.commands.check_block import run_checks
 
@@ -252,7 +253,8 @@ def test_a_sweep_mixing_builtins_and_a_file_block_reports_its_row(tmp_path):
     write_block(tmp_path)
     module_sha = hashlib.sha256(write_block(tmp_path, SRM_GATE.replace("class SRMGate", "class OtherGate"),
                                             "other_gates.py").read_bytes()).hexdigest()[:6]
-    swept = run_cli(tmp_path, "-m", "model.attn=none,my_blocks.py:SRMGate,other_gates:OtherGate", "seed=0", *TINY_CLI)
+    swept = run_cli(tmp_path, "-m", "model.attn=none,my_blocks.py:SRMGate,other_gates:OtherGate", "seed=0",
+                    "hydra.launcher.cpu_workers=2", *TINY_CLI)  # two jobs at a time: the start-up is most of each
     assert swept.returncode == 0, swept.stderr[-3000:]
     (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
     sha = hashlib.sha256((tmp_path / "my_blocks.py").read_bytes()).hexdigest()[:6]

@@ -76,7 +76,9 @@ KILL_POINTS = {
 }
 
 
-@pytest.mark.parametrize("point", KILL_POINTS)
+# before_last (10 s) leaves a mid-epoch last.pt, as mid_epoch does: slow
+@pytest.mark.parametrize("point", [pytest.param(p, marks=pytest.mark.slow) if p == "before_last" else p
+                                   for p in KILL_POINTS])
 def test_a_run_killed_anywhere_resumes_to_identical_metrics_and_weights(point, uninterrupted, tmp_path, monkeypatch):
     straight_dir, straight = uninterrupted
     overrides = TINY_TRAIN + DETERMINISTIC

@@ -291,7 +291,8 @@ def test_jobs_run_the_sweeps_attn_bench_not_a_package_in_the_working_directory(t
     shadow.mkdir()
     (shadow / "__init__.py").write_text("raise ImportError('the working directory shadowed attn_bench')\n")
     env = dict(os.environ, ATTN_BENCH_OUTPUTS=str(tmp_path / "outputs"))
-    proc = subprocess.run([sys.executable, "-c", JOB_BOOTSTRAP, "-m", "model.attn=none,se", *TINY], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-c", JOB_BOOTSTRAP, "-m", "model.attn=none,se", *TINY,
+                           "hydra.launcher.cpu_workers=2"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(m["status"] for m in job_metrics(sweep_dir(tmp_path)).values()) == ["completed", "completed"]

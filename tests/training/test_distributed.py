@@ -75,6 +75,7 @@ def test_ddp_evaluation_counts_an_uneven_set_once(straight_ddp, compose_train):
     assert 0 < correct < 103
 
 
+@pytest.mark.slow  # 3 torchrun launches; exact resume is tested in-process in tests/commands/test_resume.py
 def test_ddp_run_killed_mid_epoch_resumes_identically(straight_ddp, tmp_path):
     straight_dir, straight, _ = straight_ddp
     run_dir = tmp_path / "killed"
@@ -128,6 +129,7 @@ def test_a_submitit_job_of_two_tasks_is_one_ddp_run_like_torchrun(straight_ddp, 
     assert len(list(found.parent.glob("events.out.tfevents*"))) == 1
 
 
+@pytest.mark.slow  # through submitit's requeue (21 s); the signal -> checkpoint -> resume path is tested in test_resume.py
 def test_slurms_warning_signal_checkpoints_requeues_and_the_job_resumes_exactly(straight_ddp, tmp_path):
     """The warning SLURM sends before a time limit (SIGUSR2), sent here to both tasks of a local
     submitit job: a checkpoint at the next step, a requeue, and a resumed run that ends exactly like
