@@ -2,6 +2,7 @@
 (cf. timm's ``benchmark.py`` ``resolve_precision``)."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,10 @@ class Precision:
     name: str
     amp_dtype: torch.dtype | None  # autocast dtype; None = no autocast
     grad_scaler: bool  # fp16 training needs loss scaling
+
+    def autocast(self, device: torch.device):
+        """The context a forward pass runs in at this precision on ``device`` (none for fp32)."""
+        return torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
 
 
 def resolve_precision(name: str | None, device: torch.device | None = None, key: str = "trainer.precision") -> Precision:

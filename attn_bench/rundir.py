@@ -1,7 +1,13 @@
 """The one contract between trainer, launcher and report: what a run directory is called, what
 it holds, who may write it, and the shape of its ``metrics.json``.
 
-None of the three imports another; they all read and write run directories through this module.
+A run *is* its spec (``run.json``): the resolved config, the data's identity, the block (class,
+defining file, SHA-256 of its source), where the block was placed, the pretrained weights' identity
+and the device type. The trainer writes it once when a run starts; every command that continues,
+skips, evaluates or reports a run compares its own spec with the recorded one through
+:func:`check_same_run`, which says the first difference in one line. This module holds no
+knowledge of how a spec is resolved (``commands.train.spec`` does that): only what is recorded and
+how two records compare.
 """
 from __future__ import annotations
 
@@ -26,8 +32,12 @@ CONFIG_FILE = "config.yaml"
 LAST_CKPT = "last.pt"
 BEST_CKPT = "best.pt"
 LOCK_FILE = ".lock"
-DATASET_FILE = "dataset.json"  # what the run was trained on (attn_bench.data.identity), written at its start
-BLOCK_FILE = "block.json"  # its attention block: name, class, and the source hash of a user's block
+RUN_FILE = "run.json"  # the run's spec, written once at its start (see the module docstring)
+LAUNCH_FILE = ".launch.json"  # what a sweep checked for a job before starting it; the job compares and removes it
+# Older attn-bench versions recorded the spec in three files; they are still read (:func:`read_spec`)
+DATASET_FILE = "dataset.json"
+BLOCK_FILE = "block.json"
+SPEC_PARTS = ("config", "data", "block", "placement", "pretrained", "device")
 
 # Config keys that cannot change any number a run reports: they may differ between a run and its
 # resumption, and between the seeds the report pools. Everything else is part of a run's identity
@@ -51,104 +61,148 @@ def _comparable(cfg: DictConfig) -> dict[str, Any]:
     return {k: v for k, v in flatten(OmegaConf.to_container(cfg, resolve=True)).items() if k not in NO_EFFECT_KEYS}
 
 
-def check_same_config(run_dir: Path, cfg: DictConfig) -> None:
-    """Refuse, in one line, to continue or report a run whose saved config differs from ``cfg``."""
-    saved = OmegaConf.load(run_dir / CONFIG_FILE)
-    old, new = _comparable(saved), _comparable(cfg)
+def _config_difference(run_dir: Path, old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    old, new = _comparable(OmegaConf.create(old)), _comparable(OmegaConf.create(new))
     diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    if diff:
-        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:4])
-        raise ConfigError(
-            f"run directory '{run_dir}' holds a run with a different config ({shown}{' ...' if len(diff) > 4 else ''}); "
-            f"nothing was changed there. Start a separate run with name=<label> or another hydra.run.dir"
-        )
-
-
-def check_same_data(run_dir: Path, identity: dict[str, Any]) -> None:
-    """Refuse, in one line, a run directory that holds a run on other data (another folder, changed files)."""
-    try:
-        saved = read_json(run_dir / DATASET_FILE)
-    except (OSError, ValueError):
-        saved = None
-    if not isinstance(saved, dict):
-        raise ConfigError(
-            f"run directory '{run_dir}' has no record of the data it was trained on ({DATASET_FILE}: it was made "
-            f"by an older attn-bench or by hand), so its numbers cannot be tied to this data; nothing was changed "
-            f"there. Start a separate run with name=<label>, or move the directory away")
-    if saved != identity:
-        was = f"{saved.get('root') or saved.get('name')}"
-        raise ConfigError(
-            f"run directory '{run_dir}' holds a run on different data ({was} -> {identity.get('root') or identity['name']}"
-            f"{', files changed' if isinstance(saved, dict) and saved.get('root') == identity.get('root') else ''}); "
-            f"nothing was changed there. Start a separate run with name=<label> or another hydra.run.dir"
-        )
-
-
-def _read_block(run_dir: Path) -> Any:
-    """``block.json`` as saved, or None when it is absent or unreadable."""
-    try:
-        return read_json(run_dir / BLOCK_FILE)
-    except (OSError, ValueError):
+    if not diff:
         return None
+    shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:4])
+    return (f"run directory '{run_dir}' holds a run with a different config ({shown}{' ...' if len(diff) > 4 else ''}); "
+            f"nothing was changed there. Start a separate run with name=<label> or another hydra.run.dir")
 
 
-def check_same_block(run_dir: Path, block: dict[str, Any]) -> None:
-    """Refuse, in one line, a run directory whose run trained another version of a user's block
-    (``block.json`` absent: a built-in block by an attn-bench that did not record it, which is fine)."""
-    saved = _read_block(run_dir)
-    if saved is None and "source_sha256" not in block:
-        return
-    same = ("attn", "source_sha256")  # not the file's path: a moved checkout or another mount is the same code
-    if not isinstance(saved, dict) or any(saved.get(k) != block.get(k) for k in same) \
-            or str(saved.get("class", "")).rpartition(":")[2] != str(block.get("class", "")).rpartition(":")[2]:
-        old = (saved or {}).get("source_sha256") or "not recorded"
-        raise ConfigError(
-            f"run directory '{run_dir}' holds a run of another version of block {block.get('attn')} "
+def _data_difference(run_dir: Path, saved: Any, identity: dict[str, Any]) -> str | None:
+    if not isinstance(saved, dict):
+        return (f"run directory '{run_dir}' has no record of the data it was trained on ({RUN_FILE}: it was made "
+                f"by an older attn-bench or by hand), so its numbers cannot be tied to this data; nothing was changed "
+                f"there. Start a separate run with name=<label>, or move the directory away")
+    if saved == identity:
+        return None
+    was = f"{saved.get('root') or saved.get('name')}"
+    return (f"run directory '{run_dir}' holds a run on different data ({was} -> {identity.get('root') or identity['name']}"
+            f"{', files changed' if saved.get('root') == identity.get('root') else ''}); "
+            f"nothing was changed there. Start a separate run with name=<label> or another hydra.run.dir")
+
+
+def same_block(saved: Any, block: dict[str, Any]) -> bool:
+    """The same block: its name, its class and its source's hash (not the file's path: a moved checkout or
+    another mount is the same code)."""
+    return isinstance(saved, dict) and all(saved.get(k) == block.get(k) for k in ("attn", "source_sha256")) \
+        and str(saved.get("class", "")).rpartition(":")[2] == str(block.get("class", "")).rpartition(":")[2]
+
+
+def _block_difference(run_dir: Path, saved: Any, block: dict[str, Any]) -> str | None:
+    if (saved is None and "source_sha256" not in block) or same_block(saved, block):
+        return None  # absent: a built-in block by an attn-bench that did not record it, which is fine
+    old = (saved or {}).get("source_sha256") or "not recorded"
+    return (f"run directory '{run_dir}' holds a run of another version of block {block.get('attn')} "
             f"({block.get('source', '?')} changed: sha256 {old[:12]} -> {block.get('source_sha256', '?')[:12]}); "
-            f"nothing was changed there. Start a separate run with name=<label> or another hydra.run.dir"
-        )
+            f"nothing was changed there. Start a separate run with name=<label> or another hydra.run.dir")
 
 
-def check_same_placement(run_dir: Path, recorded: dict[str, Any] | None, current: dict[str, Any] | None) -> None:
-    """Refuse, in one line, a run whose block was placed or configured otherwise than this attn-bench
-    builds the same config (a ``placement=paper`` preset changed between versions: GAM's ratio,
-    ECA-Net's kernel sizes). Either side unknown (an older record, a user's block): not compared."""
+def _placement_difference(run_dir: Path, recorded: Any, current: Any) -> str | None:
+    """A block placed or configured otherwise than this attn-bench builds the same config (a ``placement=paper``
+    preset changed between versions: GAM's ratio, ECA-Net's kernel sizes). Either side unknown (an older
+    record, a user's block): not compared."""
     if recorded is None or current is None:
-        return
+        return None
     current = json.loads(json.dumps(current))  # as a record reads back: lists, string keys
     diff = sorted(k for k in recorded.keys() | current.keys() if recorded.get(k) != current.get(k))
-    if diff:
-        shown = ", ".join(f"{k}: {recorded.get(k)!r} -> {current.get(k)!r}" for k in diff)
-        raise ConfigError(
-            f"run directory '{run_dir}' holds a run whose block was built otherwise than this attn-bench builds "
+    if not diff:
+        return None
+    shown = ", ".join(f"{k}: {recorded.get(k)!r} -> {current.get(k)!r}" for k in diff)
+    return (f"run directory '{run_dir}' holds a run whose block was built otherwise than this attn-bench builds "
             f"the same config ({shown}); its numbers and weights belong to that build and nothing was changed there. "
             f"To train this build, move the directory away or start a separate run with name=<label>")
 
 
-def recorded_placement(run_dir: Path) -> dict[str, Any] | None:
-    """Where the run's block went, as recorded: metrics.json, or for an unfinished run its start (block.json)."""
+def _pretrained_difference(run_dir: Path, recorded: Any, current: Any) -> str | None:
+    if recorded == current:
+        return None
+    def words(identity: Any) -> str:
+        if not isinstance(identity, dict):
+            return "not recorded" if identity is None else repr(identity)
+        if "sha256" in identity:
+            return f"{identity.get('file')} sha256 {identity['sha256'][:12]}"
+        return f"timm {identity.get('timm')} weights {identity.get('weights')}"
+    return (f"run directory '{run_dir}' holds a run that started from other pretrained weights "
+            f"({words(recorded)} -> {words(current)}); nothing was changed there. Start a separate run with "
+            f"name=<label> or another hydra.run.dir")
+
+
+def _device_difference(run_dir: Path, recorded: Any, current: Any) -> str | None:
+    if recorded is None or current is None or recorded == current:
+        return None
+    return (f"run directory '{run_dir}' holds a run on another device type ({recorded} -> {current}): its "
+            f"timings and numerics belong to that device; nothing was changed there. Start a separate run with "
+            f"name=<label>, or pass device={recorded}")
+
+
+_DIFFERENCES = {"config": _config_difference, "data": _data_difference, "block": _block_difference,
+                "placement": _placement_difference, "pretrained": _pretrained_difference,
+                "device": _device_difference}
+
+
+def spec_difference(run_dir: Path, recorded: dict[str, Any], spec: dict[str, Any],
+                    parts: tuple[str, ...] = SPEC_PARTS) -> str | None:
+    """The first difference between a recorded spec and ``spec`` in ``parts``, in one line; None if none."""
+    for part in parts:
+        if part in spec:
+            found = _DIFFERENCES[part](run_dir, recorded.get(part), spec[part])
+            if found:
+                return found
+    return None
+
+
+def read_spec(run_dir: Path) -> dict[str, Any] | None:
+    """The spec a run recorded at its start (``run.json``, or an older run's config.yaml, dataset.json and
+    block.json, whose placement its metrics.json may hold); None for a directory without a run."""
     done = read_record(run_dir)
-    if done is not None and done.placement:
-        return done.placement
-    started = _read_block(run_dir)
-    return started.get("placement") if isinstance(started, dict) else None
+    spec = _read_legacy(run_dir, RUN_FILE)
+    if not isinstance(spec, dict):
+        if not (run_dir / CONFIG_FILE).exists():
+            return None
+        block = _read_legacy(run_dir, BLOCK_FILE)
+        spec = {"config": OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG_FILE)),
+                "data": _read_legacy(run_dir, DATASET_FILE), "block": block, "pretrained": None, "device": None,
+                "placement": block.get("placement") if isinstance(block, dict) else None, "legacy": True}
+    if done is not None and done.placement:  # a finished run: the placement its results are reported under
+        spec["placement"] = done.placement
+    return spec
 
 
-def check_same_run(run_dir: Path, cfg: DictConfig, identity: dict[str, Any], block: dict[str, Any],
-                   placement: dict[str, Any] | None = None) -> None:
-    """The run in ``run_dir`` is this config on this data with this block's source, placed as
-    ``placement`` (when given), or a one-line refusal."""
-    check_same_config(run_dir, cfg)
-    check_same_data(run_dir, identity)
-    check_same_block(run_dir, block)
-    check_same_placement(run_dir, recorded_placement(run_dir), placement)
+def _read_legacy(run_dir: Path, name: str) -> Any:
+    try:
+        return read_json(run_dir / name)
+    except (OSError, ValueError):
+        return None
 
 
-def start_run(run_dir: Path, cfg: DictConfig, identity: dict[str, Any], block: dict[str, Any]) -> None:
-    """Record what a new run is: its resolved config, its data and its block."""
+def check_same_run(run_dir: Path, spec: dict[str, Any]) -> None:
+    """The run in ``run_dir`` is the run ``spec`` describes (every part ``spec`` has), or a one-line refusal."""
+    recorded = read_spec(run_dir) or {}
+    found = spec_difference(run_dir, recorded, spec)
+    if found:
+        raise ConfigError(found)
+
+
+def recorded_placement(run_dir: Path) -> dict[str, Any] | None:
+    """Where the run's block went, as recorded: metrics.json, or for an unfinished run its start."""
+    return (read_spec(run_dir) or {}).get("placement")
+
+
+def check_same_placement(run_dir: Path, recorded: dict[str, Any] | None, current: dict[str, Any] | None) -> None:
+    found = _placement_difference(run_dir, recorded, current)
+    if found:
+        raise ConfigError(found)
+
+
+def start_run(run_dir: Path, cfg: DictConfig, spec: dict[str, Any]) -> None:
+    """Record what a new run is: its resolved config (config.yaml, for people) and its spec (run.json)."""
     atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
-    atomic_write_json(run_dir / DATASET_FILE, identity)
-    atomic_write_json(run_dir / BLOCK_FILE, block)
+    atomic_write_json(run_dir / RUN_FILE, spec)
+    for name in (DATASET_FILE, BLOCK_FILE):  # an older attn-bench's records of a run started afresh here
+        (run_dir / name).unlink(missing_ok=True)
 
 
 @contextmanager
@@ -204,6 +258,7 @@ class RunRecord:
     data: dict[str, Any] | None = None  # attn_bench.data.identity: name, root, fingerprint
     block: dict[str, Any] | None = None  # attention.block_identity: attn, class, source, source_sha256
     placement: dict[str, Any] | None = None  # models.presets.Placement.as_record: where the block went
+    pretrained: dict[str, Any] | None = None  # models.pretrained.pretrained_identity: the weights it started from
     skipped_files: int | None = None  # unreadable images left out (data.skip_corrupt=true)
     cost: dict[str, Any] | None = None
     reason: str | None = None  # failed runs

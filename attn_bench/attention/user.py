@@ -19,6 +19,7 @@ import inspect
 import logging
 import sys
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
@@ -91,11 +92,39 @@ def _error_in(path: Path | None, err: BaseException) -> str:
     return f"{where}{type(err).__name__}: {err}"
 
 
+def error_in_file(path: Path, err: BaseException) -> str | None:
+    """``file:line: Type: message`` when ``err`` was raised inside ``path`` (a user's block failing in
+    forward or backward), else None."""
+    path = path.resolve()
+    if not any(Path(f.filename).resolve() == path for f in traceback.extract_tb(err.__traceback__)):
+        return None
+    return _error_in(path, err)
+
+
+_VOUCHED: dict[Path, str] = {}  # file -> the only SHA-256 it may be run with (a recorded run's block)
+
+
+@contextmanager
+def only_vouched(path: Path, sha256: str):
+    """While inside, ``path`` is run only if its bytes have ``sha256``; other bytes are refused before any
+    of them runs (``eval`` / ``visualize`` of a recorded run)."""
+    path = Path(path).resolve()
+    _VOUCHED[path] = sha256
+    try:
+        yield
+    finally:
+        _VOUCHED.pop(path, None)
+
+
 def _exec_file(path: Path, spec: str) -> ModuleType:
     """Run the file's exact bytes that were hashed (``__attn_bench_sha256__``): an edit while a run
     starts can never train one version under another's hash."""
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
+    vouched = _VOUCHED.get(path.resolve())
+    if vouched is not None and vouched != digest:
+        raise ConfigError(f"model.attn='{spec}': {path} has sha256 {digest[:12]} now, the run recorded "
+                          f"{vouched[:12]}; it was not run")
     name = f"{_MODULE_PREFIX}.{path.stem.replace('.', '_')}_{digest[:12]}"  # an edited file is a new module
     if name in sys.modules:
         return sys.modules[name]

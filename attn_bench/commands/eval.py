@@ -10,7 +10,7 @@ directory. Evaluating the run's own data reproduces its recorded final top-1 exa
 from __future__ import annotations
 
 import argparse
-from contextlib import nullcontext
+import sys
 from pathlib import Path
 
 import yaml
@@ -35,6 +35,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--ckpt", choices=list(CHECKPOINTS), default=None,
                         help="which checkpoint of the run (default: last; ignored when a file is given)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--trust-block", action="store_true",
+                        help="use the run's own block as its file is now, where it differs from the recorded source")
     return parser.parse_intermixed_args(argv)
 
 
@@ -77,8 +79,17 @@ def _data_config(run_cfg: DictConfig, overrides: list[str]) -> DictConfig:
     return data
 
 
+def _unfinished(run_dir: Path, checkpoint: dict) -> str:
+    """``""`` for a completed run's checkpoint, else ``_unfinished_e<epochs>b<batches>`` for the file name."""
+    from attn_bench.rundir import is_completed
+
+    if is_completed(run_dir):
+        return ""
+    return f"_unfinished_e{int(checkpoint['epoch'])}b{int(checkpoint.get('batch', 0))}"
+
+
 def evaluate_run(target: Path, overrides: list[str] = (), ckpt: str | None = None,
-                 device: str = "auto") -> tuple[dict, Path]:
+                 device: str = "auto", trust_block: bool = False) -> tuple[dict, Path]:
     """(the evaluation's record, the JSON file written)."""
     import torch
 
@@ -97,23 +108,24 @@ def evaluate_run(target: Path, overrides: list[str] = (), ckpt: str | None = Non
     precision = resolve_precision(run_cfg.trainer.precision, dev)
     channels_last = bool(run_cfg.trainer.channels_last)
     model, checkpoint = load_run_model(run_dir, run_cfg.model, int(run_cfg.data.num_classes),
-                                       int(run_cfg.data.img_size), path)
+                                       int(run_cfg.data.img_size), path, trust_block)
     model = model.to(dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     loader = build_eval_loader(data, int(run_cfg.trainer.batch_size), dev, channels_last=channels_last)
-    autocast = (lambda: torch.autocast(dev.type, dtype=precision.amp_dtype)) if precision.amp_dtype else nullcontext
-    stats = evaluate(model, loader, dev, autocast)
+    unfinished = _unfinished(run_dir, checkpoint)
+    stats = evaluate(model, loader, dev, lambda: precision.autocast(dev))
     split = eval_split_name(data)
     record = {
         "run_dir": str(run_dir), "checkpoint": str(path), "epoch": int(checkpoint["epoch"]),
         "dataset": str(data.name), "split": split, "data": OmegaConf.to_container(data, resolve=True),
         "device": str(dev), "precision": str(run_cfg.trainer.precision),
         "top1": stats["eval_top1"], "top5": stats["eval_top5"], "loss": stats["eval_loss"],
-        "images": stats["eval_images"],
+        "images": stats["eval_images"], "finished": not unfinished,
     }
     suffix = "" if path.name == CHECKPOINTS["last"] else f"_{path.stem}"  # best.pt: eval_<data>_<split>_best.json
-    out = run_dir / f"eval_{data.name}_{split}{suffix}.json"
+    out = run_dir / f"eval_{data.name}_{split}{suffix}{unfinished}.json"
+
     atomic_write_json(out, record)
     return record, out
 
@@ -123,7 +135,10 @@ def main(argv: list[str]) -> int:
     from rich.table import Table
 
     args = _parse(argv)
-    record, out = evaluate_run(args.target, args.overrides, args.ckpt, args.device)
+    record, out = evaluate_run(args.target, args.overrides, args.ckpt, args.device, args.trust_block)
+    if not record["finished"]:
+        print(f"attn-bench eval: {record['run_dir']} is not a finished run (its checkpoint is from epoch "
+              f"{record['epoch']}): this evaluates an unfinished network, written as {out.name}", file=sys.stderr)
     print(f"{record['checkpoint']} (epoch {record['epoch']}) on {record['dataset']} {record['split']}:")
     table = Table(show_header=False)
     for name, value in (("top-1", f"{record['top1']:.2f} %"), ("top-5", f"{record['top5']:.2f} %"),

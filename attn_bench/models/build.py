@@ -93,8 +93,17 @@ def _check_pretrained(model_cfg: DictConfig) -> None:
             f"model.pretrained_file: '{path}' does not exist (a .pth or .safetensors state dict of {model_cfg.backbone})")
 
 
-def check(model_cfg: DictConfig, num_classes: int, img_size: int) -> None:
-    """Everything about the model that can be wrong, found without memory or arithmetic.
+def _without_block(model_cfg: DictConfig) -> DictConfig:
+    """``model_cfg`` with the baseline in place of its block and none of the block's arguments (set, not
+    merged: a merge with an empty ``attn_args`` would keep the block's own)."""
+    probed = OmegaConf.create(_container(model_cfg))
+    probed.attn, probed.attn_args = BASELINE, {}
+    return probed
+
+
+def check(model_cfg: DictConfig, num_classes: int, img_size: int) -> dict[str, Any] | None:
+    """Everything about the model that can be wrong, found without memory or arithmetic; returns
+    :func:`placement_record`'s record of where the block goes (None for a user's block).
 
     Builds the model on the meta device (shapes only), so bad names and arguments fail here, and
     checks that ``img_size`` covers the backbone's output stride (else the last feature map
@@ -107,7 +116,7 @@ def check(model_cfg: DictConfig, num_classes: int, img_size: int) -> None:
     # A user's block (file, module, plug-in) may not run, or even construct, on the meta device:
     # the backbone and placement are checked without it, the block on real tensors below.
     own_block = not is_builtin(str(model_cfg.attn))
-    probed = OmegaConf.merge(model_cfg, {"attn": BASELINE, "attn_args": {}}) if own_block else model_cfg
+    probed = _without_block(model_cfg) if own_block else model_cfg
     with torch.device("meta"):
         model = model_from_config(probed, num_classes, img_size).eval()  # names, arguments, stages
         stride = PROBE_PX // model.forward_features(torch.empty(1, 3, PROBE_PX, PROBE_PX)).shape[-1]
@@ -118,6 +127,7 @@ def check(model_cfg: DictConfig, num_classes: int, img_size: int) -> None:
     require(img_size >= stride,
             f"img_size={img_size} is too small for {model_cfg.backbone} with the {stem} stem: it downsamples "
             f"{stride}x, so the last feature map would be smaller than 1x1; use img_size >= {stride}")
+    return None if own_block else model.attn_bench_placement
 
 
 def placement_record(model_cfg: DictConfig, num_classes: int, img_size: int) -> dict[str, Any] | None:

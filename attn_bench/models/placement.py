@@ -178,7 +178,11 @@ def _stage_numbers(stages: Any) -> list[int]:
             f"model.attn_stages={stages!r} must be a non-empty list of 1-based stage numbers "
             f"(e.g. [2, 3, 4]), or null for all stages"
         )
-    return sorted({int(v) for v in values})
+    repeated = sorted({int(v) for v in values if values.count(v) > 1})
+    if repeated:  # [2, 2] is a typo for [2, 3] as often as for [2]: never collapsed without a word
+        raise ConfigError(f"model.attn_stages={list(values)!r} names stage(s) {repeated} more than once; "
+                          f"give each stage once, e.g. {sorted({int(v) for v in values})}")
+    return sorted(int(v) for v in values)
 
 
 def select_slots(slots: Sequence[Slot], stages: Iterable[int] | None, position: str) -> list[Slot]:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from attn_bench.errors import ConfigError, check
+from attn_bench.io import file_sha256
 from attn_bench.models.placement import placed_attention
 
 log = logging.getLogger("attn_bench")
@@ -57,6 +58,23 @@ def timm_state_dict(backbone: str, timm_kwargs: dict[str, Any] | None = None) ->
         raise ConfigError(f"model.pretrained=true: timm's weights for {backbone} could not be loaded ({reason}); "
                           f"they are looked for in the Hugging Face cache '{HF_HUB_CACHE}' (set HF_HOME to move it; "
                           f"fill it on a machine with network), or give model.pretrained_file=<.pth/.safetensors>") from None
+
+
+def pretrained_identity(model_cfg) -> dict[str, str] | None:
+    """Which weights a run starts from, as part of what the run is: a file by its resolved path and
+    SHA-256 (the same path overwritten is other weights), timm's by timm's version and the weights' tag."""
+    if model_cfg.get("pretrained_file"):
+        path = Path(str(model_cfg.pretrained_file)).expanduser().resolve()
+        check(path.is_file(), f"model.pretrained_file: '{path}' does not exist")
+        return {"file": str(path), "sha256": file_sha256(path)}
+    if model_cfg.get("pretrained"):
+        import timm
+        from timm.models import get_pretrained_cfg
+
+        weights = get_pretrained_cfg(str(model_cfg.backbone))
+        tag = (weights.hf_hub_id or f"{model_cfg.backbone}.{weights.tag}") if weights is not None else "default"
+        return {"timm": timm.__version__, "weights": tag}
+    return None
 
 
 def apply_pretrained(model_cfg, model: nn.Module) -> dict[str, list[str]] | None:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
@@ -59,12 +60,34 @@ JOB_BOOTSTRAP = ("import sys; sys.path = [p for p in sys.path if p not in ('', '
                  "from attn_bench.cli import main; sys.path.append(''); sys.exit(main())")
 
 
-def job_command(job: Job) -> list[str]:
+def job_command(job: Job, searchpath: Sequence[str] = ()) -> list[str]:
+    """A job's command line: its overrides, its directory, and the sweep's own config search path
+    (``--config-dir``, ``hydra.searchpath``), so that the job composes the config the sweep checked."""
+    extra = [f"hydra.searchpath=[{','.join(repr(str(p)) for p in searchpath)}]"] if searchpath else []
     return [sys.executable, "-c", JOB_BOOTSTRAP, *job.overrides, f"hydra.run.dir='{job.run_dir}'",
-            "trainer.progress=false"]
+            "trainer.progress=false", *extra]
 
 
-def run_sweep(jobs: list[Job], sweep_dir: Path, devices: Sequence[str] | None, cpu_workers: int) -> list[Job]:
+def search_path(hydra_cfg) -> list[str]:
+    """The config folders the user added to the sweep (``--config-dir``, ``hydra.searchpath``), as
+    Hydra resolved them for it."""
+    sources = OmegaConf.select(hydra_cfg, "hydra.runtime.config_sources") or []
+    return [str(s["path"]) for s in sources
+            if s["provider"] == "command-line" or str(s["provider"]).startswith("hydra.searchpath")]
+
+
+def check_jobs_differ(job_overrides: list[list[str]]) -> None:
+    """``-m seed=0,0`` would run one job twice into one directory: refused, naming the repeat."""
+    seen: set[tuple[str, ...]] = set()
+    for overrides in job_overrides:
+        key = tuple(sorted(overrides))
+        check(key not in seen, f"the sweep lists the same job twice ({' '.join(overrides) or 'no overrides'}); "
+                               f"give each value once")
+        seen.add(key)
+
+
+def run_sweep(jobs: list[Job], sweep_dir: Path, devices: Sequence[str] | None, cpu_workers: int,
+              searchpath: Sequence[str] = ()) -> list[Job]:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     history = earlier_launches(sweep_dir)  # checked before any job starts
     for job in jobs:
@@ -84,7 +107,7 @@ def run_sweep(jobs: list[Job], sweep_dir: Path, devices: Sequence[str] | None, c
             log.info("job #%d %s after %.1f s%s", job.index, job.status, job.ended - job.started,
                      f": {job.reason}" if job.reason else "")
 
-    run_queue(jobs, slots, job_command, on_event)
+    run_queue(jobs, slots, lambda job: job_command(job, searchpath), on_event)
     _write_summary(sweep_dir, jobs, time.time() - started, history)
     _print_summary(jobs, sweep_dir)
     return jobs

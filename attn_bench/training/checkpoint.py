@@ -3,15 +3,19 @@ from __future__ import annotations
 
 import random
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
-from attn_bench.errors import ConfigError
-from attn_bench.io import atomic_write_with
+from attn_bench.attention.registry import get_block_class, is_builtin
+from attn_bench.attention.user import class_source, is_file_spec, only_vouched
+from attn_bench.errors import ConfigError, check
+from attn_bench.io import atomic_write_with, file_sha256
 from attn_bench.models import model_as_recorded
-from attn_bench.rundir import check_same_placement, recorded_placement
+from attn_bench.rundir import RUN_FILE, check_same_placement, read_spec, recorded_placement
 
 
 def rng_state() -> dict[str, Any]:
@@ -50,11 +54,62 @@ def load_weights(model: torch.nn.Module, path: Path) -> dict[str, Any]:
     return checkpoint
 
 
-def load_run_model(run_dir: Path, model_cfg, num_classes: int, img_size: int, path: Path):
-    """(model, checkpoint): the network the run in ``run_dir`` trained (as recorded, should this
-    attn-bench now build its config otherwise), with the weights of the checkpoint at ``path``."""
+TRUST_HINT = "pass --trust-block to use it as it is now"
+
+
+def _would_import(attn: str) -> str:
+    where = attn.rpartition(":")[0]
+    return f"the file {Path(where).expanduser().absolute()}" if is_file_spec(where) else f"the module {where}"
+
+
+def recorded_block(run_dir: Path, model_cfg, trust_block: bool = False):
+    """(the model config naming the block source the run recorded, a context in which only that source's
+    recorded bytes may run). A results folder never makes attn-bench import code its record does not
+    vouch for: a block whose source is unrecorded, changed or gone is refused in one line naming the
+    file and both hashes, unless ``trust_block`` (then the code as it is now is used)."""
+    attn = str(model_cfg.attn)
+    if is_builtin(attn):
+        return model_cfg, nullcontext()
+    block = (read_spec(run_dir) or {}).get("block")
+    if not isinstance(block, dict) or block.get("attn") != attn or not block.get("source_sha256"):
+        if trust_block:
+            return model_cfg, nullcontext()
+        recorded = f"records block {block.get('attn')}" if isinstance(block, dict) and block.get("attn") != attn \
+            else "records no hash of its source"
+        raise ConfigError(f"{run_dir}: its config names block {attn} but its {RUN_FILE} {recorded}; attn-bench would "
+                          f"import {_would_import(attn)}, code this run's record does not vouch for. If you trust it, "
+                          f"{TRUST_HINT}")
+    sha, (where, _, name) = block["source_sha256"], str(block.get("class", attn)).rpartition(":")
+    if not is_file_spec(where):  # an installed module: imported, then held against the record
+        now = class_source(get_block_class(attn))[1]
+        check(now == sha or trust_block, f"{run_dir}: block {attn} was trained from sha256 {sha[:12]}; the module's "
+                                         f"file {block.get('source')} has sha256 {str(now)[:12]} now. Restore the "
+                                         f"trained version, or {TRUST_HINT}")
+        return model_cfg, nullcontext()
+    source = Path(block["source"])
+    now = file_sha256(source) if source.is_file() else None
+    if now != sha:
+        state = f"has sha256 {now[:12]} now" if now else "is gone"
+        check(trust_block, f"{run_dir}: block {attn} was trained from {source} (sha256 {sha[:12]}); that file {state}. "
+                           f"Restore the trained version, or {TRUST_HINT}")
+        return (model_cfg, nullcontext()) if now is None else (_naming(model_cfg, f"{source}:{name}"), nullcontext())
+    return _naming(model_cfg, f"{source}:{name}"), only_vouched(source, sha)
+
+
+def _naming(model_cfg, attn: str):
+    named = OmegaConf.create(OmegaConf.to_container(model_cfg, resolve=True))
+    named.attn = attn
+    return named
+
+
+def load_run_model(run_dir: Path, model_cfg, num_classes: int, img_size: int, path: Path, trust_block: bool = False):
+    """(model, checkpoint): the network the run in ``run_dir`` trained (its block from the recorded source,
+    its placement as recorded, should this attn-bench now build its config otherwise), with the weights
+    of the checkpoint at ``path``."""
+    model_cfg, vouched = recorded_block(run_dir, model_cfg, trust_block)
     recorded = recorded_placement(run_dir)
-    model = model_as_recorded(model_cfg, num_classes, img_size, recorded)
+    with vouched:
+        model = model_as_recorded(model_cfg, num_classes, img_size, recorded)
     check_same_placement(run_dir, recorded, getattr(model, "attn_bench_placement", None))
     return model, load_weights(model, path)
 

@@ -20,14 +20,12 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from attn_bench.commands.train.checks import validate_config
+from attn_bench.commands.train.spec import expect_at_launch, resolve_spec
 from attn_bench.errors import ConfigError, check, fail
 from attn_bench.data.identity import dataset_identity
-from attn_bench.attention import block_identity
-from attn_bench.models import placement_record
 from attn_bench.rundir import check_same_run, is_completed, read_record
 from attn_bench.sweeps.queue import Job
-from attn_bench.sweeps.sweep import check_sweep_dir, job_dirnames, run_sweep, swept_keys
+from attn_bench.sweeps.sweep import check_jobs_differ, check_sweep_dir, job_dirnames, run_sweep, search_path, swept_keys
 
 
 class GpuQueueLauncher(Launcher):
@@ -47,32 +45,37 @@ class GpuQueueLauncher(Launcher):
         jobs = [Job(index=initial_job_idx + i, overrides=overrides, run_dir=sweep_dir / name)
                 for i, (overrides, name) in enumerate(zip(job_overrides, names))]
         self._check_before_starting(jobs, sweep_dir)
-        jobs = run_sweep(jobs, sweep_dir, self.devices, self.cpu_workers)
+        jobs = run_sweep(jobs, sweep_dir, self.devices, self.cpu_workers, search_path(self.config))
         if any(j.status == "failed" for j in jobs):
             # Hydra would re-raise per job with a traceback; the summary already says what failed.
             sys.exit(1)
         return [self._job_return(job) for job in jobs]
 
     def _check_before_starting(self, jobs: list[Job], sweep_dir: Path) -> None:
-        """Validate every job with the job's own checks, and check that a finished job's directory
-        holds this job on this data (else it would be skipped with another run's numbers): a
-        mistake in one stops the sweep before any job runs."""
+        """Resolve every job's spec with the job's own checks, check that a finished job's directory
+        holds this job on this data (else it would be skipped with another run's numbers), and leave
+        each job to run what was checked here (its block's source as hashed now): a mistake in one
+        stops the sweep before any job runs."""
         identities: dict[str, dict] = {}
         try:
             check(self.cpu_workers >= 1, f"hydra.launcher.cpu_workers must be at least 1, got {self.cpu_workers}")
             check_sweep_dir(sweep_dir)
+            check_jobs_differ([job.overrides for job in jobs])
+            specs = []
             for job in jobs:
                 job_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, job.overrides)
-                job_cfg = OmegaConf.masked_copy(job_cfg, [k for k in job_cfg if k != "hydra"])
-                validate_config(job_cfg)
+                spec = resolve_spec(OmegaConf.masked_copy(job_cfg, [k for k in job_cfg if k != "hydra"]))
                 if is_completed(job.run_dir):
                     key = OmegaConf.to_yaml(job_cfg.data)
                     if key not in identities:  # one walk over the files per dataset, not per job
                         identities[key] = dataset_identity(job_cfg.data)
-                    placement = placement_record(job_cfg.model, int(job_cfg.data.num_classes), int(job_cfg.data.img_size))
-                    check_same_run(job.run_dir, job_cfg, identities[key], block_identity(job_cfg.model.attn), placement)
+                    check_same_run(job.run_dir, {**spec, "data": identities[key]})
+                specs.append(spec)
         except ConfigError as err:
             sys.exit(fail(f"sweep not started: {err}"))
+        for job, spec in zip(jobs, specs):
+            if not is_completed(job.run_dir):
+                expect_at_launch(job.run_dir, spec)
 
     @staticmethod
     def _job_return(job) -> JobReturn:

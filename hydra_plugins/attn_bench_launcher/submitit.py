@@ -17,10 +17,13 @@ from typing import Sequence
 
 from hydra.core.utils import JobReturn, JobStatus
 
+from omegaconf import OmegaConf
+
+from attn_bench.commands.train.spec import expect_at_launch, resolve_spec
 from attn_bench.errors import ConfigError, check, fail
-from attn_bench.rundir import read_record
+from attn_bench.rundir import is_completed, read_record
 from attn_bench.sweeps.queue import Job
-from attn_bench.sweeps.sweep import check_sweep_dir, finish_sweep, job_dirnames, swept_keys
+from attn_bench.sweeps.sweep import check_jobs_differ, check_sweep_dir, finish_sweep, job_dirnames, swept_keys
 from attn_bench.training.validate import per_rank_batch
 
 try:  # an optional dependency (the `slurm` extra)
@@ -33,12 +36,16 @@ class _SweepLayout:
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
         job_overrides = [list(overrides) for overrides in job_overrides]
+        names = job_dirnames(job_overrides, swept_keys(self.config))
         try:  # what would fail every job on the cluster fails here, in one line, before submission
             check_sweep_dir(sweep_dir)
-            self._check_ranks(job_overrides)
+            check_jobs_differ(job_overrides)
+            specs = self._check_jobs(job_overrides)
         except ConfigError as err:
             sys.exit(fail(f"sweep not started: {err}"))
-        names = job_dirnames(job_overrides, swept_keys(self.config))
+        for name, spec in zip(names, specs):  # each job runs what was checked here, its block as hashed now
+            if not is_completed(sweep_dir / name):
+                expect_at_launch(sweep_dir / name, spec)
         placed = [overrides + [f"hydra.sweep.dir='{sweep_dir}'", f"hydra.sweep.subdir='{name}'"]
                   for overrides, name in zip(job_overrides, names)]
         # submitit starts jobs with `python -m`, which puts the working directory first on sys.path: from
@@ -54,16 +61,20 @@ class _SweepLayout:
             sys.exit(1)  # the summary says what failed; Hydra would re-raise each with a traceback
         return returns
 
-    def _check_ranks(self, job_overrides: list[list[str]]) -> None:
-        """Each task of a job is one DDP rank on one GPU, and takes an equal share of the batch."""
+    def _check_jobs(self, job_overrides: list[list[str]]) -> list[dict]:
+        """Each job's spec, resolved with the job's own checks; each task of a job is one DDP rank on one
+        GPU, and takes an equal share of the batch."""
         tasks, gpus = int(self.params.get("tasks_per_node") or 1), int(self.params.get("gpus_per_node") or 0)
         check(gpus == 0 or tasks <= gpus,
               f"hydra.launcher.tasks_per_node={tasks} is more than hydra.launcher.gpus_per_node={gpus}: each task "
               f"is one rank on one GPU; request as many GPUs per node as tasks")
         ranks = tasks * int(self.params.get("nodes") or 1)
+        specs = []
         for overrides in job_overrides:
             job_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+            specs.append(resolve_spec(OmegaConf.masked_copy(job_cfg, [k for k in job_cfg if k != "hydra"])))
             per_rank_batch(job_cfg.trainer, ranks)
+        return specs
 
     @staticmethod
     def _job(index: int, overrides: list[str], run_dir: Path, ret: JobReturn) -> Job:

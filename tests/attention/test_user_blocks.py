@@ -302,13 +302,13 @@ def test_source_tags_follow_every_spelling_of_the_override(tmp_path, monkeypatch
 
 
 def test_the_same_source_at_another_path_is_the_same_block(tmp_path):
-    from attn_bench.rundir import BLOCK_FILE, check_same_block
+    from attn_bench.rundir import RUN_FILE, check_same_run
 
     block = {"attn": "my_blocks.py:G", "class": "/a/my_blocks.py:G", "source": "/a/my_blocks.py", "source_sha256": "ab" * 32}
-    (tmp_path / BLOCK_FILE).write_text(json.dumps(block))
-    check_same_block(tmp_path, {**block, "class": "/b/my_blocks.py:G", "source": "/b/my_blocks.py"})
+    (tmp_path / RUN_FILE).write_text(json.dumps({"block": block}))
+    check_same_run(tmp_path, {"block": {**block, "class": "/b/my_blocks.py:G", "source": "/b/my_blocks.py"}})
     with pytest.raises(ConfigError, match="another version of block"):
-        check_same_block(tmp_path, {**block, "source_sha256": "cd" * 32})
+        check_same_run(tmp_path, {"block": {**block, "source_sha256": "cd" * 32}})
 
 
 def test_check_block_refuses_a_value_it_cannot_read(capsys):

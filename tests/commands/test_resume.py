@@ -94,11 +94,12 @@ def test_a_run_killed_anywhere_resumes_to_identical_metrics_and_weights(point, u
 
 
 def test_corrupt_checkpoint_is_named_in_one_line(tmp_path, compose_train, tiny_train):
+    from attn_bench.commands.train.spec import resolve_spec
     from attn_bench.data.identity import dataset_identity
     from attn_bench.rundir import start_run
 
     cfg = compose_train(tiny_train)
-    start_run(tmp_path, cfg, dataset_identity(cfg.data), {"attn": "none"})  # as a run writes them
+    start_run(tmp_path, cfg, {**resolve_spec(cfg, torch.device("cpu")), "data": dataset_identity(cfg.data)})  # as a run does
     (tmp_path / "last.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match=r"checkpoint '.*last.pt' is corrupt"):
         run_training(cfg, tmp_path)

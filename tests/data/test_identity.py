@@ -114,6 +114,6 @@ def test_a_directory_without_a_data_record_is_refused_with_the_reason(tmp_path, 
     root = make_imagefolder(tmp_path / "a")
     overrides = imagefolder_overrides(root, tmp_path / "cache")
     run_training(compose_train(overrides), tmp_path / "run")
-    (tmp_path / "run" / "dataset.json").unlink()  # as a run of an older attn-bench left it
+    (tmp_path / "run" / "run.json").unlink()  # as a run of an older attn-bench left it: config.yaml alone
     with pytest.raises(ConfigError, match="no record of the data it was trained on .*older attn-bench"):
         run_training(compose_train(overrides), tmp_path / "run")

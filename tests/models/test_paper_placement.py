@@ -165,10 +165,10 @@ def test_a_run_records_and_labels_its_resolved_placement(compose_train, tiny_tra
                      tmp_path / "paper")
     # an interrupted run (a checkpoint, no final record) is checked against what its start recorded
     path.unlink()
-    block = json.loads((tmp_path / "paper" / "block.json").read_text())
-    assert block["placement"]["stages"] == [1, 2, 3] and (tmp_path / "paper" / "last.pt").exists()
-    block["placement"]["site"] = "residual"
-    (tmp_path / "paper" / "block.json").write_text(json.dumps(block))
+    spec = json.loads((tmp_path / "paper" / "run.json").read_text())
+    assert spec["placement"]["stages"] == [1, 2, 3] and (tmp_path / "paper" / "last.pt").exists()
+    spec["placement"]["site"] = "residual"
+    (tmp_path / "paper" / "run.json").write_text(json.dumps(spec))
     with pytest.raises(ConfigError, match=r"\(site: 'residual' -> 'stage_end'\)"):
         run_training(compose_train(tiny_train + ["model.attn=bam", "trainer.epochs=1", "measure_cost=false"]),
                      tmp_path / "paper")

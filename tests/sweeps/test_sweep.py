@@ -296,3 +296,18 @@ def test_jobs_run_the_sweeps_attn_bench_not_a_package_in_the_working_directory(t
                           env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(m["status"] for m in job_metrics(sweep_dir(tmp_path)).values()) == ["completed", "completed"]
+
+
+@pytest.mark.parametrize("how", ["--config-dir", "searchpath"])
+def test_a_sweep_of_your_own_experiment_runs_it_in_every_job(tmp_path, how):
+    """Each job composes with the sweep's search path: it ran 'unknown experiment' in every job before."""
+    (tmp_path / "myconf" / "experiment").mkdir(parents=True)
+    (tmp_path / "myconf" / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\nmodel:\n  attn_position: last\nhydra:\n  sweeper:\n    params:\n      model.attn: none,se\n")
+    where = ["--config-dir", "./myconf"] if how == "--config-dir" else [f"hydra.searchpath=[file://{tmp_path / 'myconf'}]"]
+    proc = sweep(tmp_path, *where, "experiment=mine", "hydra.launcher.cpu_workers=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = job_metrics(sweep_dir(tmp_path))
+    assert sorted(metrics) == ["model.attn=none", "model.attn=se"]
+    assert all(m["status"] == "completed" and m["config"]["model"]["attn_position"] == "last" for m in metrics.values())
+    assert metrics["model.attn=se"]["placement"]["position"] == "last"

@@ -54,6 +54,27 @@ def _has_row_keys(record: RunRecord) -> bool:
     return True
 
 
+def contradiction(record: RunRecord) -> str | None:
+    """Where a completed record disagrees with its own history (a hand-edited or damaged metrics.json):
+    its final and best results are copies of history entries, so any difference means the file is not
+    what the run wrote."""
+    history = record.history if isinstance(record.history, list) else []
+    if not history or not all(isinstance(h, dict) and is_number(h.get("eval_top1")) for h in history):
+        return "no per-epoch history to check its results against"
+    final, best = record.final or {}, record.best or {}
+    if final.get("top1") != history[-1]["eval_top1"]:
+        return f"final top-1 {final.get('top1')} but its last epoch's {history[-1]['eval_top1']}"
+    top = max(h["eval_top1"] for h in history)
+    at = [h.get("epoch") for h in history if h["eval_top1"] == best.get("top1")]
+    if best.get("top1") != top or best.get("epoch") not in at:
+        return f"best top-1 {best.get('top1')} (epoch {best.get('epoch')}) but its history's best is {top}"
+    if record.final_ema is not None and record.final_ema.get("top1") != history[-1].get("ema_eval_top1"):
+        return f"final EMA top-1 {record.final_ema.get('top1')} but its last epoch's {history[-1].get('ema_eval_top1')}"
+    if record.epochs is not None and record.epochs != len(history):
+        return f"{record.epochs} epochs but {len(history)} in its history"
+    return None
+
+
 def load_run(path: Path) -> RunRecord | Problem:
     """The record of a completed run (``run_dir`` set to where it was found), or why it is left out."""
     if not (path / METRICS_FILE).exists():
@@ -75,6 +96,9 @@ def load_run(path: Path) -> RunRecord | Problem:
     if ((record.config.get("trainer") or {}).get("limit_batches")) is not None:
         return Problem(path, "debug", block, seed, "trainer.limit_batches is set (debug=fast): a few batches, "
                                                    "not comparable")
+    wrong = contradiction(record)
+    if wrong:
+        return Problem(path, "corrupt", block, seed, f"{METRICS_FILE} contradicts itself ({wrong}); not reported")
     if not _has_row_keys(record):
         return Problem(path, "unreadable", block, seed, f"{METRICS_FILE} has no config.model.backbone/attn or data.name")
     record.run_dir = str(path)

@@ -6,6 +6,7 @@ import os
 import re
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 from rich.console import Console
@@ -99,6 +100,27 @@ def check_modes(argv: list[str]) -> None:
                           f"--shell-completion")
 
 
+def check_outputs_root(argv: list[str]) -> None:
+    """The folder runs land in (``ATTN_BENCH_OUTPUTS``, default ``outputs``) can take them: one line naming
+    it otherwise (Hydra would fail creating the run directory with a traceback). Not checked when the
+    command line names its own run or sweep directory."""
+    if any(a.partition("=")[0].lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir") for a in argv) or \
+            any(a in ("-h", "--help", "--hydra-help") or MODE_FLAGS.get(a, "-m/--multirun") != "-m/--multirun"
+                for a in argv):  # nothing is run
+        return
+    root = Path(os.environ.get("ATTN_BENCH_OUTPUTS") or "outputs")
+    where = f"ATTN_BENCH_OUTPUTS='{root}'" if os.environ.get("ATTN_BENCH_OUTPUTS") else f"the outputs folder '{root}'"
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{where} is a file, not a folder; set ATTN_BENCH_OUTPUTS to a folder runs can be written to")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as err:
+        raise ConfigError(f"cannot write runs into {where}: {err.strerror or err}; set ATTN_BENCH_OUTPUTS to a "
+                          f"writable folder") from None
+
+
 def main(argv: list[str]) -> int:
     import hydra
     from hydra.core.hydra_config import HydraConfig
@@ -108,6 +130,7 @@ def main(argv: list[str]) -> int:
 
     check_modes(argv)
     check_overrides(argv)
+    check_outputs_root(argv)
 
     @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")
     def train(cfg) -> float | None:

@@ -5,6 +5,8 @@ layer checks its own node (``trainer``, ``data``, ``model``).
 """
 from __future__ import annotations
 
+from typing import Any
+
 from omegaconf import DictConfig, OmegaConf
 
 from attn_bench import data, models
@@ -12,7 +14,8 @@ from attn_bench.errors import ConfigError, check_number
 from attn_bench.training import validate as trainer
 
 
-def validate_config(cfg: DictConfig) -> None:
+def validate_config(cfg: DictConfig) -> dict[str, Any] | None:
+    """Every check, one line for the first mistake; returns where the block goes (``models.check``)."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"missing value(s) for {', '.join(missing)}; set them on the command line, "
@@ -20,4 +23,4 @@ def validate_config(cfg: DictConfig) -> None:
     check_number(cfg.seed, "seed", integer=True)
     trainer.check(cfg.trainer)
     data.check(cfg.data)
-    models.check(cfg.model, int(cfg.data.num_classes), int(cfg.data.img_size))
+    return models.check(cfg.model, int(cfg.data.num_classes), int(cfg.data.img_size))

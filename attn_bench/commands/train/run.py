@@ -13,15 +13,15 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from attn_bench.attention import block_identity
-from attn_bench.commands.train.checks import validate_config
+from attn_bench.attention.user import error_in_file
 from attn_bench.commands.train.records import completed_record, failed_record, hparams
+from attn_bench.commands.train.spec import launch_difference, resolve_spec
 from attn_bench.data.identity import dataset_identity
 from attn_bench.data.loaders import build_loaders
 from attn_bench.devices import resolve_device
 from attn_bench.errors import ConfigError
 from attn_bench.metrics.cost import run_cost_metrics
-from attn_bench.models import model_from_config, placement_record
+from attn_bench.models import model_from_config
 from attn_bench.precision import resolve_precision
 from attn_bench.rundir import LAST_CKPT, METRICS_FILE, RunRecord, check_same_run, read_record, run_lock, start_run
 from attn_bench.training.checkpoint import load_checkpoint
@@ -42,22 +42,24 @@ log = logging.getLogger("attn_bench")
 
 def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Train and evaluate as ``cfg`` says, writing everything into ``run_dir``; returns metrics.json's content."""
-    validate_config(cfg)
     dist = dist_info_from_env()
     if not dist.is_main:  # one voice per run: rank 0 logs, the others only warn
         logging.getLogger().setLevel(logging.WARNING)
+    spec = resolve_spec(cfg)  # every check, and what the run is, before anything is built
     device = resolve_device(cfg.device, dist.local_rank if dist.enabled else None)
     resolve_precision(cfg.trainer.precision, device)
+    spec["device"] = device.type
     init_process_group(dist, device)
     preemption.install()  # in a submitit job: checkpoint first when SLURM's time-limit signal comes
     try:
+        spec = broadcast_object(spec)  # rank 0's: every rank agrees on the block's source hash and the weights'
         run_dir = Path(broadcast_object(str(Path(run_dir).resolve())))
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ConfigError(f"cannot create the run directory '{run_dir}': {err.strerror or err}") from None
         with run_lock(run_dir, dist.is_main):
-            return _run(cfg, run_dir, dist, device).to_dict()
+            return _run(cfg, run_dir, dist, device, spec).to_dict()
     finally:
         preemption.uninstall()
         destroy_process_group()
@@ -106,14 +108,15 @@ def _on_rank0(dist: DistInfo, compute, *args) -> Any:
     return broadcast_object(compute(*args) if dist.is_main else None)
 
 
-def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device) -> RunRecord:
+def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device, spec: dict[str, Any]) -> RunRecord:
+    problem = _on_rank0(dist, launch_difference, run_dir, spec)  # a sweep's job: what the sweep checked
+    if problem:
+        raise ConfigError(problem)
     done = read_record(run_dir)
     resume = (run_dir / LAST_CKPT).exists()
-    block = _on_rank0(dist, block_identity, cfg.model.attn)
     if (done is not None and done.completed) or resume:
-        identity = _on_rank0(dist, dataset_identity, cfg.data)
-        placement = placement_record(cfg.model, int(cfg.data.num_classes), int(cfg.data.img_size))
-        check_same_run(run_dir, cfg, identity, block, placement)
+        spec = {**spec, "data": _on_rank0(dist, dataset_identity, cfg.data)}
+        check_same_run(run_dir, spec)
         if done is not None and done.completed:
             log.info("already completed in %s: top-1 %.2f (nothing recomputed)", run_dir, done.final["top1"])
             return done
@@ -122,9 +125,10 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device) -
     seed_everything(int(cfg.seed), bool(t.deterministic), bool(t.cudnn_benchmark))
     train_loader, eval_loader, raw_model, model = _build(cfg, dist, device)
     if not resume:  # fingerprinted after the loaders exist: data.download=true has fetched the files by now
-        identity = _on_rank0(dist, dataset_identity, cfg.data)
+        spec = {**spec, "data": _on_rank0(dist, dataset_identity, cfg.data),
+                "placement": raw_model.attn_bench_placement}
         if dist.is_main:
-            start_run(run_dir, cfg, identity, {**block, "placement": getattr(raw_model, "attn_bench_placement", None)})
+            start_run(run_dir, cfg, spec)
     if train_loader.skipped + eval_loader.skipped:
         log.warning("left out %d unreadable image(s) (data.skip_corrupt=true); metrics.json counts them",
                     train_loader.skipped + eval_loader.skipped)
@@ -147,7 +151,7 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device) -
         with progress if progress else contextlib.nullcontext():
             state = trainer.fit(state, raw_model, t.epochs)
         record = completed_record(cfg, state, raw_model, device, dist, run_dir)
-        record.data, record.block = identity, block
+        record.data, record.block, record.pretrained = spec["data"], spec["block"], spec["pretrained"]
         record.skipped_files = train_loader.skipped + eval_loader.skipped
         if cfg.measure_cost and dist.is_main:
             record.cost = _measure_cost(cfg, raw_model, device)
@@ -163,6 +167,11 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device) -
         preemption.hand_over(dist.is_main)
     except BaseException as err:
         _record_failure(cfg, run_dir, dist, f"{type(err).__name__}: {err}", step=state.step, epoch=state.epoch)
+        source = spec["block"].get("source")
+        inside = error_in_file(Path(source), err) if source and isinstance(err, Exception) else None
+        if inside:  # the user's own block failed: their file and line, not a traceback through ours
+            raise ConfigError(f"block {cfg.model.attn} failed at step {state.step} (epoch {state.epoch + 1}): "
+                              f"{inside} (recorded in {run_dir / METRICS_FILE})") from None
         raise
     finally:
         logger.close()

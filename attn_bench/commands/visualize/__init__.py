@@ -48,6 +48,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--layer", default=None, help="target module path (default: the last stage)")
     parser.add_argument("--seed", type=int, default=0, help="which seed of each block variant to draw")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: <first dir>/visualize)")
+    parser.add_argument("--trust-block", action="store_true",
+                        help="use a run's own block as its file is now, where it differs from the recorded source")
     args = parser.parse_args(argv)
     check(args.images >= 1, f"visualize: --images must be at least 1, got {args.images}")
     return args
@@ -111,7 +113,7 @@ def main(argv: list[str]) -> int:
                 _err.print(f"visualize: skipped {run.run_dir}: trained on other data than {runs[0].run_dir}")
                 continue
             try:
-                model = cams.load_model(Path(run.run_dir), run.config)
+                model = cams.load_model(Path(run.run_dir), run.config, args.trust_block)
                 maps, probs = cams.class_activation_maps(model, images.inputs, args.method, args.layer)
             except ConfigError as err:
                 _err.print(f"visualize: skipped: {err}")

@@ -68,13 +68,13 @@ def class_names(cfg) -> list[str]:
     return class_folders(cfg) or [str(i) for i in range(int(cfg.num_classes))]
 
 
-def load_model(run_dir: Path, config: dict[str, Any]) -> nn.Module:
+def load_model(run_dir: Path, config: dict[str, Any], trust_block: bool = False) -> nn.Module:
     """The run's network with its final weights (``last.pt``, weights only), in eval mode."""
     path = run_dir / LAST_CKPT
     if not path.exists():
         raise ConfigError(f"{run_dir}: no checkpoint ({LAST_CKPT}); nothing to draw for this run")
     cfg = OmegaConf.create(config)
-    model, _ = load_run_model(run_dir, cfg.model, int(cfg.data.num_classes), int(cfg.data.img_size), path)
+    model, _ = load_run_model(run_dir, cfg.model, int(cfg.data.num_classes), int(cfg.data.img_size), path, trust_block)
     return model.eval()
 
 
