@@ -24,7 +24,7 @@ the spatial submodule]"; BAM's r is 16. ``model.placement=paper`` (models/preset
 builds GAM with ``rd_ratio=1/16``; the block's default stays at the copies' r = 4, which
 ``placement=uniform`` uses. Not established: the paper's tables (no table row could be read here,
 so none is quoted) and the group count below. ResNet-50 + GAM at r = 16 has 151,352,376 parameters
-(1000 classes), 1/3.49 of the r = 4 total, consistent with issue #12's reading of the paper's count
+(1000 classes), 1/3.49 of the r = 4 total, consistent with the reading of the paper's count that asked for this preset
 ("about 3.5x" below r = 4).
 
 Grouped variant (``group=True``): the paper says the pooling-free spatial submodule can add many

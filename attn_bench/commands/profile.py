@@ -99,7 +99,7 @@ def profile_block(cfg: DictConfig, block: str, options: dict[str, Any]) -> dict[
         warnings.simplefilter("ignore", BusyDeviceWarning)
         metrics = run_cost_metrics(model, cfg.img_size, **options)
     # the row says where the block went and with what (gc: stages 2-4 under placement=paper)
-    label = block_label({"attn": block}, None, getattr(model, "attn_bench_placement", None))
+    label = block_label({"attn": block}, None, model.attn_bench_placement)
     return {"block": block, "label": label, **metrics}
 
 

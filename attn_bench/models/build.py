@@ -155,7 +155,7 @@ def model_as_recorded(model_cfg: DictConfig, num_classes: int, img_size: int,
     arguments built explicitly. Without a faithful rebuild (a stock layout, per-stage arguments) the
     current build is returned, whose record then differs from the run's (callers refuse it)."""
     model = model_from_config(model_cfg, num_classes, img_size)
-    current = getattr(model, "attn_bench_placement", None)
+    current = model.attn_bench_placement
     if recorded is None or current is None or _same_network(current, recorded) or recorded.get("stage_args") \
             or recorded.get("layout"):
         return model

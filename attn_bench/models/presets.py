@@ -28,7 +28,7 @@ Paper placements (blocks not listed go to the ``residual`` site of every block, 
   read here, and the group count of the grouped convs with channel shuffle that its text says it
   uses for ResNet-50; the preset does not group (``model.attn_args.group=true`` does, with our
   ``groups=4``). With r = 16 and no groups ResNet-50 has 151.35 M parameters, 1/3.49 of the r = 4
-  total, which is issue #12's reading of the paper's count ("about 3.5x" below r = 4).
+  total, which is the reading of the paper's count that asked for this preset ("about 3.5x" below r = 4).
 """
 from __future__ import annotations
 

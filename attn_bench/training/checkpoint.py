@@ -110,7 +110,7 @@ def load_run_model(run_dir: Path, model_cfg, num_classes: int, img_size: int, pa
     recorded = recorded_placement(run_dir)
     with vouched:
         model = model_as_recorded(model_cfg, num_classes, img_size, recorded)
-    check_same_placement(run_dir, recorded, getattr(model, "attn_bench_placement", None))
+    check_same_placement(run_dir, recorded, model.attn_bench_placement)
     return model, load_weights(model, path)
 
 

@@ -248,6 +248,7 @@ def test_results_follow_the_blocks_source(tmp_path):
            f"{new_sha[:12]} -> {sha[:12]})" in again.stderr
 
 
+@pytest.mark.slow  # 24 s; tests/test_readme.py runs the README's sweep of built-ins and a file block, and its report
 def test_a_sweep_mixing_builtins_and_a_file_block_reports_its_row(tmp_path):
     """A built-in, a file block and a module block from the working directory, in one sweep."""
     write_block(tmp_path)

@@ -175,7 +175,7 @@ def test_precision_and_memory_format_hold_inside_the_training_step(precision, ch
     assert metrics["final"]["top1"] > (30.0 if learn else 10.0)
 
 
-@pytest.mark.slow  # the README's main job as it is (46 s here); the README test runs it at debug size, scripts/time_default_run.py times it
+@pytest.mark.slow  # the README's main job as it is (46 s here); tests/test_readme.py runs it at small size, scripts/time_default_run.py times it
 def test_the_default_run_learns_the_synthetic_task(compose_train, tmp_path):
     """The README's main job as it is (about 40-80 s on 2 cores; measured 98.25 %)."""
     metrics = run_training(compose_train([]), tmp_path)

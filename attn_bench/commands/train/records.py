@@ -65,7 +65,7 @@ def completed_record(cfg: DictConfig, state: TrainState, raw_model, device: torc
         peak_memory_mb=_peak_memory_mb(device),
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         world_size=dist.world_size, history=state.history, resumed_from=state.resumes or None,
-        placement=getattr(raw_model, "attn_bench_placement", None),
+        placement=raw_model.attn_bench_placement,
     )
 
 
