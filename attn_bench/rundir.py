@@ -84,7 +84,7 @@ def _data_difference(run_dir: Path, saved: Any, identity: dict[str, Any]) -> str
             f"nothing was changed there. Start a separate run with name=<label> or another hydra.run.dir")
 
 
-def same_block(saved: Any, block: dict[str, Any]) -> bool:
+def _same_block(saved: Any, block: dict[str, Any]) -> bool:
     """The same block: its name, its class and its source's hash (not the file's path: a moved checkout or
     another mount is the same code)."""
     return isinstance(saved, dict) and all(saved.get(k) == block.get(k) for k in ("attn", "source_sha256")) \
@@ -92,7 +92,7 @@ def same_block(saved: Any, block: dict[str, Any]) -> bool:
 
 
 def _block_difference(run_dir: Path, saved: Any, block: dict[str, Any]) -> str | None:
-    if (saved is None and "source_sha256" not in block) or same_block(saved, block):
+    if (saved is None and "source_sha256" not in block) or _same_block(saved, block):
         return None  # absent: a built-in block by an attn-bench that did not record it, which is fine
     old = (saved or {}).get("source_sha256") or "not recorded"
     return (f"run directory '{run_dir}' holds a run of another version of block {block.get('attn')} "
@@ -158,20 +158,20 @@ def read_spec(run_dir: Path) -> dict[str, Any] | None:
     """The spec a run recorded at its start (``run.json``, or an older run's config.yaml, dataset.json and
     block.json, whose placement its metrics.json may hold); None for a directory without a run."""
     done = read_record(run_dir)
-    spec = _read_legacy(run_dir, RUN_FILE)
+    spec = _read_json_or_none(run_dir, RUN_FILE)
     if not isinstance(spec, dict):
         if not (run_dir / CONFIG_FILE).exists():
             return None
-        block = _read_legacy(run_dir, BLOCK_FILE)
+        block = _read_json_or_none(run_dir, BLOCK_FILE)
         spec = {"config": OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG_FILE)),
-                "data": _read_legacy(run_dir, DATASET_FILE), "block": block, "pretrained": None, "device": None,
+                "data": _read_json_or_none(run_dir, DATASET_FILE), "block": block, "pretrained": None, "device": None,
                 "placement": block.get("placement") if isinstance(block, dict) else None, "legacy": True}
     if done is not None and done.placement:  # a finished run: the placement its results are reported under
         spec["placement"] = done.placement
     return spec
 
 
-def _read_legacy(run_dir: Path, name: str) -> Any:
+def _read_json_or_none(run_dir: Path, name: str) -> Any:
     try:
         return read_json(run_dir / name)
     except (OSError, ValueError):

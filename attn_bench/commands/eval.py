@@ -125,7 +125,6 @@ def evaluate_run(target: Path, overrides: list[str] = (), ckpt: str | None = Non
     }
     suffix = "" if path.name == CHECKPOINTS["last"] else f"_{path.stem}"  # best.pt: eval_<data>_<split>_best.json
     out = run_dir / f"eval_{data.name}_{split}{suffix}{unfinished}.json"
-
     atomic_write_json(out, record)
     return record, out
 

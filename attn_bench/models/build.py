@@ -103,7 +103,8 @@ def _without_block(model_cfg: DictConfig) -> DictConfig:
 
 def check(model_cfg: DictConfig, num_classes: int, img_size: int) -> dict[str, Any] | None:
     """Everything about the model that can be wrong, found without memory or arithmetic; returns
-    :func:`placement_record`'s record of where the block goes (None for a user's block).
+    the record of where the block goes (``Placement.as_record``; None for a user's block, which is
+    not built on the meta device).
 
     Builds the model on the meta device (shapes only), so bad names and arguments fail here, and
     checks that ``img_size`` covers the backbone's output stride (else the last feature map
@@ -128,15 +129,6 @@ def check(model_cfg: DictConfig, num_classes: int, img_size: int) -> dict[str, A
             f"img_size={img_size} is too small for {model_cfg.backbone} with the {stem} stem: it downsamples "
             f"{stride}x, so the last feature map would be smaller than 1x1; use img_size >= {stride}")
     return None if own_block else model.attn_bench_placement
-
-
-def placement_record(model_cfg: DictConfig, num_classes: int, img_size: int) -> dict[str, Any] | None:
-    """Where this attn-bench puts the block of ``model_cfg`` (what runs record as ``placement``), found on
-    the meta device. None for a user's block: its versions are told apart by its source hash instead."""
-    if not is_builtin(str(model_cfg.attn)):
-        return None
-    with torch.device("meta"):
-        return model_from_config(model_cfg, num_classes, img_size).attn_bench_placement
 
 
 def _network_of(record: dict[str, Any]) -> dict[str, Any]:

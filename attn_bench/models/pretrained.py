@@ -64,8 +64,7 @@ def pretrained_identity(model_cfg) -> dict[str, str] | None:
     """Which weights a run starts from, as part of what the run is: a file by its resolved path and
     SHA-256 (the same path overwritten is other weights), timm's by timm's version and the weights' tag."""
     if model_cfg.get("pretrained_file"):
-        path = Path(str(model_cfg.pretrained_file)).expanduser().resolve()
-        check(path.is_file(), f"model.pretrained_file: '{path}' does not exist")
+        path = Path(str(model_cfg.pretrained_file)).expanduser().resolve()  # models.check found it there
         return {"file": str(path), "sha256": file_sha256(path)}
     if model_cfg.get("pretrained"):
         import timm
