@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import functools
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
-from attn_bench.cli import register
+from attn_bench.cli import main, register
 from attn_bench.config import compose
 
 register()  # the run-directory resolver and the sweep launcher, as the CLI does
@@ -27,6 +28,25 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "requires_cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def attn_bench_cli(tmp_path, monkeypatch, capfd):
+    """``attn-bench ARGS`` run in this process, as the entry point runs it (``cli.main``), in ``tmp_path`` with
+    the outputs under ``tmp_path/outputs``: the exit status, stdout and stderr as a CompletedProcess. It saves the
+    ~4 s of imports a subprocess costs; tests of what only a process shows (signals, kills, the entry point)
+    keep their subprocess."""
+    def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        monkeypatch.chdir(cwd or tmp_path)
+        monkeypatch.setenv("ATTN_BENCH_OUTPUTS", str(tmp_path / "outputs"))
+        capfd.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exit:  # Hydra ends some failures with sys.exit
+            code = exit.code if isinstance(exit.code, int) else 1
+        out = capfd.readouterr()
+        return subprocess.CompletedProcess(["attn-bench", *args], code, out.out, out.err)
+    return run
 
 
 @pytest.fixture

@@ -125,7 +125,9 @@ def _exec_file(path: Path, spec: str) -> ModuleType:
     if vouched is not None and vouched != digest:
         raise ConfigError(f"model.attn='{spec}': {path} has sha256 {digest[:12]} now, the run recorded "
                           f"{vouched[:12]}; it was not run")
-    name = f"{_MODULE_PREFIX}.{path.stem.replace('.', '_')}_{digest[:12]}"  # an edited file is a new module
+    # an edited file is a new module; the same bytes at another path too, so the record names the file given
+    where = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
+    name = f"{_MODULE_PREFIX}.{path.stem.replace('.', '_')}_{digest[:12]}_{where}"
     if name in sys.modules:
         return sys.modules[name]
     module = importlib.util.module_from_spec(importlib.util.spec_from_file_location(name, path))

@@ -5,9 +5,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -188,33 +185,31 @@ def test_the_doctor_names_the_check_a_broken_block_fails(broken, tmp_path, monke
     assert [c.name for c in checks if c.passed is False] == [check]
 
 
-def test_the_doctor_command_prints_its_table_and_exit_status(tmp_path):
+def test_the_doctor_command_prints_its_table_and_exit_status(tmp_path, attn_bench_cli, monkeypatch):
     write_block(tmp_path)
     write_block(tmp_path, "import torch\nfrom torch import nn\n\n" + BROKEN["unused"][0], "unused.py")
-    env = dict(os.environ, COLUMNS="200")
-    good = subprocess.run([sys.executable, "-m", "attn_bench", "check-block", "my_blocks.py:SRMGate", "k=2"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    monkeypatch.setenv("COLUMNS", "200")
+    good = attn_bench_cli("check-block", "my_blocks.py:SRMGate", "k=2")
     assert good.returncode == 0, good.stderr
     for fragment in ("output shape = input shape", "identity at initialisation", "cost on resnet50",
                      "CPU latency on resnet18", "SE: +2,530,992"):
         assert fragment in good.stdout, good.stdout
-    bad = subprocess.run([sys.executable, "-m", "attn_bench", "check-block", "unused.py:Block"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    bad = attn_bench_cli("check-block", "unused.py:Block")
     assert bad.returncode == 1 and "no gradient reaches spare.bias, spare.weight" in bad.stdout
     assert bad.stderr.strip() == "attn-bench: unused.py:Block failed: gradients reach every parameter"
 
 
-def run_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, ATTN_BENCH_OUTPUTS=str(cwd / "outputs"), COLUMNS="200")
-    return subprocess.run([sys.executable, "-m", "attn_bench", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=400)
+@pytest.fixture
+def run_cli(attn_bench_cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    return lambda cwd, *args: attn_bench_cli(*args, cwd=cwd)
 
 
 TINY_CLI = ["data.train_size=200", "data.test_size=100", "trainer.epochs=1", "trainer.batch_size=50",
             "trainer.progress=false", "measure_cost=false"]
 
 
-def test_results_follow_the_blocks_source(tmp_path):
+def test_results_follow_the_blocks_source(tmp_path, run_cli):
     """Editing the block and running the same command again trains the new block in a new directory;
     the old result stays where it was, and a directory reused by hand is refused."""
     path = write_block(tmp_path)
@@ -249,7 +244,7 @@ def test_results_follow_the_blocks_source(tmp_path):
 
 
 @pytest.mark.slow  # 24 s; tests/test_readme.py runs the README's sweep of built-ins and a file block, and its report
-def test_a_sweep_mixing_builtins_and_a_file_block_reports_its_row(tmp_path):
+def test_a_sweep_mixing_builtins_and_a_file_block_reports_its_row(tmp_path, run_cli):
     """A built-in, a file block and a module block from the working directory, in one sweep."""
     write_block(tmp_path)
     module_sha = hashlib.sha256(write_block(tmp_path, SRM_GATE.replace("class SRMGate", "class OtherGate"),
@@ -300,6 +295,16 @@ def test_source_tags_follow_every_spelling_of_the_override(tmp_path, monkeypatch
         assert tag_sources(f"data.x=1,{given},seed=0").split(",")[1].endswith(f"my_blocks.py:SRMGate@{sha}"), given
     assert tag_sources("model.attn=se,seed=0") == "model.attn=se,seed=0"
     assert tag_sources("model.attn=missing.py:Gate") == "model.attn=missing.py:Gate"  # its own check says why
+
+
+def test_the_same_bytes_at_two_paths_are_recorded_at_the_path_given(tmp_path):
+    """In one process (a notebook, the test suite) a copy of an already loaded file is its own module: the
+    record names the file the spec gave, not the first copy (which may be gone)."""
+    from attn_bench.attention.user import class_source, load_class
+
+    first, second = write_block(tmp_path / "a"), write_block(tmp_path / "b")
+    sources = [class_source(load_class(f"{path}:SRMGate"))[0] for path in (first, second)]
+    assert sources == [first.resolve(), second.resolve()]
 
 
 def test_the_same_source_at_another_path_is_the_same_block(tmp_path):

@@ -18,10 +18,10 @@ TINY = ["data.train_size=300", "data.test_size=100", "trainer.epochs=1", "traine
         "measure_cost=false"]
 
 
-def sweep(tmp_path, *args, timeout=400, base=TINY):
-    env = dict(os.environ, ATTN_BENCH_OUTPUTS=str(tmp_path / "outputs"))
-    return subprocess.run([sys.executable, "-m", "attn_bench", "-m", *args, *base], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+@pytest.fixture
+def sweep(attn_bench_cli):
+    """``attn-bench -m ARGS`` with the sweep's parent in this process (its jobs are processes, as always)."""
+    return lambda *args, base=TINY: attn_bench_cli("-m", *args, *base)
 
 
 def sweep_dir(tmp_path) -> Path:
@@ -59,8 +59,8 @@ def test_cpu_slots_share_the_cores_and_hide_gpus():
     assert [s.env for s in slots] == [{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "4"}] * 2
 
 
-def test_sweep_runs_every_job_and_a_rerun_recomputes_nothing(tmp_path):
-    proc = sweep(tmp_path, "model.attn=none,se", "seed=0,1", "hydra.launcher.devices=[0,1]")
+def test_sweep_runs_every_job_and_a_rerun_recomputes_nothing(tmp_path, sweep):
+    proc = sweep("model.attn=none,se", "seed=0,1", "hydra.launcher.devices=[0,1]")
     assert proc.returncode == 0, proc.stderr[-3000:]
     root = sweep_dir(tmp_path)
     metrics = job_metrics(root)
@@ -90,14 +90,14 @@ def test_sweep_runs_every_job_and_a_rerun_recomputes_nothing(tmp_path):
     assert float(se["delta_ci_low"]) <= float(se["delta_top1"]) <= float(se["delta_ci_high"])
 
     mtimes = {p: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")}
-    again = sweep(tmp_path, "model.attn=none,se", "seed=0,1", "hydra.launcher.devices=[0,1]")
+    again = sweep("model.attn=none,se", "seed=0,1", "hydra.launcher.devices=[0,1]")
     assert again.returncode == 0, again.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")} == mtimes
     launches = json.loads((root / "sweep_summary.json").read_text())["launches"]
     assert len(launches) == 2 and [j["status"] for j in launches[-1]["jobs"]] == ["skipped"] * 4
 
     (root / "sweep_summary.json").write_text('{"launches": [')  # torn bookkeeping: rebuilt, never a crash
-    third = sweep(tmp_path, "model.attn=none,se", "seed=0,1", "hydra.launcher.devices=[0,1]")
+    third = sweep("model.attn=none,se", "seed=0,1", "hydra.launcher.devices=[0,1]")
     assert third.returncode == 0 and "sweep_summary.json is unreadable" in third.stdout + third.stderr
     assert len(json.loads((root / "sweep_summary.json").read_text())["launches"]) == 1
 
@@ -108,7 +108,7 @@ def test_sweep_runs_every_job_and_a_rerun_recomputes_nothing(tmp_path):
     older["placement"]["args"] = {"rd_ratio": 0.25}
     path.write_text(json.dumps(older))
     mtimes = {p: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")}
-    fourth = sweep(tmp_path, "model.attn=none,se", "seed=0,1", "hydra.launcher.devices=[0,1]")
+    fourth = sweep("model.attn=none,se", "seed=0,1", "hydra.launcher.devices=[0,1]")
     lines = [line for line in fourth.stderr.splitlines() if "sweep not started" in line]
     assert fourth.returncode != 0 and len(lines) == 1, fourth.stderr[-3000:]
     assert "model.attn=se,seed=0' holds a run whose block was built otherwise" in lines[0]
@@ -116,8 +116,8 @@ def test_sweep_runs_every_job_and_a_rerun_recomputes_nothing(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")} == mtimes
 
 
-def test_a_failing_job_does_not_stop_the_sweep_and_is_reported(tmp_path):
-    proc = sweep(tmp_path, "trainer.optimizer.lr=0.05,1e30", "trainer.scheduler.warmup_epochs=0",
+def test_a_failing_job_does_not_stop_the_sweep_and_is_reported(tmp_path, sweep):
+    proc = sweep("trainer.optimizer.lr=0.05,1e30", "trainer.scheduler.warmup_epochs=0",
                  "hydra.launcher.cpu_workers=2")
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
@@ -129,22 +129,22 @@ def test_a_failing_job_does_not_stop_the_sweep_and_is_reported(tmp_path):
     assert "failed" in proc.stderr and "diverged" in proc.stderr
 
 
-def test_a_config_mistake_in_any_job_stops_the_sweep_before_it_starts(tmp_path):
-    proc = sweep(tmp_path, "trainer.optimizer.lr=0.05,-1")
+def test_a_config_mistake_in_any_job_stops_the_sweep_before_it_starts(tmp_path, sweep):
+    proc = sweep("trainer.optimizer.lr=0.05,-1")
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "sweep not started" in lines[0] and "trainer.optimizer.lr must be positive" in lines[0]
     assert not list((tmp_path / "outputs").rglob("metrics.json"))
 
 
-def test_a_rerun_sweep_skips_finished_jobs_and_resumes_a_killed_one_from_its_checkpoint(tmp_path):
+def test_a_rerun_sweep_skips_finished_jobs_and_resumes_a_killed_one_from_its_checkpoint(tmp_path, sweep):
     """Deterministic, no polling: a job killed right after a mid-epoch checkpoint (fault_at.py) in the
     sweep's own directory; the re-run sweep skips the finished job and continues the killed one."""
     import shutil
 
     longer = [o for o in TINY if not o.startswith("trainer.epochs")]
     longer += ["trainer.epochs=2", "trainer.checkpoint_every_steps=2", "trainer.deterministic=true", "device=cpu"]
-    first = sweep(tmp_path, "model.attn=none,eca", base=longer)
+    first = sweep("model.attn=none,eca", base=longer)
     assert first.returncode == 0, first.stderr[-3000:]
     root = sweep_dir(tmp_path)
     finished = root / "model.attn=none" / "metrics.json"
@@ -159,7 +159,7 @@ def test_a_rerun_sweep_skips_finished_jobs_and_resumes_a_killed_one_from_its_che
     checkpoint = torch.load(job / "last.pt", weights_only=True)
     assert (checkpoint["epoch"], checkpoint["batch"]) == (1, 2)
 
-    rerun = sweep(tmp_path, "model.attn=none,eca", base=longer)
+    rerun = sweep("model.attn=none,eca", base=longer)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert finished.stat().st_mtime_ns == stamp, "the finished job was not recomputed"
     jobs = json.loads((root / "sweep_summary.json").read_text())["launches"][-1]["jobs"]
@@ -197,19 +197,19 @@ def test_slurm_launcher_config_asks_for_one_gpu_per_job():
 
 
 @pytest.mark.slow  # the wrapped launcher (next test) runs submitit's local executor too
-def test_submitit_local_executor_runs_a_sweep(tmp_path):
+def test_submitit_local_executor_runs_a_sweep(tmp_path, sweep):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    proc = sweep(tmp_path, "hydra/launcher=submitit_local", "seed=0,1", "hydra.launcher.timeout_min=10")
+    proc = sweep("hydra/launcher=submitit_local", "seed=0,1", "hydra.launcher.timeout_min=10")
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = list((tmp_path / "outputs" / "sweeps").glob("*/*/metrics.json"))
     assert len(runs) == 2 and all(json.loads(p.read_text())["status"] == "completed" for p in runs)
 
 
-def test_the_local_submitit_launcher_keeps_the_sweep_layout_and_summary(tmp_path):
+def test_the_local_submitit_launcher_keeps_the_sweep_layout_and_summary(tmp_path, sweep):
     """hydra/launcher=local (and slurm): jobs in the sweep's folder under their swept values, the
     same summary and sweep_summary.json as the default launcher, and a re-run finds them."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    proc = sweep(tmp_path, "hydra/launcher=local", "seed=0,1", "hydra.launcher.timeout_min=10")
+    proc = sweep("hydra/launcher=local", "seed=0,1", "hydra.launcher.timeout_min=10")
     assert proc.returncode == 0, proc.stderr[-3000:]
     root = sweep_dir(tmp_path)
     metrics = job_metrics(root)
@@ -237,10 +237,10 @@ def test_experiment_sweeps_its_own_params():
 
 
 @pytest.mark.parametrize("bad", ["model.attn_stages=[7]", "model.attn_position=first", "data.loader=bogus"])
-def test_the_sweep_precheck_runs_the_jobs_own_checks(tmp_path, bad):
+def test_the_sweep_precheck_runs_the_jobs_own_checks(tmp_path, sweep, bad):
     """Mistakes that only the model or data layer can see stop the sweep before any job starts."""
     key, value = bad.split("=", 1)
-    proc = sweep(tmp_path, "model.attn=none,se", f"{key}={value}")
+    proc = sweep("model.attn=none,se", f"{key}={value}")
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "sweep not started" in lines[0]
@@ -262,11 +262,10 @@ def job_pids(marker: str) -> list[int]:
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
-def test_jobs_die_with_the_sweep_and_a_rerun_resumes_cleanly(tmp_path, how):
+def test_jobs_die_with_the_sweep_and_a_rerun_resumes_cleanly(tmp_path, sweep, how):
     env = dict(os.environ, ATTN_BENCH_OUTPUTS=str(tmp_path / "outputs"))
-    args = [sys.executable, "-m", "attn_bench", "-m", "model.attn=none,se", *TINY, "data.train_size=1000",
-            "trainer.epochs=2"]
-    parent = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    swept = ["model.attn=none,se", *TINY, "data.train_size=1000", "trainer.epochs=2", "hydra.launcher.cpu_workers=2"]
+    parent = subprocess.Popen([sys.executable, "-m", "attn_bench", "-m", *swept], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not job_pids(str(tmp_path)) and time.time() < deadline:
         time.sleep(0.2)
@@ -277,7 +276,7 @@ def test_jobs_die_with_the_sweep_and_a_rerun_resumes_cleanly(tmp_path, how):
     while job_pids(str(tmp_path)) and time.time() < deadline:
         time.sleep(0.2)
     assert not job_pids(str(tmp_path)), "a job outlived its sweep"
-    again = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    again = sweep(*swept, base=[])
     assert again.returncode == 0, again.stderr[-2000:]
     assert sorted(m["status"] for m in job_metrics(sweep_dir(tmp_path)).values()) == ["completed", "completed"]
 
@@ -299,13 +298,13 @@ def test_jobs_run_the_sweeps_attn_bench_not_a_package_in_the_working_directory(t
 
 
 @pytest.mark.parametrize("how", ["--config-dir", "searchpath"])
-def test_a_sweep_of_your_own_experiment_runs_it_in_every_job(tmp_path, how):
+def test_a_sweep_of_your_own_experiment_runs_it_in_every_job(tmp_path, sweep, how):
     """Each job composes with the sweep's search path: it ran 'unknown experiment' in every job before."""
     (tmp_path / "myconf" / "experiment").mkdir(parents=True)
     (tmp_path / "myconf" / "experiment" / "mine.yaml").write_text(
         "# @package _global_\nmodel:\n  attn_position: last\nhydra:\n  sweeper:\n    params:\n      model.attn: none,se\n")
     where = ["--config-dir", "./myconf"] if how == "--config-dir" else [f"hydra.searchpath=[file://{tmp_path / 'myconf'}]"]
-    proc = sweep(tmp_path, *where, "experiment=mine", "hydra.launcher.cpu_workers=2")
+    proc = sweep(*where, "experiment=mine", "hydra.launcher.cpu_workers=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = job_metrics(sweep_dir(tmp_path))
     assert sorted(metrics) == ["model.attn=none", "model.attn=se"]

@@ -164,11 +164,10 @@ def test_slurms_warning_signal_checkpoints_requeues_and_the_job_resumes_exactly(
      "tasks_per_node=2 is more than hydra.launcher.gpus_per_node=1"),
     (["hydra.launcher.tasks_per_node=3", "trainer.batch_size=64"], "trainer.batch_size 64 is not divisible by the 3"),
 ])
-def test_a_job_its_ranks_cannot_share_is_refused_in_one_line_before_submission(tmp_path, launcher, message):
+def test_a_job_its_ranks_cannot_share_is_refused_in_one_line_before_submission(tmp_path, launcher, message,
+                                                                                attn_bench_cli):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    args = [sys.executable, "-m", "attn_bench", "-m", "hydra/launcher=local", *launcher, "seed=0,1"]
-    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, ATTN_BENCH_OUTPUTS=str(tmp_path / "outputs")))
+    proc = attn_bench_cli("-m", "hydra/launcher=local", *launcher, "seed=0,1")
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.glob("outputs/sweeps/*/.submitit"))  # nothing was submitted
