@@ -61,27 +61,40 @@ def _comparable(cfg: DictConfig) -> dict[str, Any]:
     return {k: v for k, v in flatten(OmegaConf.to_container(cfg, resolve=True)).items() if k not in NO_EFFECT_KEYS}
 
 
-def _config_difference(run_dir: Path, old: dict[str, Any], new: dict[str, Any]) -> str | None:
+ELSEWHERE = "Start a separate run with name=<label> or another hydra.run.dir"
+
+
+@dataclass(frozen=True)
+class Difference:
+    """How a recorded run differs from a spec: ``what`` completes "a run ..." ("with a different config
+    (...)"), ``remedy`` says what to do instead."""
+
+    what: str
+    remedy: str = ELSEWHERE
+
+    def refusal(self, run_dir: Path) -> str:
+        return f"run directory '{run_dir}' holds a run {self.what}; nothing was changed there. {self.remedy}"
+
+
+def _config_difference(old: dict[str, Any], new: dict[str, Any]) -> Difference | None:
     old, new = _comparable(OmegaConf.create(old)), _comparable(OmegaConf.create(new))
     diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if not diff:
         return None
     shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:4])
-    return (f"run directory '{run_dir}' holds a run with a different config ({shown}{' ...' if len(diff) > 4 else ''}); "
-            f"nothing was changed there. Start a separate run with name=<label> or another hydra.run.dir")
+    return Difference(f"with a different config ({shown}{' ...' if len(diff) > 4 else ''})")
 
 
-def _data_difference(run_dir: Path, saved: Any, identity: dict[str, Any]) -> str | None:
+def _data_difference(saved: Any, identity: dict[str, Any]) -> Difference | None:
     if not isinstance(saved, dict):
-        return (f"run directory '{run_dir}' has no record of the data it was trained on ({RUN_FILE}: it was made "
-                f"by an older attn-bench or by hand), so its numbers cannot be tied to this data; nothing was changed "
-                f"there. Start a separate run with name=<label>, or move the directory away")
+        return Difference(f"with no record of the data it was trained on ({RUN_FILE}: it was made by an older "
+                          f"attn-bench or by hand), so its numbers cannot be tied to this data",
+                          "Start a separate run with name=<label>, or move the directory away")
     if saved == identity:
         return None
     was = f"{saved.get('root') or saved.get('name')}"
-    return (f"run directory '{run_dir}' holds a run on different data ({was} -> {identity.get('root') or identity['name']}"
-            f"{', files changed' if saved.get('root') == identity.get('root') else ''}); "
-            f"nothing was changed there. Start a separate run with name=<label> or another hydra.run.dir")
+    return Difference(f"on different data ({was} -> {identity.get('root') or identity['name']}"
+                      f"{', files changed' if saved.get('root') == identity.get('root') else ''})")
 
 
 def _same_block(saved: Any, block: dict[str, Any]) -> bool:
@@ -91,16 +104,15 @@ def _same_block(saved: Any, block: dict[str, Any]) -> bool:
         and str(saved.get("class", "")).rpartition(":")[2] == str(block.get("class", "")).rpartition(":")[2]
 
 
-def _block_difference(run_dir: Path, saved: Any, block: dict[str, Any]) -> str | None:
+def _block_difference(saved: Any, block: dict[str, Any]) -> Difference | None:
     if (saved is None and "source_sha256" not in block) or _same_block(saved, block):
         return None  # absent: a built-in block by an attn-bench that did not record it, which is fine
     old = (saved or {}).get("source_sha256") or "not recorded"
-    return (f"run directory '{run_dir}' holds a run of another version of block {block.get('attn')} "
-            f"({block.get('source', '?')} changed: sha256 {old[:12]} -> {block.get('source_sha256', '?')[:12]}); "
-            f"nothing was changed there. Start a separate run with name=<label> or another hydra.run.dir")
+    return Difference(f"of another version of block {block.get('attn')} ({block.get('source', '?')} changed: "
+                      f"sha256 {old[:12]} -> {block.get('source_sha256', '?')[:12]})")
 
 
-def _placement_difference(run_dir: Path, recorded: Any, current: Any) -> str | None:
+def _placement_difference(recorded: Any, current: Any) -> Difference | None:
     """A block placed or configured otherwise than this attn-bench builds the same config (a ``placement=paper``
     preset changed between versions: GAM's ratio, ECA-Net's kernel sizes). Either side unknown (an older
     record, a user's block): not compared."""
@@ -111,12 +123,12 @@ def _placement_difference(run_dir: Path, recorded: Any, current: Any) -> str | N
     if not diff:
         return None
     shown = ", ".join(f"{k}: {recorded.get(k)!r} -> {current.get(k)!r}" for k in diff)
-    return (f"run directory '{run_dir}' holds a run whose block was built otherwise than this attn-bench builds "
-            f"the same config ({shown}); its numbers and weights belong to that build and nothing was changed there. "
-            f"To train this build, move the directory away or start a separate run with name=<label>")
+    return Difference(f"whose block was built otherwise than this attn-bench builds the same config ({shown}); "
+                      f"its numbers and weights belong to that build",
+                      "To train this build, move the directory away or start a separate run with name=<label>")
 
 
-def _pretrained_difference(run_dir: Path, recorded: Any, current: Any) -> str | None:
+def _pretrained_difference(recorded: Any, current: Any) -> Difference | None:
     if recorded == current:
         return None
     def words(identity: Any) -> str:
@@ -125,17 +137,14 @@ def _pretrained_difference(run_dir: Path, recorded: Any, current: Any) -> str | 
         if "sha256" in identity:
             return f"{identity.get('file')} sha256 {identity['sha256'][:12]}"
         return f"timm {identity.get('timm')} weights {identity.get('weights')}"
-    return (f"run directory '{run_dir}' holds a run that started from other pretrained weights "
-            f"({words(recorded)} -> {words(current)}); nothing was changed there. Start a separate run with "
-            f"name=<label> or another hydra.run.dir")
+    return Difference(f"that started from other pretrained weights ({words(recorded)} -> {words(current)})")
 
 
-def _device_difference(run_dir: Path, recorded: Any, current: Any) -> str | None:
+def _device_difference(recorded: Any, current: Any) -> Difference | None:
     if recorded is None or current is None or recorded == current:
         return None
-    return (f"run directory '{run_dir}' holds a run on another device type ({recorded} -> {current}): its "
-            f"timings and numerics belong to that device; nothing was changed there. Start a separate run with "
-            f"name=<label>, or pass device={recorded}")
+    return Difference(f"on another device type ({recorded} -> {current}): its timings and numerics belong to "
+                      f"that device", f"Start a separate run with name=<label>, or pass device={recorded}")
 
 
 _DIFFERENCES = {"config": _config_difference, "data": _data_difference, "block": _block_difference,
@@ -143,12 +152,12 @@ _DIFFERENCES = {"config": _config_difference, "data": _data_difference, "block":
                 "device": _device_difference}
 
 
-def spec_difference(run_dir: Path, recorded: dict[str, Any], spec: dict[str, Any],
-                    parts: tuple[str, ...] = SPEC_PARTS) -> str | None:
-    """The first difference between a recorded spec and ``spec`` in ``parts``, in one line; None if none."""
+def spec_difference(recorded: dict[str, Any], spec: dict[str, Any],
+                    parts: tuple[str, ...] = SPEC_PARTS) -> Difference | None:
+    """The first difference between a recorded spec and ``spec`` in ``parts``; None if none."""
     for part in parts:
         if part in spec:
-            found = _DIFFERENCES[part](run_dir, recorded.get(part), spec[part])
+            found = _DIFFERENCES[part](recorded.get(part), spec[part])
             if found:
                 return found
     return None
@@ -180,10 +189,9 @@ def _read_json_or_none(run_dir: Path, name: str) -> Any:
 
 def check_same_run(run_dir: Path, spec: dict[str, Any]) -> None:
     """The run in ``run_dir`` is the run ``spec`` describes (every part ``spec`` has), or a one-line refusal."""
-    recorded = read_spec(run_dir) or {}
-    found = spec_difference(run_dir, recorded, spec)
+    found = spec_difference(read_spec(run_dir) or {}, spec)
     if found:
-        raise ConfigError(found)
+        raise ConfigError(found.refusal(run_dir))
 
 
 def recorded_placement(run_dir: Path) -> dict[str, Any] | None:
@@ -192,9 +200,9 @@ def recorded_placement(run_dir: Path) -> dict[str, Any] | None:
 
 
 def check_same_placement(run_dir: Path, recorded: dict[str, Any] | None, current: dict[str, Any] | None) -> None:
-    found = _placement_difference(run_dir, recorded, current)
+    found = _placement_difference(recorded, current)
     if found:
-        raise ConfigError(found)
+        raise ConfigError(found.refusal(run_dir))
 
 
 def start_run(run_dir: Path, cfg: DictConfig, spec: dict[str, Any]) -> None:

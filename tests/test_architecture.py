@@ -126,3 +126,25 @@ def test_every_package_is_installed_by_pyproject():
     on_disk = {module_name(p.parent / "__init__.py") for p in ROOT.joinpath("attn_bench").rglob("__init__.py")}
     on_disk |= {"hydra_plugins.attn_bench_launcher"}
     assert on_disk - {"attn_bench.configs"} <= listed
+
+
+def name_comparisons_with_the_baseline(path: Path) -> list[str]:
+    """``x == "none"`` / ``x != BASELINE`` (and ``in`` tests) in ``path``: where a block name is tested."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            names = [o for o in operands if (isinstance(o, ast.Constant) and o.value == "none")
+                     or (isinstance(o, ast.Name) and o.id == "BASELINE")]
+            if names:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+def test_only_the_registry_tests_whether_a_block_is_the_baseline():
+    """The baseline is a registered block (attention/baseline.py); everything else asks ``is_baseline``."""
+    found = [hit for name, path in modules().items() if name != "attn_bench.attention.registry"
+             for hit in name_comparisons_with_the_baseline(path)]
+    assert not found, "\n".join(found)
+    sample = ROOT / "attn_bench" / "attention" / "registry.py"
+    assert name_comparisons_with_the_baseline(sample), "the check finds the registry's own comparison"

@@ -17,10 +17,14 @@ from typing import Any
 from torch import nn
 
 from attn_bench.attention import user
+from attn_bench.attention.sites import FEATURE_SITES
 from attn_bench.config import unescape_override
 from attn_bench.errors import ConfigError
 
+BASELINE = "none"
+
 _BLOCKS: dict[str, str] = {
+    BASELINE: "attn_bench.attention.baseline:NoAttention",
     "se": "attn_bench.attention.squeeze_excite:SqueezeExcite",
     "eca": "attn_bench.attention.eca:EfficientChannelAttn",
     "gc": "attn_bench.attention.global_context:GlobalContext",
@@ -36,17 +40,13 @@ _BLOCKS: dict[str, str] = {
     "stn": "attn_bench.attention.spatial_transformer:SpatialTransformer",
 }
 
-BASELINE = "none"
-# Where a block without an ``attn_sites`` attribute can work: on a feature map, same shape out.
-# (``conv`` replaces a conv and ``input`` sees the image: a block must declare those.)
-FEATURE_SITES = ("residual", "mid", "stage_end", "trunk")
 
 
 def list_blocks(include_baseline: bool = True) -> list[str]:
     """Names accepted by ``model.attn``, baseline first, then built-ins, then installed plug-ins
     (a plug-in may not take a built-in's name)."""
-    plugins = [name for name in user.plugin_blocks() if name not in _BLOCKS and name != BASELINE]
-    return ([BASELINE] if include_baseline else []) + list(_BLOCKS) + plugins
+    plugins = [name for name in user.plugin_blocks() if name not in _BLOCKS]
+    return [name for name in _BLOCKS if include_baseline or not is_baseline(name)] + plugins
 
 
 def _target(name: str) -> str:
@@ -56,7 +56,7 @@ def _target(name: str) -> str:
     if user.is_spec(name):
         return name
     plugins = user.plugin_blocks()
-    if name in plugins and name != BASELINE:
+    if name in plugins:
         return plugins[name]
     raise ConfigError(f"unknown attention block '{name}'; valid choices: {', '.join(list_blocks())}, "
                       f"or your own as path/to/file.py:ClassName or package.module:ClassName")
@@ -71,7 +71,13 @@ def get_block_class(name: str) -> type[nn.Module]:
 
 
 def is_builtin(name: str) -> bool:
-    return name == BASELINE or name in _BLOCKS
+    return str(name) in _BLOCKS
+
+
+def is_baseline(name: str) -> bool:
+    """Whether ``name`` is the baseline (no attention). Decided by the name alone: asking never loads a
+    user's file (reports and figures read names from results folders)."""
+    return str(name) == BASELINE
 
 
 def block_identity(name: str) -> dict[str, Any]:
@@ -80,7 +86,7 @@ def block_identity(name: str) -> dict[str, Any]:
     and the SHA-256 of its source (built-ins are identified by attn-bench's version, which every
     run records)."""
     name = str(name)
-    if name == BASELINE:
+    if is_baseline(name):  # as runs have recorded it since the first version
         return {"attn": name}
     target = _target(name)
     if name in _BLOCKS:
@@ -96,15 +102,11 @@ def block_identity(name: str) -> dict[str, Any]:
 
 def block_sites(name: str) -> tuple[str, ...]:
     """The placement sites block ``name`` works at, its own site first (``attn_sites``)."""
-    if name == BASELINE:
-        return FEATURE_SITES + ("conv", "input")
     return tuple(getattr(get_block_class(name), "attn_sites", FEATURE_SITES))
 
 
 def block_defaults(name: str) -> dict[str, Any]:
     """Keyword arguments and their defaults, as the block's signature states them."""
-    if name == BASELINE:
-        return {}
     params = list(inspect.signature(get_block_class(name).__init__).parameters.values())[2:]
     return {p.name: p.default for p in params if p.kind is p.POSITIONAL_OR_KEYWORD or p.kind is p.KEYWORD_ONLY}
 
@@ -114,11 +116,7 @@ def _takes_any_keyword(cls: type) -> bool:
 
 
 def create_block(name: str, channels: int, **kwargs: Any) -> nn.Module:
-    """Build block ``name`` for ``channels`` channels; ``none`` gives ``nn.Identity``."""
-    if name == BASELINE:
-        if kwargs:
-            raise ConfigError(f"attention 'none' takes no arguments, got {sorted(kwargs)}")
-        return nn.Identity()
+    """Build block ``name`` for ``channels`` channels (``none``: the identity)."""
     cls = get_block_class(name)
     unknown = sorted(set(kwargs) - set(block_defaults(name)))
     if unknown and not _takes_any_keyword(cls):

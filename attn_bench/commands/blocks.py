@@ -9,7 +9,7 @@ from rich.table import Table
 from attn_bench.attention import block_defaults, block_identity, block_sites, get_block_class, list_blocks
 from attn_bench.attention.registry import is_builtin
 from attn_bench.errors import ConfigError
-from attn_bench.models.presets import PAPER_WHERE
+from attn_bench.models.presets import preset_for
 
 
 def _first_line(text: str | None) -> str:
@@ -17,7 +17,15 @@ def _first_line(text: str | None) -> str:
     return lines[0] if lines else ""
 
 
+USAGE = "usage: attn-bench blocks  (every attention block, its paper, placement=paper, sites and defaults)"
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] in (["-h"], ["--help"]):
+        print(USAGE)
+        return 0
+    if argv:
+        raise ConfigError(f"blocks takes no arguments, got {' '.join(argv)}; {USAGE}")
     table = Table(title="attention blocks (model.attn=<name>, arguments as +model.attn_args.<arg>=<value>)",
                   caption="sites (model.attn_site): residual | mid | stage_end | trunk | conv | input; "
                           "model.placement=uniform puts every block at the residual site of every block "
@@ -26,8 +34,7 @@ def main(argv: list[str]) -> int:
                           "(check it first: attn-bench check-block SPEC)")
     for col in ("name", "paper", "with placement=paper", "sites", "defaults"):
         table.add_column(col, overflow="fold")  # a narrow terminal wraps cells, never cuts them
-    table.add_row("none", "baseline: the backbone with every attention slot empty", "", "", "")
-    for name in list_blocks(include_baseline=False):
+    for name in list_blocks():
         try:
             cls = get_block_class(name)
         except ConfigError as err:  # a plug-in that does not load: said in its row, the rest still listed
@@ -38,7 +45,7 @@ def main(argv: list[str]) -> int:
         if not builtin:
             paper = f"{paper} ({block_identity(name)['class']}, plug-in)"
         defaults = ", ".join(f"{k}={v!r}" for k, v in block_defaults(name).items())
-        where = PAPER_WHERE.get(name, "residual, all blocks")
+        where = preset_for(name).where
         table.add_row(name, paper, where, ", ".join(block_sites(name)), defaults)
     Console().print(table)
     return 0

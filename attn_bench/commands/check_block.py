@@ -18,7 +18,7 @@ from rich.table import Table
 from attn_bench.attention.contract import (
     Check, construct, contract_checks, describe_error, identity_at_init, site_channels,
 )
-from attn_bench.attention.registry import block_identity
+from attn_bench.attention.registry import BASELINE, block_identity
 from attn_bench.errors import ConfigError
 from attn_bench.metrics.complexity import count_ops, count_params
 from attn_bench.metrics.latency import BusyDeviceWarning, TimingPlan, measure_latency
@@ -32,7 +32,7 @@ LATENCY_CHECK = f"CPU latency on {LATENCY_BACKBONE} at {IMG} px"
 
 def _compared(backbone: str, spec: str, kwargs: dict):
     """(name, model) for no block, SE (the reference) and the block under test, on ``backbone``."""
-    for name, args in (("none", None), ("se", None), (spec, kwargs or None)):
+    for name, args in ((BASELINE, None), ("se", None), (spec, kwargs or None)):
         yield name, build_model(backbone, name, 1000, attn_args=args)
 
 
@@ -54,7 +54,7 @@ def _parse(argv: list[str]) -> tuple[str, dict]:
 def _cost(spec: str, kwargs: dict) -> Check:
     rows = {name: (count_params(model)["params"], count_ops(model, IMG))
             for name, model in _compared(COST_BACKBONE, spec, kwargs)}
-    base_params, base_ops = rows["none"]
+    base_params, base_ops = rows[BASELINE]
     params, ops = rows[spec]
     se_params, se_ops = rows["se"]
     detail = (f"+{params - base_params:,} params, +{(ops.macs - base_ops.macs) / 1e6:,.1f} M MACs, "
@@ -73,7 +73,7 @@ def _latency(spec: str, kwargs: dict) -> Check:
             warnings.simplefilter("ignore", BusyDeviceWarning)
             result = measure_latency(model, IMG, "cpu", plan=plan)
         medians[name], busy = result["median_ms"], busy or result["busy"]
-    base = medians["none"]
+    base = medians[BASELINE]
     detail = (f"{100 * (medians[spec] / base - 1):+.1f} % ({medians[spec]:.1f} ms vs {base:.1f} ms without a block; "
               f"SE {100 * (medians['se'] / base - 1):+.1f} %), batch 1, median")
     return Check(LATENCY_CHECK, None, detail + ("; the machine was busy: compare with care" if busy else ""))
@@ -100,6 +100,9 @@ def run_checks(spec: str, kwargs: dict, timing: bool = True) -> list[Check]:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] in (["-h"], ["--help"]):
+        print(f"{USAGE}\n\n{__doc__.split(chr(10) * 2)[1].strip()}")
+        return 0
     spec, kwargs = _parse(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     source = block_identity(spec)  # a bad spec fails here, in one line

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from rich.console import Console
 
 from attn_bench import models
-from attn_bench.attention import BASELINE, get_block_class
+from attn_bench.attention import get_block_class, is_baseline
 from attn_bench.config import CONFIG_MODULE, compose
 from attn_bench.devices import resolve_device
 from attn_bench.errors import check, check_number
@@ -51,10 +51,9 @@ def checked_blocks(cfg: DictConfig) -> list[str]:
     names = [str(b) for b in blocks] if isinstance(blocks, (list, ListConfig)) else [str(blocks)]
     check(len(names) > 0, "blocks is empty; list at least one, e.g. blocks=[none,se]")
     for name in names:
-        if name != BASELINE:
-            get_block_class(name)  # unknown names list the choices; file.py:Class and module:Class load
+        get_block_class(name)  # unknown names list the choices; file.py:Class and module:Class load
     check(len(set(names)) == len(names), f"blocks lists a block twice: {names}")
-    check(cfg.model.attn == BASELINE, f"profile measures the blocks in blocks=[...], not model.attn; "
+    check(is_baseline(cfg.model.attn), f"profile measures the blocks in blocks=[...], not model.attn; "
                                       f"use blocks=[{cfg.model.attn}]")
     return names
 
@@ -63,7 +62,7 @@ def block_model_cfg(cfg: DictConfig, block: str) -> DictConfig:
     """The ``model`` node for one row: ``attn=block``; the baseline gets no block arguments."""
     node = cfg.model.copy()
     node.attn = block
-    if block == BASELINE:
+    if is_baseline(block):
         node.attn_args = {}
     return node
 
@@ -105,7 +104,7 @@ def profile_block(cfg: DictConfig, block: str, options: dict[str, Any]) -> dict[
 
 def add_deltas(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``delta_<key>`` and ``delta_<key>_pct`` against the ``none`` row, if there is one."""
-    base = next((r for r in rows if r["block"] == BASELINE), None)
+    base = next((r for r in rows if is_baseline(r["block"])), None)
     if base is None:
         return rows
     for row in rows:

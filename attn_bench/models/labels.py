@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from attn_bench.attention import BASELINE
+from attn_bench.attention import is_baseline
 from attn_bench.attention.user import hash_tag
 
 
@@ -24,7 +24,7 @@ def block_label(model: dict[str, Any], block: dict[str, Any] | None = None,
     two versions of one file never share a row), its arguments, site, stages and position as the
     run resolved them (``placement``: metrics.json's record; older runs: the config's values)."""
     name = str(model["attn"])
-    if name == BASELINE:
+    if is_baseline(name):
         return name
     if block and block.get("source_sha256"):
         name = name.rpartition(":")[2] + hash_tag(block["source_sha256"])

@@ -45,7 +45,7 @@ from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedRes
 from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 
-from attn_bench.attention import BASELINE, block_sites, create_block
+from attn_bench.attention import block_sites, create_block, is_baseline
 from attn_bench.errors import ConfigError
 
 POSITIONS = ("every", "last", "alternate")
@@ -221,7 +221,7 @@ def _insert(model: nn.Module, slot: Slot, module: nn.Module) -> None:
 
 def check_site(attn: str, site: str) -> None:
     """A block goes only to the sites it can work at (``attn_sites``)."""
-    if attn != BASELINE and site not in block_sites(attn):
+    if site not in block_sites(attn):
         raise ConfigError(f"attention '{attn}' cannot work at site '{site}'; its sites: {', '.join(block_sites(attn))}")
 
 
@@ -250,9 +250,10 @@ def place_attention(
         raise ConfigError(f"model.attn_args {', '.join(fixed)}: set by the '{site}' site from the conv it replaces")
     selected = select_slots(slots, stages, position)  # validated for 'none' too
     allowed = None if only is None else set(only)
-    chosen = [] if attn == BASELINE else [s for s in selected if allowed is None or s.path in allowed]
-    if attn == BASELINE:
-        create_block(BASELINE, 1, **(attn_args or {}))  # rejects arguments given to 'none'
+    chosen = [s for s in selected if allowed is None or s.path in allowed]
+    if is_baseline(attn):  # the backbone itself, module for module: nothing inserted anywhere
+        create_block(attn, slots[0].channels if slots else 1, **(attn_args or {}))  # its arguments checked as any
+        chosen = []
     for slot in residual:
         model.get_submodule(slot.path).se = nn.Identity()
     for slot in chosen:

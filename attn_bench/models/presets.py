@@ -1,34 +1,11 @@
 """``model.placement``: where each block goes. ``paper`` puts a block where its paper and official
-code put it; ``uniform`` puts every block at the ``residual`` site of every block with its default
-arguments (like-for-like ablations). Explicit ``model.attn_site`` / ``attn_stages`` /
-``attn_position`` / ``attn_args`` override either.
+code put it (its :class:`Preset` in ``PRESETS``, below); ``uniform`` puts every block at the ``residual``
+site of every block with its default arguments (like-for-like ablations). Explicit ``model.attn_site`` /
+``attn_stages`` / ``attn_position`` / ``attn_args`` override either.
 
-Paper placements (blocks not listed go to the ``residual`` site of every block, as their papers do):
-
-* ``bam``: one BAM on the trunk at the end of each stage after which the feature map is
-  downsampled, "at each bottleneck of the network" (ResNet: after stages 1-3) (Park et al., BMVC 2018, Sec. 3 and Fig. 1;
-  official code Jongchan/attention-module, MODELS/model_resnet.py: ``bam1..bam3`` after
-  ``layer1..layer3``).
-* ``simam``: right after the 3x3 conv of every bottleneck (official code ZjjConan/SimAM,
-  networks/imagenet/resnet.py). Backbones without bottlenecks (ResNet-18/34, MobileNets) fall back
-  to the ``residual`` site, logged once: neither paper nor code defines a site there.
-* ``gc``: ResNet stages 2-4 ("c3-c5", GCNet's headline setting, Cao et al., Table 2 and Sec. 5.1).
-  Other backbones: every stage, logged once (GCNet reports none).
-
-* ``se`` on a backbone that ships its own SE (MobileNetV3): the stock layout, exactly (the blocks
-  timm's model has SE in, each SE's width and hard-sigmoid gate read from timm's own module;
-  Howard et al. 2019, Table 1/2: 8 of 15 blocks in MobileNetV3-Large).
-* ``eca`` on ResNet-50/101/152: the 1D kernel sizes per stage of the released ECA-Nets (official
-  README, BangguWu/ECANet: ``eca_resnet50_k3557``, ``eca_resnet101_k3357``,
-  ``eca_resnet152_k3357``), the networks whose numbers the paper reports: its abstract's
-  "80 vs. 24.37M" parameters for ResNet-50 is 3x3 + 4x5 + 6x5 + 3x7 = 80. The adaptive formula
-  psi(C) would give 5, 5, 5, 7 (86 parameters). Other backbones: psi(C).
-* ``gam``: reduction ratio r = 16 in both submodules, in every block. The paper's text gives the
-  ratio as BAM's ("same as BAM"; BAM's r is 16). Not established: the paper's tables could not be
-  read here, and the group count of the grouped convs with channel shuffle that its text says it
-  uses for ResNet-50; the preset does not group (``model.attn_args.group=true`` does, with our
-  ``groups=4``). With r = 16 and no groups ResNet-50 has 151.35 M parameters, 1/3.49 of the r = 4
-  total, which is the reading of the paper's count that asked for this preset ("about 3.5x" below r = 4).
+A block without an entry goes, under ``paper``, to the ``residual`` site of every block (as the papers
+of SE, CBAM, CA, triplet attention and a user's block without ``attn_sites`` do), or to its own site
+where it has no residual one.
 """
 from __future__ import annotations
 
@@ -43,36 +20,94 @@ from attn_bench.errors import ConfigError
 from attn_bench.models.placement import available_sites, find_slots, select_slots
 
 PLACEMENTS = ("paper", "uniform")
-# what placement=paper does per block, in words (`attn-bench blocks`); every other block: residual, all blocks
-PAPER_WHERE = {
-    "bam": "stage_end, after each stage followed by downsampling (ResNet: 1-3)",
-    "simam": "mid (after a bottleneck's 3x3 conv); residual without bottlenecks",
-    "gc": "residual, ResNet stages 2-4 (c3-c5)",
-    "se": "residual, all blocks; MobileNetV3: its stock SE layout",
-    "gam": "residual, all blocks, r=16 (as BAM, the paper's text); ResNet-50's group count not established",
-    "eca": "residual, all blocks; ResNet-50/101/152: the released ECA-Nets' kernel sizes per stage",
-    "sk": "conv (replaces each block's 3x3 conv; SKNet-50 = ResNeXt-50 + SK)",
-    "nl": "trunk, after every other block of ResNet stages 2-3 (5 blocks in ResNet-50)",
-    "psa": "mid (after a bottleneck's 3x3 conv); residual without bottlenecks",
-    "stn": "input (before the stem, on the image)",
-}
+DOWNSAMPLING = "downsampling"  # Preset.stages: the stage ends after which the trunk is downsampled (BAM)
 
-# the site each block's paper uses, where it is not the residual site
-PAPER_SITE = {"bam": "stage_end", "simam": "mid", "psa": "mid", "sk": "conv", "nl": "trunk", "stn": "input"}
-PAPER_POSITION = {"nl": "alternate"}
-# arguments the paper gives a block, where they differ from the block's defaults
-PAPER_ARGS = {"gam": {"rd_ratio": 1 / 16}}
-# arguments that decide what a preset would set: given any of them, the run's own choice stands
-PRESET_CONFLICTS = {"gam": {"rd_ratio", "rd_channels"}, "eca": {"kernel_size", "gamma", "beta"}}
-# per-stage arguments of released networks (backbone -> stage -> arguments)
+
+@dataclass(frozen=True)
+class Note:
+    """A line logged when a preset leaves out something its paper has (on ``backbones``, unless the run
+    sets ``unless`` itself)."""
+
+    backbones: tuple[str, ...]
+    unless: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Preset:
+    """``placement=paper`` for one block: its paper's site, stages, position and arguments."""
+
+    where: str  # in words, as `attn-bench blocks` prints it
+    source: str  # the paper and the official code that say so
+    site: str | None = None  # None: residual (or the block's own site); without this site: the same, logged
+    stages: tuple[int, ...] | str | None = None  # ResNet stages (other backbones: every stage, logged); DOWNSAMPLING
+    position: str = "every"
+    args: dict[str, Any] = field(default_factory=dict)
+    stage_args: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)  # backbone -> stage -> arguments
+    decided_by: frozenset[str] = frozenset()  # the run's own arguments that decide what args / stage_args would
+    stock_se: bool = False  # on a backbone that ships its own SE (MobileNetV3): that layout, exactly
+    note: Note | None = None
+
+
 def _by_stage(key: str, values: tuple) -> dict[int, dict[str, Any]]:
     return {stage: {key: value} for stage, value in enumerate(values, start=1)}
 
 
-PAPER_STAGE_ARGS = {
-    "eca": {"resnet50": _by_stage("kernel_size", (3, 5, 5, 7)), "resnet101": _by_stage("kernel_size", (3, 3, 5, 7)),
-            "resnet152": _by_stage("kernel_size", (3, 3, 5, 7))},
+PRESETS: dict[str, Preset] = {
+    BASELINE: Preset("no block anywhere (the backbone as timm builds it, its own SE slots cleared)", "the baseline"),
+    "bam": Preset(
+        "stage_end, after each stage followed by downsampling (ResNet: 1-3)",
+        "Park et al., BMVC 2018, Sec. 3 and Fig. 1 (\"at each bottleneck of the network\"); Jongchan/attention-module "
+        "MODELS/model_resnet.py: bam1..bam3 after layer1..layer3", site="stage_end", stages=DOWNSAMPLING),
+    "simam": Preset(
+        "mid (after a bottleneck's 3x3 conv); residual without bottlenecks",
+        "ZjjConan/SimAM networks/imagenet/resnet.py: SimAM right after the bottleneck's 3x3 conv", site="mid"),
+    "gc": Preset(
+        "residual, ResNet stages 2-4 (c3-c5)",
+        "Cao et al., GCNet, Table 2 and Sec. 5.1: the headline setting c3-c5 (stages 2-4); none for other backbones",
+        stages=(2, 3, 4)),
+    "se": Preset(
+        "residual, all blocks; MobileNetV3: its stock SE layout",
+        "Hu et al., SENet Fig. 3; MobileNetV3 (Howard et al. 2019, Table 1/2): SE in 8 of 15 blocks, its width and "
+        "hard-sigmoid gate read from timm's own module", stock_se=True),
+    "gam": Preset(
+        "residual, all blocks, r=16 (as BAM, the paper's text); ResNet-50's group count not established",
+        "Liu et al. 2021, GAM: r \"same as BAM\" (16). Not established: its tables, and the group count of the "
+        "grouped convs with channel shuffle its text gives for ResNet-50 (not applied; model.attn_args.group=true "
+        "adds ours, groups=4). r=16 ungrouped on ResNet-50: 151.35 M parameters, 1/3.49 of r=4",
+        args={"rd_ratio": 1 / 16}, decided_by=frozenset({"rd_ratio", "rd_channels"}),
+        note=Note(("resnet50",), "group", "gam: r=16 as in the paper's text; its ResNet-50 uses grouped convs with "
+                  "channel shuffle whose group count the paper does not give, so they are not applied "
+                  "(model.attn_args.group=true adds them)")),
+    "eca": Preset(
+        "residual, all blocks; ResNet-50/101/152: the released ECA-Nets' kernel sizes per stage",
+        "BangguWu/ECANet README: eca_resnet50_k3557, eca_resnet101_k3357, eca_resnet152_k3357, the networks the "
+        "paper reports (ResNet-50: 3x3 + 4x5 + 6x5 + 3x7 = 80 parameters, its abstract's figure); elsewhere psi(C)",
+        stage_args={"resnet50": _by_stage("kernel_size", (3, 5, 5, 7)),
+                    "resnet101": _by_stage("kernel_size", (3, 3, 5, 7)),
+                    "resnet152": _by_stage("kernel_size", (3, 3, 5, 7))},
+        decided_by=frozenset({"kernel_size", "gamma", "beta"})),
+    "sk": Preset(
+        "conv (replaces each block's 3x3 conv; SKNet-50 = ResNeXt-50 + SK)",
+        "Li et al., SKNet, Table 1: the SK unit replaces the 3x3 conv of every block", site="conv"),
+    "nl": Preset(
+        "trunk, after every other block of ResNet stages 2-3 (5 blocks in ResNet-50)",
+        "Wang et al., Non-local Neural Networks, Sec. 4: 5 blocks, every other residual block of res3/res4",
+        site="trunk", stages=(2, 3), position="alternate"),
+    "psa": Preset(
+        "mid (after a bottleneck's 3x3 conv); residual without bottlenecks",
+        "Liu et al., Polarized Self-Attention; DeLightCMU/PSA (see attention/polarized.py)", site="mid"),
+    "stn": Preset(
+        "input (before the stem, on the image)",
+        "Jaderberg et al., Spatial Transformer Networks: the transformer before the classification network",
+        site="input"),
 }
+DEFAULT_PRESET = Preset("residual, all blocks", "the block's paper: channel attention on the residual branch")
+
+
+def preset_for(attn: str) -> Preset:
+    return PRESETS.get(str(attn), DEFAULT_PRESET)
+
 
 log = logging.getLogger("attn_bench")
 
@@ -131,48 +166,47 @@ def _uniform_site(attn: str) -> str:
     return "residual" if "residual" in sites else sites[0]
 
 
-def _paper_site(attn: str, model: nn.Module, backbone: str) -> str:
+def _paper_site(attn: str, preset: Preset, model: nn.Module, backbone: str) -> str:
+    if preset.site is None:
+        return _uniform_site(attn)
     sites = available_sites(model)
-    if attn in PAPER_SITE:
-        site = PAPER_SITE[attn]
-        if site in sites:
-            return site
-        fallback = _uniform_site(attn)
-        if fallback not in sites:
-            raise ConfigError(f"{attn}: its paper's site '{site}' does not exist in {backbone} "
-                              f"(its sites: {', '.join(sites)})")
-        log.info("%s: its paper's site (%s) does not exist in %s; using the %s site", attn, site, backbone, fallback)
-        return fallback
-    return _uniform_site(attn)
+    if preset.site in sites:
+        return preset.site
+    fallback = _uniform_site(attn)
+    if fallback not in sites:
+        raise ConfigError(f"{attn}: its paper's site '{preset.site}' does not exist in {backbone} "
+                          f"(its sites: {', '.join(sites)})")
+    log.info("%s: its paper's site (%s) does not exist in %s; using the %s site", attn, preset.site, backbone, fallback)
+    return fallback
 
 
-def _paper_stages(attn: str, model: nn.Module, backbone: str, site: str) -> list[int] | None:
-    stages = sorted({s.stage for s in find_slots(model, site)})
-    if attn == "bam":  # the stage ends after which the trunk is downsampled
+def _paper_stages(attn: str, preset: Preset, model: nn.Module, backbone: str, site: str) -> list[int] | None:
+    if preset.stages == DOWNSAMPLING:
+        stages = sorted({s.stage for s in find_slots(model, site)})
         return [s for s in stages[:-1] if _downsamples(model, s + 1)]
-    if attn in ("gc", "nl"):
-        if hasattr(model, "layer1"):
-            return [2, 3, 4] if attn == "gc" else [2, 3]
-        log.info("%s: its paper places it in ResNet stages %s only; using every stage of %s",
-                 attn, "2-4" if attn == "gc" else "2-3", backbone)
+    if preset.stages is None:
+        return None
+    if hasattr(model, "layer1"):  # the papers' stage numbers are ResNet's
+        return list(preset.stages)
+    log.info("%s: its paper places it in ResNet stages %s only; using every stage of %s",
+             attn, f"{preset.stages[0]}-{preset.stages[-1]}", backbone)
     return None
 
 
-def _paper_args(attn: str, backbone: str, args: dict[str, Any]) -> dict[str, Any]:
+def _paper_args(attn: str, preset: Preset, backbone: str, args: dict[str, Any]) -> dict[str, Any]:
     """The paper's arguments, unless the run sets them, or sets what decides the same thing itself."""
-    if set(args) & PRESET_CONFLICTS.get(attn, set()):
+    if set(args) & preset.decided_by:
         return {}
-    paper = dict(PAPER_ARGS.get(attn, {}))
-    if attn == "gam" and paper and backbone == "resnet50" and not args.get("group"):
-        log.info("gam: r=16 as in the paper's text; its ResNet-50 uses grouped convs with channel shuffle whose "
-                 "group count the paper does not give, so they are not applied (model.attn_args.group=true adds them)")
-    return paper
+    note = preset.note
+    if preset.args and note and backbone in note.backbones and not args.get(note.unless):
+        log.info(note.text)
+    return dict(preset.args)
 
 
-def _paper_stage_args(attn: str, backbone: str, site: str, args: dict[str, Any]) -> dict[int, dict[str, Any]]:
+def _paper_stage_args(preset: Preset, backbone: str, site: str, args: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """Per-stage arguments of the released network, unless the run sets what decides them itself."""
-    stage_args = PAPER_STAGE_ARGS.get(attn, {}).get(backbone, {})
-    return {} if site != "residual" or set(args) & PRESET_CONFLICTS.get(attn, set()) else stage_args
+    stage_args = preset.stage_args.get(backbone, {})
+    return {} if site != "residual" or set(args) & preset.decided_by else stage_args
 
 
 def resolve_placement(model: nn.Module, backbone: str, attn: str, placement: str, site: str | None,
@@ -184,18 +218,18 @@ def resolve_placement(model: nn.Module, backbone: str, attn: str, placement: str
     if site is not None and site not in available_sites(model):
         raise ConfigError(f"model.attn_site '{site}' does not exist in {backbone}; its sites: "
                           f"{', '.join(available_sites(model))}")
-    paper = placement == "paper" and attn != BASELINE
-    stock = (_stock_se(model) if paper and attn == "se" and site is None and stages is None and position is None
+    preset = preset_for(attn) if placement == "paper" else None
+    explicit = dict(args or {})
+    stock = (_stock_se(model) if preset and preset.stock_se and site is None and stages is None and position is None
              and not args else {})
     if stock:
         return Placement(placement, "residual", None, "every", {}, tuple(stock), stock)
-    default_site = "residual" if attn == BASELINE else _uniform_site(attn)
-    resolved_site = site or (_paper_site(attn, model, backbone) if paper else default_site)
-    resolved_stages = stages if stages is not None else (
-        _paper_stages(attn, model, backbone, resolved_site) if paper else None)
-    resolved_position = position or (PAPER_POSITION.get(attn, "every") if paper else "every")
-    resolved_args = {**(_paper_args(attn, backbone, dict(args or {})) if paper else {}), **(args or {})}
-    stage_args = _paper_stage_args(attn, backbone, resolved_site, dict(args or {})) if paper else {}
+    if preset is None:
+        return Placement(placement, site or _uniform_site(attn), stages, position or "every", explicit)
+    resolved_site = site or _paper_site(attn, preset, model, backbone)
+    resolved_stages = stages if stages is not None else _paper_stages(attn, preset, model, backbone, resolved_site)
+    resolved_args = {**_paper_args(attn, preset, backbone, explicit), **explicit}
+    stage_args = _paper_stage_args(preset, backbone, resolved_site, explicit)
     slot_args = {s.path: stage_args[s.stage] for s in find_slots(model, resolved_site) if s.stage in stage_args}
-    return Placement(placement, resolved_site, resolved_stages, resolved_position, resolved_args,
+    return Placement(placement, resolved_site, resolved_stages, position or preset.position, resolved_args,
                      slot_args=slot_args, stage_args=stage_args)

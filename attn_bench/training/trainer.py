@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from attn_bench.precision import resolve_precision
+from attn_bench.precision import Precision
 from attn_bench.rundir import BEST_CKPT, LAST_CKPT
 from attn_bench.io import atomic_torch_save
 from attn_bench.training.checkpoint import copy_checkpoint, rng_state, set_rng_state
@@ -83,8 +83,8 @@ def evaluate(model: nn.Module, loader, device: torch.device, autocast=contextlib
 
 class Trainer:
     def __init__(self, model: nn.Module, optimizer, scheduler, train_loader, eval_loader, cfg, device: torch.device,
-                 dist: DistInfo, run_dir: Path, on_log: Callable[[str, float, int], None], progress=None, ema=None,
-                 num_classes: int | None = None, seed: int = 0):
+                 dist: DistInfo, run_dir: Path, *, precision: Precision, on_log: Callable[[str, float, int], None],
+                 progress=None, ema=None, num_classes: int | None = None, seed: int = 0):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.ema = ema  # timm ModelEmaV3 of the raw model, or None
         self.train_loader, self.eval_loader = train_loader, eval_loader
@@ -102,8 +102,7 @@ class Trainer:
                                switch_prob=m.switch_prob, mode=m.mode, label_smoothing=cfg.label_smoothing,
                                num_classes=num_classes)
             self.criterion = SoftTargetCrossEntropy()
-        precision = resolve_precision(cfg.precision, device)
-        self.amp_dtype = precision.amp_dtype
+        self.precision = precision  # resolved once by the run, with its device checked
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision.grad_scaler)
         self.steps_per_epoch = len(train_loader)
 
@@ -147,9 +146,7 @@ class Trainer:
     # --- loop -------------------------------------------------------------------------------
 
     def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return self.precision.autocast(self.device)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, state: TrainState) -> tuple[torch.Tensor, torch.Tensor]:
         """One update. Returns the loss and the number correct as device tensors: reading them here

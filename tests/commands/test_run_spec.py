@@ -180,6 +180,27 @@ def test_a_job_whose_block_changed_after_launch_is_refused(compose_train, tmp_pa
     assert run_training(cfg, run_dir)["status"] == "completed"
 
 
+def test_the_submitit_launchers_record_each_jobs_block_as_hashed_before_submission(tmp_path, attn_bench_cli,
+                                                                                   monkeypatch):
+    """hydra/launcher=local (and slurm, the same class): before submitit gets the jobs, each job's
+    directory holds what the sweep checked, its block's SHA-256 included; a job that then finds another
+    source is refused (the check above). Submission itself is stubbed: no job runs here."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from attn_bench.rundir import LAUNCH_FILE
+    from hydra_plugins.attn_bench_launcher import submitit
+
+    block = write(tmp_path / "gate.py", GATE)
+    submitted = []
+    monkeypatch.setattr(submitit.LocalLauncher, "launch", lambda self, overrides, idx: submitted.append(overrides) or [])
+    proc = attn_bench_cli("-m", "hydra/launcher=local", f"model.attn={block}:Gate", "seed=0,1", *TINY)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(submitted) == 1 and len(submitted[0]) == 2
+    expected = hashlib.sha256(block.read_bytes()).hexdigest()
+    launches = sorted((tmp_path / "outputs" / "sweeps").glob(f"*/*/{LAUNCH_FILE}"))
+    assert [p.parent.name.split(",")[-1] for p in launches] == ["seed=0", "seed=1"]
+    assert all(json.loads(p.read_text())["block"]["source_sha256"] == expected for p in launches)
+
+
 # ---------------------------------------------------------------- 5. a record that contradicts itself
 
 @pytest.mark.parametrize("edit, words", [

@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from attn_bench.commands.train import run_training
@@ -140,6 +141,42 @@ def test_divergence_stops_the_run_and_records_the_step(compose_train, tiny_train
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "failed" and metrics["reason"].startswith("diverged")
     assert 1 <= metrics["failed_at"]["step"] <= 20 and metrics["failed_at"]["epoch"] == 1
+
+
+def test_a_run_resolves_its_precision_once(compose_train, tiny_train, tmp_path, monkeypatch):
+    """One Precision per run (resolved for its device), handed to the trainer and the cost figures: counted
+    through every attn_bench module that could resolve it again. (The config check before anything
+    starts reads the name without a device, as a sweep's pre-check does.)"""
+    import sys
+
+    import attn_bench.precision as precision_module
+
+    original, calls = precision_module.resolve_precision, []
+
+    def counted(*args, **kwargs):
+        calls.append(args + tuple(kwargs.values()))
+        return original(*args, **kwargs)
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("attn_bench") and getattr(module, "resolve_precision", None) is original:
+            monkeypatch.setattr(module, "resolve_precision", counted)
+    import attn_bench.commands.train.run as run_module
+    from attn_bench.metrics.latency import TimingPlan
+
+    cost, timed_at = run_module.run_cost_metrics, []
+    quick = TimingPlan(warmup=0, warmup_s=0, repeats=1, min_repeats=1, budget_s=0)
+
+    def quick_cost(*args, **kwargs):  # the cost figures at the run's precision, timed once
+        timed_at.append(kwargs["amp_dtype"])
+        return cost(*args, **{**kwargs, "latency_plan": quick, "throughput_plan": quick, "throughput_batch": 2})
+
+    monkeypatch.setattr(run_module, "run_cost_metrics", quick_cost)
+    metrics = run_training(compose_train(tiny_train + ["trainer.epochs=1", "data.train_size=100", "data.test_size=50",
+                                                       "measure_cost=true", "trainer.precision=bf16"]), tmp_path / "run")
+    assert metrics["status"] == "completed" and metrics["cost"]["latency_ms"] > 0 and timed_at == [torch.bfloat16]
+    with_device = [args for args in calls if len(args) > 1 and args[1] is not None]
+    assert [(str(a[0]), a[1].type) for a in with_device] == [("bf16", "cpu")]
+    assert len(calls) == 2, calls  # and the config check's
 
 
 @pytest.mark.parametrize("precision, channels_last", [("bf16", True), ("fp32", False)])

@@ -246,3 +246,30 @@ def test_a_run_recorded_under_an_older_preset_is_rebuilt_as_it_was_trained():
         model = model_as_recorded(cfg, 1000, 224, older)
         assert count_params(model)["attn_params"] == attn_params and model.attn_bench_placement == older
         assert count_params(model_as_recorded(cfg, 1000, 224, None))["attn_params"] != attn_params  # today's preset
+
+
+def test_every_preset_is_valid_data_and_no_code_branches_on_a_block_name():
+    """placement=paper is one table (models.presets.PRESETS): each entry names a real site, position,
+    backbone and argument of its block, and `attn-bench blocks` prints its words."""
+    import ast
+    from pathlib import Path
+
+    from attn_bench.attention import block_defaults, block_sites, list_blocks
+    from attn_bench.models import presets
+    from attn_bench.models.backbones import SUPPORTED_BACKBONES
+    from attn_bench.models.placement import POSITIONS
+
+    for name, preset in presets.PRESETS.items():
+        assert name in list_blocks(), name
+        assert preset.site is None or preset.site in block_sites(name), name
+        assert preset.position in POSITIONS and preset.where and preset.source, name
+        assert set(preset.args) | preset.decided_by <= set(block_defaults(name)), name
+        assert set(preset.stage_args) <= set(SUPPORTED_BACKBONES), name
+        assert all(set(args) <= set(block_defaults(name)) for by_stage in preset.stage_args.values()
+                   for args in by_stage.values()), name
+    branches = [node.lineno for node in ast.walk(ast.parse(Path(presets.__file__).read_text()))
+                if isinstance(node, ast.Compare) and any(isinstance(o, ast.Name) and o.id in ("attn", "backbone")
+                                                         for o in [node.left, *node.comparators])
+                and any(isinstance(o, ast.Constant) for o in [node.left, *node.comparators])]
+    assert not branches, f"presets.py compares a block or backbone name with a constant at lines {branches}"
+

@@ -19,7 +19,7 @@ from attn_bench.rundir import RunRecord
 
 def check_overrides(overrides: list[str]) -> None:
     """Catch unknown group options and block names before Hydra or any job starts."""
-    from attn_bench.attention import BASELINE, get_block_class
+    from attn_bench.attention import get_block_class
 
     for arg in overrides:
         key, sep, value = arg.partition("=")
@@ -37,8 +37,7 @@ def check_overrides(overrides: list[str]) -> None:
                 raise ConfigError(f"unknown {key} '{bad[0]}'; valid choices: {', '.join(valid)}")
         elif key == "model.attn":
             for name in values:  # unknown names list the choices; a user's block is loaded, once, here
-                if name != BASELINE:
-                    get_block_class(name)
+                get_block_class(name)
 
 
 def print_config_tree(cfg) -> None:

@@ -22,7 +22,7 @@ from attn_bench.devices import resolve_device
 from attn_bench.errors import ConfigError
 from attn_bench.metrics.cost import run_cost_metrics
 from attn_bench.models import model_from_config
-from attn_bench.precision import resolve_precision
+from attn_bench.precision import Precision, resolve_precision
 from attn_bench.rundir import LAST_CKPT, METRICS_FILE, RunRecord, check_same_run, read_record, run_lock, start_run
 from attn_bench.training.checkpoint import load_checkpoint
 from attn_bench.training.determinism import seed_everything
@@ -47,7 +47,7 @@ def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         logging.getLogger().setLevel(logging.WARNING)
     spec = resolve_spec(cfg)  # every check, and what the run is, before anything is built
     device = resolve_device(cfg.device, dist.local_rank if dist.enabled else None)
-    resolve_precision(cfg.trainer.precision, device)
+    precision = resolve_precision(cfg.trainer.precision, device)  # once: the trainer and the cost figures use it
     spec["device"] = device.type
     init_process_group(dist, device)
     preemption.install()  # in a submitit job: checkpoint first when SLURM's time-limit signal comes
@@ -59,7 +59,7 @@ def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         except OSError as err:
             raise ConfigError(f"cannot create the run directory '{run_dir}': {err.strerror or err}") from None
         with run_lock(run_dir, dist.is_main):
-            return _run(cfg, run_dir, dist, device, spec).to_dict()
+            return _run(cfg, run_dir, dist, device, precision, spec).to_dict()
     finally:
         preemption.uninstall()
         destroy_process_group()
@@ -95,10 +95,9 @@ def _ema(t: DictConfig, raw_model):
     return ModelEmaV3(raw_model, decay=float(t.ema.decay), use_warmup=bool(t.ema.warmup))
 
 
-def _measure_cost(cfg: DictConfig, raw_model, device: torch.device) -> dict[str, Any]:
+def _measure_cost(cfg: DictConfig, raw_model, device: torch.device, precision: Precision) -> dict[str, Any]:
     """The end-of-run cost figures, timed with the precision and memory format the run trained with."""
-    return run_cost_metrics(raw_model, int(cfg.data.img_size), device,
-                            amp_dtype=resolve_precision(cfg.trainer.precision).amp_dtype,
+    return run_cost_metrics(raw_model, int(cfg.data.img_size), device, amp_dtype=precision.amp_dtype,
                             channels_last=bool(cfg.trainer.channels_last))
 
 
@@ -108,7 +107,8 @@ def _on_rank0(dist: DistInfo, compute, *args) -> Any:
     return broadcast_object(compute(*args) if dist.is_main else None)
 
 
-def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device, spec: dict[str, Any]) -> RunRecord:
+def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device, precision: Precision,
+         spec: dict[str, Any]) -> RunRecord:
     problem = _on_rank0(dist, launch_difference, run_dir, spec)  # a sweep's job: what the sweep checked
     if problem:
         raise ConfigError(problem)
@@ -140,7 +140,7 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device, s
     try:
         progress = EpochProgress(t.epochs) if t.progress and dist.is_main else None
         trainer = Trainer(model, optimizer, scheduler, train_loader, eval_loader, t, device, dist, run_dir,
-                          on_log=logger, progress=progress, ema=_ema(t, raw_model),
+                          precision=precision, on_log=logger, progress=progress, ema=_ema(t, raw_model),
                           num_classes=int(cfg.data.num_classes), seed=int(cfg.seed))
         if resume:
             state = trainer.load_state_dict(checkpoint, raw_model)
@@ -154,7 +154,7 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device, s
         record.data, record.block, record.pretrained = spec["data"], spec["block"], spec["pretrained"]
         record.skipped_files = train_loader.skipped + eval_loader.skipped
         if cfg.measure_cost and dist.is_main:
-            record.cost = _measure_cost(cfg, raw_model, device)
+            record.cost = _measure_cost(cfg, raw_model, device, precision)
         logger.hparams(*hparams(cfg, record))
     except TrainingDiverged as err:
         _record_failure(cfg, run_dir, dist, f"diverged: {err}", step=err.step, epoch=err.epoch)

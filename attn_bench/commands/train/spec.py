@@ -54,9 +54,8 @@ def launch_difference(run_dir: Path, spec: dict[str, Any]) -> str | None:
     except (OSError, ValueError):
         expected = None
     path.unlink(missing_ok=True)
-    found = spec_difference(run_dir, expected, spec, LAUNCH_PARTS) if isinstance(expected, dict) else None
+    found = spec_difference(expected, spec, LAUNCH_PARTS) if isinstance(expected, dict) else None
     if not found:
         return None
-    what = found.split(" holds a run ", 1)[-1].split("; nothing was changed")[0]
-    return (f"this job is not the run its sweep checked at launch (it would be a run {what}); nothing was "
+    return (f"this job is not the run its sweep checked at launch (it would be a run {found.what}); nothing was "
             f"trained. Run the sweep again to check and start it afresh")

@@ -23,7 +23,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 
-from attn_bench.attention import BASELINE
+from attn_bench.attention import is_baseline
 from attn_bench.commands.report.collect import collect_runs
 from attn_bench.errors import ConfigError, check
 from attn_bench.models.labels import backbone_label, block_label
@@ -69,7 +69,7 @@ def _chosen_runs(dirs: list[Path], seed: int) -> list:
         exact = [r for r in group if r.config.get("seed") == seed]
         chosen.append((exact or sorted(group, key=lambda r: str(r.config.get("seed"))))[0])
     check(bool(chosen), f"visualize: no completed run in {', '.join(map(str, dirs))}")
-    return sorted(chosen, key=lambda r: (str(r.config["model"]["attn"]) != BASELINE, _row_label(r)))
+    return sorted(chosen, key=lambda r: (not is_baseline(r.config["model"]["attn"]), _row_label(r)))
 
 
 def _row_label(run) -> str:
@@ -127,7 +127,7 @@ def main(argv: list[str]) -> int:
                 channel.append((f"{label}, seed {run.config.get('seed')}", weights))
             if block_map is not None:
                 own.append(grid.Row(f"{label}\n{block_map[1]}", block_map[0], probs))
-            elif not weights and str(run.config["model"]["attn"]) != BASELINE:
+            elif not weights and not is_baseline(run.config["model"]["attn"]):
                 _err.print(f"visualize: {label}: the block defines neither spatial_map nor channel_weights; "
                            f"Grad-CAM only")
     check(bool(rows), "visualize: no run could be drawn (see the lines above)")
