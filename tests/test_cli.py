@@ -184,3 +184,39 @@ def test_print_config_false_prints_no_tree(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ATTN_BENCH_OUTPUTS", str(tmp_path / "outputs"))
     assert main(["debug=fast", "print_config=false", "trainer.progress=false"]) == 0
     assert "config (resolved)" not in capsys.readouterr().out
+
+
+def _help(argv, capsys) -> str:
+    try:
+        code = main(argv)
+    except SystemExit as exit:  # argparse's and Hydra's --help end with sys.exit(0)
+        code = exit.code
+    out = capsys.readouterr()
+    assert code in (0, None), f"{argv}: exit {code}\n{out.err}"
+    return out.out
+
+
+def test_everything_the_help_texts_name_is_accepted(capsys, tmp_path):
+    """`attn-bench --help` and each subcommand's --help: every subcommand it names answers --help, every
+    group option it lists composes, and every --option a help text names is one its parser knows (an
+    option renamed in the code cannot stay in the help)."""
+    import re
+
+    from attn_bench.commands.train.app import check_overrides
+
+    top = _help(["--help"], capsys)
+    named = re.findall(r"attn-bench ([a-z][a-z-]+)", top.split("Subcommands:", 1)[1].splitlines()[0])
+    assert {"blocks", "check-block", "profile", "report"} <= set(named)
+    groups = re.findall(r"^(\w+): ([\w, ]+)$", top.split("== Configuration groups ==", 1)[1].split("== Config ==")[0],
+                        re.M)
+    assert {g for g, _ in groups} >= {"data", "model", "trainer", "experiment", "debug"}
+    for group, options in groups:
+        for option in options.split(", "):
+            check_overrides([f"{group}={option}"])  # a listed option that does not exist raises here
+    for sub in sorted(set(named) | {"eval", "visualize"}):
+        text = _help([sub, "--help"], capsys)
+        assert text.strip(), sub
+        for option in sorted(set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", text)) - {"--help"}):
+            code = main([sub, str(tmp_path / "nowhere"), option])
+            err = capsys.readouterr().err
+            assert code != 0 and "unrecognized arguments" not in err and "unknown" not in err, (sub, option, err)

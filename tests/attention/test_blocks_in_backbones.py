@@ -273,3 +273,6 @@ def test_model_train_step_reaches_every_slot(block, host):
     for i, attn in enumerate(attention_modules(model)):
         for name, p in attn.named_parameters():
             assert p.grad is not None and torch.isfinite(p.grad).all(), f"slot {i}: {block}.{name}"
+        params = list(attn.parameters())  # the loss reaches it: some gradient is not zero (a zero-initialised
+        # last layer still gets one; all zeros would mean the block is cut off from the loss)
+        assert not params or any(p.grad.abs().sum() > 0 for p in params), f"slot {i}: {block} got only zeros"

@@ -288,3 +288,60 @@ def test_figures_are_vector_and_300_dpi_with_plain_ticks_and_a_titled_context(tm
     _plain_axes(ax)
     FigureCanvasAgg(fig).draw()
     assert ax.xaxis.get_major_formatter().get_offset() == ""  # no "1e-6 + 4.45e-2" above the axis
+
+
+def _holm_by_hand(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment, written out: the k-th smallest p times (m - k + 1), kept monotone."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def test_holm_adjusts_within_each_backbone_and_dataset_family(tmp_path):
+    """Two backbones x (baseline + two blocks): each family's p-values are adjusted among themselves
+    (m = 2), not pooled with the other backbone's (m = 4)."""
+    scores = {"resnet18": {"none": (70, 71, 72), "se": (74, 75, 77), "eca": (71, 73, 72.5)},
+              "resnet50": {"none": (80, 80.5, 81), "se": (81, 83, 82), "eca": (80, 82.5, 81.5)}}
+    for backbone, blocks in scores.items():
+        for block, top1s in blocks.items():
+            for seed, top1 in enumerate(top1s):
+                completed(tmp_path / f"{backbone},{block},{seed}", block, seed, float(top1), backbone=backbone)
+    runs, _ = report.collect_runs([tmp_path])
+    rows = report.build_rows(runs, "none")
+    compared = [r for r in rows if r["comparison"] is not None]
+    assert len(compared) == 4
+    for backbone in scores:
+        family = [r for r in compared if r["backbone"] == backbone]
+        expected = _holm_by_hand([r["comparison"].p_value for r in family])
+        assert [r["comparison"].p_holm for r in family] == pytest.approx(expected, rel=1e-12)
+    pooled = _holm_by_hand([r["comparison"].p_value for r in compared])
+    assert [r["comparison"].p_holm for r in compared] != pytest.approx(pooled, rel=1e-6)  # the test can tell
+
+
+def _with_data(run_dir: Path, fingerprint: str) -> None:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics["data"] = {"name": "synthetic", "fingerprint": fingerprint}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_seeds_trained_on_different_data_files_are_not_pooled(tmp_path, capsys):
+    for seed, fingerprint in ((0, "aaaa"), (1, "bbbb")):
+        completed(tmp_path / f"se{seed}", "se", seed, 80.0 + seed)
+        _with_data(tmp_path / f"se{seed}", fingerprint)
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "runs pooled as seeds differ in data files" in err[0]
+    _with_data(tmp_path / "se1", "aaaa")  # the same files: one row of two seeds
+    assert main(["report", str(tmp_path)]) == 0
+
+
+def test_a_seed_that_appears_twice_in_one_row_is_named(tmp_path, capsys):
+    completed(tmp_path / "a", "se", 0, 80.0)
+    completed(tmp_path / "b", "se", 0, 80.5)  # a copied directory, or a run repeated by hand
+    completed(tmp_path / "c", "se", 1, 81.0)
+    main(["report", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "synthetic" in err and "se: seed 0 appears in more than one run" in err

@@ -280,3 +280,20 @@ def test_mixup_and_cutmix_give_soft_targets_and_resume_exactly(tmp_path, monkeyp
     _stop_at_step(20, overrides, run_dir, monkeypatch)
     resumed = run_training(_compose_train(overrides), run_dir)
     _assert_same_run(straight_dir, straight, run_dir, resumed)
+
+
+def test_a_run_with_dropout_resumes_exactly_so_the_global_rng_is_restored(tmp_path, monkeypatch):
+    """Dropout draws from torch's global RNG: a resume that did not restore it (the checkpoint's "rng")
+    would drop other units after the stop, and the runs would part."""
+    small = ("trainer.epochs", "data.train_size", "data.test_size")
+    overrides = [o for o in TINY_TRAIN + DETERMINISTIC if not o.startswith(small)]
+    overrides += ["trainer.epochs=2", "data.train_size=200", "data.test_size=80", "+model.timm_kwargs.drop_rate=0.5"]
+    straight_dir = tmp_path / "straight"
+    straight = run_training(_compose_train(overrides), straight_dir)
+    without = run_training(_compose_train([o for o in overrides if "drop_rate" not in o]), tmp_path / "no_dropout")
+    assert _results(without) != _results(straight)  # the dropout is on, and it changes what is learned
+    run_dir = tmp_path / "stopped"
+    _stop_at_step(7, overrides, run_dir, monkeypatch)  # 5 steps an epoch: 2 steps into epoch 2
+    assert torch.load(run_dir / "last.pt", weights_only=True)["step"] == 7
+    resumed = run_training(_compose_train(overrides), run_dir)
+    _assert_same_run(straight_dir, straight, run_dir, resumed)

@@ -117,3 +117,14 @@ def test_a_directory_without_a_data_record_is_refused_with_the_reason(tmp_path, 
     (tmp_path / "run" / "run.json").unlink()  # as a run of an older attn-bench left it: config.yaml alone
     with pytest.raises(ConfigError, match="no record of the data it was trained on .*older attn-bench"):
         run_training(compose_train(overrides), tmp_path / "run")
+
+
+def test_a_change_of_modification_time_alone_changes_the_fingerprint(tmp_path):
+    """Same bytes and size, only the mtime moved (a file copied over with other contents of the same size
+    looks like this to a stat): the fingerprint does not read the bytes, so the mtime must be in it."""
+    root = make_imagefolder(tmp_path / "a")
+    before = files_fingerprint(root / "train")
+    path = root / "train" / "class0" / "0.png"
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert path.stat().st_size == stat.st_size and files_fingerprint(root / "train") != before

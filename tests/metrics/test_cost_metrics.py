@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from attn_bench.metrics.complexity import count_ops
+from torch import nn
+
 from attn_bench.metrics.cost import run_cost_metrics
 from attn_bench.metrics.latency import TimingPlan
 from attn_bench.models.build import build_model
@@ -28,8 +29,18 @@ def test_cost_metrics_are_flat_unit_explicit_and_cheap():
                 "latency_p90_ms", "throughput_img_per_s", "throughput_batch_size", "num_threads", "device_name"):
         assert key in metrics, key
     assert metrics["uncounted_ops"] == []
-    assert metrics["macs"] == count_ops(model, 32).macs and metrics["gmacs"] == metrics["macs"] / 1e9
+    assert metrics["gmacs"] == metrics["macs"] / 1e9 and metrics["gflops"] == metrics["flops"] / 1e9
     assert 0 < metrics["attn_params"] < metrics["params"]
     assert metrics["latency_p10_ms"] <= metrics["latency_ms"] <= metrics["latency_p90_ms"]
     assert metrics["num_threads"] == 1
     assert model.training  # left as it came
+
+
+def test_cost_metrics_count_the_macs_and_flops_worked_out_by_hand():
+    """A 3x3 conv (3 -> 8 channels, 16x16, no bias), a global average pool and a linear layer (8 -> 10):
+    MACs 8*16*16*3*3*3 + 8*10 = 55,376; FLOPs twice that plus the pool's 8*256 additions and 8 divisions."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 10, bias=False))
+    metrics = run_cost_metrics(model, 16, "cpu", num_threads=1, latency_plan=QUICK, throughput_plan=QUICK)
+    assert metrics["macs"] == 55_376 and metrics["flops"] == 2 * 55_376 + 8 * 256 + 8
+    assert metrics["params"] == 3 * 8 * 9 + 8 * 10 and metrics["attn_params"] == 0

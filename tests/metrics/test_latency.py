@@ -37,10 +37,24 @@ def test_latency_result_has_documented_fields_and_sane_values():
     assert result["dtype"] == "float32" and result["torch_version"] == torch.__version__
 
 
+class Sleeps(nn.Module):
+    """A forward pass that takes a known wall time, whatever the batch."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds, self.scale = seconds, nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        time.sleep(self.seconds)
+        return x.mean((2, 3)) * self.scale
+
+
 def test_throughput_uses_a_large_batch_and_reports_images_per_second():
-    result = measure_throughput(small_cnn(), 16, "cpu", plan=QUICK)
-    assert result["batch_size"] == latency.THROUGHPUT_BATCH["cpu"]
-    assert result["img_per_s"] == pytest.approx(result["batch_size"] / (result["median_ms"] / 1e3))
+    assert measure_throughput(small_cnn(), 16, "cpu", plan=QUICK)["batch_size"] == latency.THROUGHPUT_BATCH["cpu"]
+    result = measure_throughput(Sleeps(0.05), 16, "cpu", batch_size=8, plan=QUICK)
+    # a pass is 50 ms (plus a little): 8 images per 0.05-0.1 s, whatever formula the code uses
+    assert result["batch_size"] == 8 and 8 / 0.1 <= result["img_per_s"] <= 8 / 0.05
+    assert 50 <= result["median_ms"] <= 100
 
 
 def test_threads_are_fixed_while_timing_and_restored_after():

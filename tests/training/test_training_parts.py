@@ -58,3 +58,21 @@ def test_cuda_requested_without_cuda_is_one_clear_line(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="CUDA is not available"):
         resolve_device("cuda")
+
+
+def test_the_training_loss_is_cross_entropy_with_the_configured_label_smoothing(compose_train):
+    """The criterion on a fixed batch equals torch's own cross entropy with label_smoothing=0.1 (and not
+    the unsmoothed one)."""
+    import torch.nn.functional as F
+
+    from attn_bench.precision import resolve_precision
+    from attn_bench.training.distributed import DistInfo
+    from attn_bench.training.trainer import Trainer
+
+    cfg = compose_train(["trainer.label_smoothing=0.1"]).trainer
+    trainer = Trainer(torch.nn.Linear(2, 10), None, None, [None] * 3, [], cfg, torch.device("cpu"), DistInfo(),
+                      None, precision=resolve_precision("fp32"), on_log=lambda *a: None, num_classes=10)
+    logits, target = torch.randn(8, 10, generator=torch.Generator().manual_seed(0)), torch.arange(8) % 10
+    loss = trainer.criterion(logits, target)
+    assert loss.item() == pytest.approx(F.cross_entropy(logits, target, label_smoothing=0.1).item(), rel=1e-6)
+    assert loss.item() != pytest.approx(F.cross_entropy(logits, target).item(), rel=1e-3)
