@@ -36,9 +36,11 @@ as the code is.
 Placement (``placement=paper``): the paper adds PSA "after the first 3x3 convolution in every
 residual block" (ResNet / HRNet); for bottlenecks that is the ``mid`` site (right after the 3x3
 conv, before its BN; the released HRNet code puts it after that conv's BN and ReLU in its basic
-blocks, one BN + ReLU later). Backbones without bottlenecks fall back to the ``residual`` site,
-logged. The paper's experiments are keypoint estimation and segmentation: no ImageNet
-classification and no published parameter count for a classification backbone.
+blocks, one BN + ReLU later). Not published: a classification network. The paper's experiments are
+keypoint estimation and segmentation, and the official code (DeLightCMU/PSA) releases only those
+HRNets, so there is no ImageNet placement and no parameter count for a classification backbone.
+BasicBlocks and MobileNets (where the ``mid`` site follows the *second* 3x3 conv, SimAM's site, not
+the first) get the ``residual`` site, logged.
 
 Traps in circulating copies: "PSA" in many blog posts is EPSANet's *Pyramid Squeeze Attention*, a
 different module; External-Attention-pytorch's ``PolarizedSelfAttention`` follows the paper's

@@ -18,11 +18,10 @@ Placement (official ``networks/imagenet/resnet.py`` and ``networks/cifar`` block
 NOT at the end of the residual branch like SE/CBAM: it follows the 3x3 conv
 (``conv2``) and precedes its BatchNorm, in both basic and bottleneck blocks; in the
 official ``networks/imagenet/mobilenetv2.py`` it follows the depthwise conv, before its BN.
-``placement=paper`` reproduces this for bottlenecks (the ``mid`` site: after ``conv2``, before
-``bn2``). BasicBlocks and MobileNets have no ``mid`` site here, so there SimAM falls back to the
-``residual`` site (end of the residual branch, after the last BN; after the depthwise conv in
-MobileNets), logged: numbers for those backbones are SimAM in the SE position, not the paper's
-network. ``placement=uniform`` uses the residual site everywhere.
+``placement=paper`` reproduces this on every backbone (the ``mid`` site: a Bottleneck's or BasicBlock's
+``conv2``, a MobileNet block's depthwise ``conv_dw``, each before its BN; a test checks with forward
+hooks that SimAM's input is exactly that conv's output). ``placement=uniform`` uses the residual site
+everywhere (SimAM in the SE position, not the paper's network).
 
 Deviation: when H*W == 1 the official code divides by n = 0; with a single position
 d is 0 as well, so it computes 0/0 = NaN and the whole output becomes NaN. We use

@@ -5,9 +5,10 @@ which of the site's slots get one (mmcv's plugin ``position`` / ``stages``). Sit
 
 * ``residual``: the ``se`` attribute timm gives every residual block, which its ``forward`` already
   calls at the paper position of channel attention (below);
-* ``mid``: inside a ResNet bottleneck, right after its 3x3 conv (on the middle width), where
-  SimAM's official code (ZjjConan/SimAM, networks/imagenet/resnet.py) puts SimAM; BasicBlock
-  and MobileNet blocks have no such site (neither paper nor code defines one);
+* ``mid``: right after a block's (last) 3x3 conv, before its BN: a bottleneck's ``conv2`` (the middle
+  width), a BasicBlock's ``conv2``, a MobileNet block's depthwise ``conv_dw``, where SimAM's official
+  code puts SimAM (ZjjConan/SimAM: networks/imagenet/resnet.py, networks/cifar/block.py,
+  networks/imagenet/mobilenetv2.py);
 * ``stage_end``: on the trunk, after the last block of a stage, where BAM's paper and official
   code (Jongchan/attention-module, MODELS/model_resnet.py) put BAM;
 * ``trunk``: on the trunk right after a ResNet block (after its addition and ReLU), where the
@@ -70,9 +71,21 @@ class Slot:
     def module_path(self) -> str:
         """Where the attention module itself sits."""
         prefix = f"{self.path}." if self.path else ""
-        return {"residual": f"{prefix}se", "mid": f"{prefix}conv2.attn", "stage_end": f"{prefix}attn",
+        return {"residual": f"{prefix}se", "mid": f"{prefix}{self.host}.attn", "stage_end": f"{prefix}attn",
                 "trunk": f"{prefix}{self.host}.attn", "conv": f"{prefix}{self.host}",
                 "input": f"{prefix}{self.host}.attn"}[self.site]
+
+
+# The sites inside every block: for each timm block type, the attribute the site is at (a backbone has
+# the site when every block of it has the attribute). residual: the attention is the attribute; mid and
+# trunk: it follows the attribute's module (the 3x3 conv, before its BN; the ReLU after the addition);
+# conv: it replaces the attribute's 3x3 conv (a BasicBlock's first).
+BLOCK_HOSTS: dict[str, dict[type, str]] = {
+    "residual": {BasicBlock: "se", Bottleneck: "se", InvertedResidual: "se", DepthwiseSeparableConv: "se"},
+    "mid": {Bottleneck: "conv2", BasicBlock: "conv2", InvertedResidual: "conv_dw", DepthwiseSeparableConv: "conv_dw"},
+    "trunk": {Bottleneck: "act3", BasicBlock: "act2"},
+    "conv": {Bottleneck: "conv2", BasicBlock: "conv1"},
+}
 
 
 def _slot_channels(block: nn.Module) -> int | None:
@@ -111,33 +124,32 @@ def _residual_slots(model: nn.Module) -> list[Slot]:
     return slots
 
 
-def _is_resnet_block(block: nn.Module) -> bool:
-    return isinstance(block, (BasicBlock, Bottleneck))
-
-
 def _stem_attr(model: nn.Module) -> str:
     return "conv1" if hasattr(model, "conv1") else "conv_stem"
 
 
+def _has_site(blocks: list[nn.Module], site: str) -> bool:
+    """The model-level sites (stage_end, input) are in every backbone; a block site where every block has it."""
+    return site not in BLOCK_HOSTS or all(type(b) in BLOCK_HOSTS[site] for b in blocks)
+
+
 def available_sites(model: nn.Module) -> list[str]:
     blocks = [model.get_submodule(s.path) for s in _residual_slots(model)]
-    has = {"residual": True, "mid": any(isinstance(b, Bottleneck) for b in blocks),
-           "stage_end": True, "trunk": all(_is_resnet_block(b) for b in blocks),
-           "conv": all(_is_resnet_block(b) for b in blocks), "input": True}
-    return [site for site in SITES if has[site]]
+    return [site for site in SITES if _has_site(blocks, site)]
 
 
-def _missing_site(model: nn.Module, site: str, needs: str) -> ConfigError:
-    return ConfigError(f"site '{site}' ({needs}) does not exist in this backbone; its sites: "
-                       f"{', '.join(available_sites(model))}")
-
-
-def _conv_slot(model: nn.Module, slot: Slot) -> Slot:
+def _block_slot(model: nn.Module, slot: Slot, site: str) -> Slot:
     block = model.get_submodule(slot.path)
-    host = "conv2" if isinstance(block, Bottleneck) else "conv1"  # the 3x3 conv (BasicBlock: its first)
+    host = BLOCK_HOSTS[site][type(block)]
+    if site == "residual":
+        return slot
+    if site == "trunk":
+        return replace(slot, site=site, host=host, channels=_out_channels(block))
     conv = getattr(block, host)
+    if site == "mid":
+        return replace(slot, site=site, host=host, channels=conv.out_channels)
     geometry = (("out_channels", conv.out_channels), ("stride", conv.stride[0]), ("dilation", conv.dilation[0]))
-    return replace(slot, site="conv", channels=conv.in_channels, host=host, geometry=geometry)
+    return replace(slot, site=site, host=host, channels=conv.in_channels, geometry=geometry)
 
 
 def find_slots(model: nn.Module, site: str = "residual") -> list[Slot]:
@@ -145,28 +157,18 @@ def find_slots(model: nn.Module, site: str = "residual") -> list[Slot]:
     if site not in SITES:
         raise ConfigError(f"unknown attention site '{site}'; valid choices: {', '.join(SITES)}")
     slots = _residual_slots(model)
-    if site == "residual":
-        return slots
     if site == "input":
         stem = getattr(model, _stem_attr(model))
         return [Slot("", 0, 0, True, stem.in_channels, "input", _stem_attr(model))]
-    if site == "mid":
-        mid = [replace(s, site="mid", channels=model.get_submodule(s.path).conv2.out_channels)
-               for s in slots if isinstance(model.get_submodule(s.path), Bottleneck)]
-        if not mid:
-            raise _missing_site(model, "mid", "after a bottleneck's 3x3 conv, needs ResNet bottleneck blocks")
-        return mid
-    if site in ("trunk", "conv"):
-        if "trunk" not in available_sites(model):
-            needs = "after a ResNet block" if site == "trunk" else "replacing a ResNet block's 3x3 conv"
-            raise _missing_site(model, site, needs)
-        if site == "conv":
-            return [_conv_slot(model, s) for s in slots]
-        return [replace(s, site="trunk", host="act3" if isinstance(model.get_submodule(s.path), Bottleneck)
-                        else "act2", channels=_out_channels(model.get_submodule(s.path))) for s in slots]
-    ends = [s for s in slots if s.is_last]
-    return [replace(s, path=s.path.rpartition(".")[0], site="stage_end",
-                    channels=_out_channels(model.get_submodule(s.path))) for s in ends]
+    if site == "stage_end":
+        return [replace(s, path=s.path.rpartition(".")[0], site="stage_end",
+                        channels=_out_channels(model.get_submodule(s.path))) for s in slots if s.is_last]
+    blocks = [model.get_submodule(s.path) for s in slots]
+    if not _has_site(blocks, site):
+        kinds = ", ".join(sorted({type(b).__name__ for b in blocks if type(b) not in BLOCK_HOSTS[site]}))
+        raise ConfigError(f"site '{site}' does not exist in this backbone ({kinds} blocks have none); its sites: "
+                          f"{', '.join(available_sites(model))}")
+    return [_block_slot(model, s, site) for s in slots]
 
 
 def _stage_numbers(stages: Any) -> list[int]:
@@ -204,17 +206,16 @@ def _insert(model: nn.Module, slot: Slot, module: nn.Module) -> None:
     host = model.get_submodule(slot.path)
     if slot.site == "residual":
         host.se = module
-    elif slot.site == "mid":
-        host.conv2 = nn.Sequential(OrderedDict(conv=host.conv2, attn=module))
-    elif slot.site == "trunk":  # the block's last ReLU runs after the addition: the trunk
-        setattr(host, slot.host, nn.Sequential(OrderedDict(act=getattr(host, slot.host), attn=module)))
-    elif slot.site == "input":  # before the stem conv, on the image
-        setattr(host, slot.host, nn.Sequential(OrderedDict(attn=module, conv=getattr(host, slot.host))))
     elif slot.site == "conv":  # the module is the conv unit: it brings its own normalisation and activation
         number = slot.host[-1]
         setattr(host, slot.host, module)
         setattr(host, f"bn{number}", nn.Identity())
         setattr(host, f"act{number}", nn.Identity())
+    elif slot.site in ("mid", "trunk"):  # after the host's module: the conv's output, or the trunk after its ReLU
+        name = "act" if slot.site == "trunk" else "conv"
+        setattr(host, slot.host, nn.Sequential(OrderedDict([(name, getattr(host, slot.host)), ("attn", module)])))
+    elif slot.site == "input":  # before the stem conv, on the image
+        setattr(host, slot.host, nn.Sequential(OrderedDict(attn=module, conv=getattr(host, slot.host))))
     else:  # stage_end: a child of the stage's Sequential runs after its blocks
         host.add_module("attn", module)
 

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from timm.models.resnet import Bottleneck
 from torch import nn
 
 from attn_bench.attention import BASELINE, block_sites
@@ -46,6 +47,7 @@ class Preset:
     stage_args: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)  # backbone -> stage -> arguments
     decided_by: frozenset[str] = frozenset()  # the run's own arguments that decide what args / stage_args would
     stock_se: bool = False  # on a backbone that ships its own SE (MobileNetV3): that layout, exactly
+    bottlenecks_only: bool = False  # the paper defines its site for bottleneck blocks only: elsewhere residual, logged
     note: Note | None = None
 
 
@@ -60,8 +62,9 @@ PRESETS: dict[str, Preset] = {
         "Park et al., BMVC 2018, Sec. 3 and Fig. 1 (\"at each bottleneck of the network\"); Jongchan/attention-module "
         "MODELS/model_resnet.py: bam1..bam3 after layer1..layer3", site="stage_end", stages=DOWNSAMPLING),
     "simam": Preset(
-        "mid (after a bottleneck's 3x3 conv); residual without bottlenecks",
-        "ZjjConan/SimAM networks/imagenet/resnet.py: SimAM right after the bottleneck's 3x3 conv", site="mid"),
+        "mid (right after the 3x3 conv, before its BN; MobileNets: after the depthwise conv)",
+        "ZjjConan/SimAM networks/imagenet/resnet.py and networks/cifar/block.py (conv2 of Bottleneck and "
+        "BasicBlock), networks/imagenet/mobilenetv2.py (the depthwise conv)", site="mid"),
     "gc": Preset(
         "residual, ResNet stages 2-4 (c3-c5)",
         "Cao et al., GCNet, Table 2 and Sec. 5.1: the headline setting c3-c5 (stages 2-4); none for other backbones",
@@ -95,8 +98,11 @@ PRESETS: dict[str, Preset] = {
         "Wang et al., Non-local Neural Networks, Sec. 4: 5 blocks, every other residual block of res3/res4",
         site="trunk", stages=(2, 3), position="alternate"),
     "psa": Preset(
-        "mid (after a bottleneck's 3x3 conv); residual without bottlenecks",
-        "Liu et al., Polarized Self-Attention; DeLightCMU/PSA (see attention/polarized.py)", site="mid"),
+        "mid on bottlenecks (after the 3x3 conv); residual elsewhere (no published classification placement)",
+        "Liu et al., Polarized Self-Attention: \"after the first 3x3 convolution in every residual block\"; "
+        "DeLightCMU/PSA releases keypoint/segmentation HRNets only (PSA_s after conv1+bn1+ReLU of their BasicBlocks): "
+        "no classification network, so BasicBlocks and MobileNets get the residual site", site="mid",
+        bottlenecks_only=True),
     "stn": Preset(
         "input (before the stem, on the image)",
         "Jaderberg et al., Spatial Transformer Networks: the transformer before the classification network",
@@ -168,6 +174,10 @@ def _uniform_site(attn: str) -> str:
 
 def _paper_site(attn: str, preset: Preset, model: nn.Module, backbone: str) -> str:
     if preset.site is None:
+        return _uniform_site(attn)
+    if preset.bottlenecks_only and not all(isinstance(model.get_submodule(s.path), Bottleneck) for s in find_slots(model)):
+        log.info("%s: its paper's site (%s) is defined for bottleneck blocks, which %s does not have; using the "
+                 "residual site", attn, preset.site, backbone)
         return _uniform_site(attn)
     sites = available_sites(model)
     if preset.site in sites:

@@ -4,7 +4,6 @@ import math
 import pytest
 import torch
 
-import attn_bench.attention.simam as simam_module
 from attn_bench.attention import block_defaults, create_block
 from attn_bench.attention.simam import SimAM
 from attn_bench.errors import ConfigError
@@ -28,15 +27,6 @@ def test_defaults_and_no_parameters():
     assert isinstance(block, SimAM)
     assert sum(p.numel() for p in block.parameters()) == 0
     assert list(block.buffers()) == []
-
-
-def test_docstring_states_attn_bench_placement():
-    """The official code puts SimAM after conv2 (before its BN); the docstring says where attn-bench
-    follows it (mid) and where it cannot (no mid site: residual, logged)."""
-    doc = simam_module.__doc__
-    assert "``placement=paper`` reproduces this for bottlenecks (the ``mid`` site" in doc
-    assert "falls back to the\n``residual`` site" in doc
-    assert "mobilenetv2.py" in doc
 
 
 def test_hand_computed_values():

@@ -95,11 +95,36 @@ def test_simam_sits_after_each_bottlenecks_3x3_conv():
     assert type(model.layer1[0].conv2.conv).__name__ == "Conv2d" and model.layer1[0].conv2.conv.kernel_size == (3, 3)
 
 
-def test_simam_on_a_backbone_without_bottlenecks_falls_back_to_the_residual_site(caplog):
+@pytest.mark.parametrize("backbone, conv, blocks", [("resnet18", "conv2", 8), ("resnet50", "conv2", 16),
+                                                    ("mobilenetv2_100", "conv_dw", 17)])
+def test_simam_takes_exactly_the_3x3_convs_output_before_its_bn_as_the_official_code(backbone, conv, blocks):
+    """ZjjConan/SimAM: Sequential(conv2, simam) in BasicBlock and Bottleneck (networks/cifar/block.py,
+    networks/imagenet/resnet.py), Sequential(depthwise conv, simam) in MobileNetV2's blocks. Forward hooks:
+    each SimAM's input is the conv's output tensor itself, and what follows it is the block's BN."""
+    model = build_model(backbone, "simam", placement="paper").eval()
+    assert model.attn_bench_placement["site"] == "mid"
+    seen = {}
+    for name, module in model.named_modules():
+        if type(module).__name__ == "SimAM":
+            host = model.get_submodule(name.rpartition(".")[0])  # the Sequential(conv, attn)
+            host.conv.register_forward_hook(lambda m, i, o, name=name: seen.setdefault(name, {}).update(conv=o))
+            module.register_forward_hook(lambda m, i, o, name=name: seen.setdefault(name, {}).update(attn=i[0]))
+    model(torch.randn(1, 3, 64, 64))
+    assert len(seen) == blocks and all(v["attn"] is v["conv"] for v in seen.values())
+    for name in seen:
+        block_path, _, host = name.rpartition(".")[0].rpartition(".")
+        block = model.get_submodule(block_path)
+        assert host == conv and getattr(block, conv).conv.kernel_size == (3, 3)
+        children = [n for n, _ in block.named_children()]
+        assert children[children.index(conv) + 1].startswith("bn")  # the BN comes after SimAM
+
+
+def test_psa_keeps_the_mid_site_for_bottlenecks_only_and_says_why_elsewhere(caplog):
+    assert build_model("resnet50", "psa", placement="paper").attn_bench_placement["site"] == "mid"
     with caplog.at_level("INFO", logger="attn_bench"):
-        model = build_model("resnet18", "simam", placement="paper")
+        model = build_model("resnet18", "psa", placement="paper")
     assert model.attn_bench_placement["site"] == "residual"
-    assert "does not exist in resnet18" in caplog.text
+    assert "defined for bottleneck blocks, which resnet18 does not have" in caplog.text
 
 
 def test_gc_paper_stages_are_c3_to_c5():
@@ -124,12 +149,12 @@ def test_labels_show_the_resolved_placement():
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"placement": "papers"}, "unknown model.placement 'papers'; valid choices: paper, uniform"),
-    ({"attn_site": "mid", "backbone": "resnet18"},
-     "model.attn_site 'mid' does not exist in resnet18; its sites: residual, stage_end, trunk, conv, input"),
+    ({"attn_site": "conv", "backbone": "mobilenetv2_100"},
+     "model.attn_site 'conv' does not exist in mobilenetv2_100; its sites: residual, mid, stage_end, input"),
     ({"attn_site": "middle"},
      "model.attn_site 'middle' does not exist in resnet50; its sites: residual, mid, stage_end, trunk, conv, input"),
     ({"attn_site": "trunk", "backbone": "mobilenetv2_100"},
-     "model.attn_site 'trunk' does not exist in mobilenetv2_100; its sites: residual, stage_end, input"),
+     "model.attn_site 'trunk' does not exist in mobilenetv2_100; its sites: residual, mid, stage_end, input"),
     ({"attn_position": "second"}, "unknown attention position 'second'; valid choices: every, last, alternate"),
     ({"attn_stages": [5]}, "stage(s) [5] have no attention slot; this backbone has stages [1, 2, 3, 4]"),
 ])
