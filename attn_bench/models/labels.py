@@ -42,6 +42,8 @@ def block_label(model: dict[str, Any], block: dict[str, Any] | None = None,
         settings.append(f"position={position}")
     if placement and placement.get("layout"):
         settings.append(placement["layout"])
+    if placement and placement.get("note"):  # e.g. SK units in a ResNet: not SKNet's network
+        settings.append(placement["note"])
     settings += stage_args_text(placement)
     return _with_settings(name, settings)
 

@@ -48,6 +48,8 @@ class Preset:
     decided_by: frozenset[str] = frozenset()  # the run's own arguments that decide what args / stage_args would
     stock_se: bool = False  # on a backbone that ships its own SE (MobileNetV3): that layout, exactly
     bottlenecks_only: bool = False  # the paper defines its site for bottleneck blocks only: elsewhere residual, logged
+    networks: tuple[str, ...] = ()  # where set: the backbones on which the preset is the paper's network; elsewhere
+    # the record and the row label say "not a published network", and a line says which backbone is
     note: Note | None = None
 
 
@@ -91,8 +93,9 @@ PRESETS: dict[str, Preset] = {
                     "resnet152": _by_stage("kernel_size", (3, 3, 5, 7))},
         decided_by=frozenset({"kernel_size", "gamma", "beta"})),
     "sk": Preset(
-        "conv (replaces each block's 3x3 conv; SKNet-50 = ResNeXt-50 + SK)",
-        "Li et al., SKNet, Table 1: the SK unit replaces the 3x3 conv of every block", site="conv"),
+        "conv (replaces each block's 3x3 conv; SKNet-50 = ResNeXt-50 + SK; other backbones: not a published network)",
+        "Li et al., SKNet, Table 1: the SK unit replaces the 3x3 conv of every block of ResNeXt-50 (32x4d)",
+        site="conv", networks=("resnext50_32x4d",)),
     "nl": Preset(
         "trunk, after every other block of ResNet stages 2-3 (5 blocks in ResNet-50)",
         "Wang et al., Non-local Neural Networks, Sec. 4: 5 blocks, every other residual block of res3/res4",
@@ -130,6 +133,7 @@ class Placement:
     only: tuple[str, ...] | None = None  # the slot paths of a stock layout
     slot_args: dict[str, dict[str, Any]] = field(default_factory=dict)
     stage_args: dict[int, dict[str, Any]] = field(default_factory=dict)  # recorded; applied through slot_args
+    note: str | None = None  # what the row must say about this network (placement=paper off its paper's backbone)
 
     def as_record(self, model: nn.Module) -> dict[str, Any]:
         slots = find_slots(model, self.site)
@@ -141,6 +145,8 @@ class Placement:
                   "args": dict(self.args)}
         if self.only is not None:
             record["layout"] = f"stock SE blocks ({len(self.only)} of {len(slots)})"
+        if self.note:
+            record["note"] = self.note
         if self.stage_args:
             keys = sorted({k for args in self.stage_args.values() for k in args})
             record["stage_args"] = {k: {str(stage): args[k] for stage, args in sorted(self.stage_args.items())
@@ -233,7 +239,7 @@ def resolve_placement(model: nn.Module, backbone: str, attn: str, placement: str
     stock = (_stock_se(model) if preset and preset.stock_se and site is None and stages is None and position is None
              and not args else {})
     if stock:
-        return Placement(placement, "residual", None, "every", {}, tuple(stock), stock)
+        return Placement(placement, "residual", None, "every", {}, only=tuple(stock), slot_args=stock)
     if preset is None:
         return Placement(placement, site or _uniform_site(attn), stages, position or "every", explicit)
     resolved_site = site or _paper_site(attn, preset, model, backbone)
@@ -242,4 +248,14 @@ def resolve_placement(model: nn.Module, backbone: str, attn: str, placement: str
     stage_args = _paper_stage_args(preset, backbone, resolved_site, explicit)
     slot_args = {s.path: stage_args[s.stage] for s in find_slots(model, resolved_site) if s.stage in stage_args}
     return Placement(placement, resolved_site, resolved_stages, position or preset.position, resolved_args,
-                     slot_args=slot_args, stage_args=stage_args)
+                     slot_args=slot_args, stage_args=stage_args, note=_unpublished(attn, preset, backbone))
+
+
+def _unpublished(attn: str, preset: Preset, backbone: str) -> str | None:
+    """For a block whose paper network exists on some backbones only (SKNet-50 = ResNeXt-50 + SK): None
+    there; elsewhere the words the record and the row label carry, and a line saying which backbone is."""
+    if not preset.networks or backbone in preset.networks:
+        return None
+    log.info("%s on %s is not a published network: its paper's is on %s (model=%s model.attn=%s)", attn, backbone,
+             ", ".join(preset.networks), preset.networks[0], attn)
+    return "not a published network"

@@ -298,3 +298,28 @@ def test_every_preset_is_valid_data_and_no_code_branches_on_a_block_name():
                 and any(isinstance(o, ast.Constant) for o in [node.left, *node.comparators])]
     assert not branches, f"presets.py compares a block or backbone name with a constant at lines {branches}"
 
+
+
+def test_sk_off_resnext_is_labelled_not_a_published_network(caplog):
+    """SKNet-50 is ResNeXt-50 (32x4d) with SK units; SK units in a ResNet-50 are no paper's network:
+    the record, the row label and the HParams say so, and a line names the backbone that is."""
+    from attn_bench.commands.train.records import hparams
+
+    with caplog.at_level("INFO", logger="attn_bench"):
+        model = build_model("resnet50", "sk", placement="paper")
+    assert model.attn_bench_placement["note"] == "not a published network"
+    assert block_label({"attn": "sk"}, None, model.attn_bench_placement) == "sk (site=conv, not a published network)"
+    assert "sk on resnet50 is not a published network" in caplog.text and "model=resnext50_32x4d" in caplog.text
+    sknet = build_model("resnext50_32x4d", "sk", placement="paper")
+    assert "note" not in sknet.attn_bench_placement and count_params(sknet)["params"] == 27_479_784
+    assert "note" not in build_model("resnet50", "sk", placement="uniform").attn_bench_placement  # no paper claim
+
+    from types import SimpleNamespace
+
+    from conftest import _compose_train
+
+    record = SimpleNamespace(placement=model.attn_bench_placement, block=None, final={"top1": 1.0, "top5": 2.0},
+                             best={"top1": 1.0}, params=1, train_img_per_s=1.0, peak_memory_mb=1.0, final_ema=None,
+                             cost=None)
+    values, _ = hparams(_compose_train(["model.attn=sk"]), record)
+    assert values["attn_note"] == "not a published network"

@@ -83,6 +83,8 @@ def hparams(cfg: DictConfig, record: RunRecord) -> tuple[dict[str, Any], dict[st
                       attn_position=where["position"], attn_args=str(where["args"]))
         if where.get("stage_args"):  # per-stage arguments of a released network (ECA-Net50's kernel sizes)
             values["attn_stage_args"] = str(where["stage_args"])
+        if where.get("note"):  # "not a published network" (SK units in a ResNet)
+            values["attn_note"] = where["note"]
     if record.block and record.block.get("source_sha256"):  # a user's block: which version of it
         values["attn"] += hash_tag(record.block["source_sha256"])
     results = {"hparam/top1": record.final["top1"], "hparam/top5": record.final["top5"],
