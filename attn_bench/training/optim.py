@@ -1,6 +1,11 @@
 """Optimiser and schedule from timm: weight decay skips norm and bias parameters (unless
 ``trainer.optimizer.decay_norm_and_bias``); the schedule (``trainer.scheduler.name``) is timm's
-cosine, tanh or poly decay, or step decay at ``decay_epochs`` (``multistep``), after a linear warm-up."""
+cosine, tanh or poly decay, or step decay at ``decay_epochs`` (``multistep``), after a linear warm-up.
+
+A block may ask for its own learning rate: an ``lr_scale`` attribute (the spatial transformer's
+``loc_lr_mult``) puts its parameters in a parameter group with timm's ``lr_scale``, which timm's
+schedulers multiply into every learning rate they set, so the ratio holds under any optimizer
+(scaling the gradient would not: Adam normalises it away)."""
 from __future__ import annotations
 
 from omegaconf import DictConfig
@@ -9,20 +14,45 @@ from timm.scheduler import CosineLRScheduler, MultiStepLRScheduler, PolyLRSchedu
 from timm.scheduler.scheduler import Scheduler
 from torch import nn
 
+from attn_bench.models import attention_modules
+
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = {"cosine": CosineLRScheduler, "tanh": TanhLRScheduler, "poly": PolyLRScheduler,
               "multistep": MultiStepLRScheduler}
 
 
+def _lr_scales(model: nn.Module) -> dict[int, float]:
+    """id(parameter) -> learning-rate scale, for the parameters of attention blocks that ask for one."""
+    scales = {}
+    for block in attention_modules(model):
+        scale = float(getattr(block, "lr_scale", 1.0))  # optional: most blocks train at the network's rate
+        if scale != 1.0:
+            scales.update({id(p): scale for p in block.parameters()})
+    return scales
+
+
+def _param_groups(model: nn.Module, weight_decay: float, skip_norm_and_bias: bool, scales: dict[int, float]):
+    """timm's weight-decay split (no decay for 1-D parameters and biases), crossed with the blocks' lr scales."""
+    groups: dict[tuple[bool, float], list] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            decay = not (skip_norm_and_bias and (param.ndim <= 1 or name.endswith(".bias")))
+            groups.setdefault((decay, scales.get(id(param), 1.0)), []).append(param)
+    return [{"params": params, "weight_decay": weight_decay if decay else 0.0,
+             **({"lr_scale": scale} if scale != 1.0 else {})} for (decay, scale), params in groups.items()]
+
+
 def build_optimizer(model: nn.Module, cfg: DictConfig):
     skip_norm_and_bias = not cfg.get("decay_norm_and_bias", False)
+    scales = _lr_scales(model)
+    groups = {"param_group_fn": lambda m: _param_groups(m, cfg.weight_decay, skip_norm_and_bias, scales)} if scales else {}
     if cfg.name == "sgd":
         # timm's 'sgd' is nesterov SGD and 'momentum' the classic one.
         opt = "sgd" if cfg.nesterov else "momentum"
         return create_optimizer_v2(model, opt, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
-                                   filter_bias_and_bn=skip_norm_and_bias)
+                                   filter_bias_and_bn=skip_norm_and_bias, **groups)
     return create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay,
-                               filter_bias_and_bn=skip_norm_and_bias)
+                               filter_bias_and_bn=skip_norm_and_bias, **groups)
 
 
 def build_scheduler(optimizer, cfg: DictConfig, epochs: int, steps_per_epoch: int) -> Scheduler:
@@ -30,10 +60,11 @@ def build_scheduler(optimizer, cfg: DictConfig, epochs: int, steps_per_epoch: in
     total = epochs * steps_per_epoch
     warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total - 1)
     if cfg.name == "multistep":  # the lr drops once decay_epochs[i] epochs are done (timm counts from the next update)
-        return MultiStepLRScheduler(optimizer, decay_t=[int(round(e * steps_per_epoch)) + 1 for e in cfg.decay_epochs],
-                                    decay_rate=cfg.decay_rate, warmup_t=warmup, warmup_lr_init=cfg.warmup_lr,
-                                    warmup_prefix=False, t_in_epochs=False)  # epochs counted from the start
-    return SCHEDULERS[cfg.name](
+        return _from_the_start(MultiStepLRScheduler(
+            optimizer, decay_t=[int(round(e * steps_per_epoch)) + 1 for e in cfg.decay_epochs],
+            decay_rate=cfg.decay_rate, warmup_t=warmup, warmup_lr_init=cfg.warmup_lr,
+            warmup_prefix=False, t_in_epochs=False))  # epochs counted from the start
+    return _from_the_start(SCHEDULERS[cfg.name](
         optimizer,
         t_initial=max(total - warmup, 1),
         lr_min=cfg.min_lr,
@@ -41,4 +72,11 @@ def build_scheduler(optimizer, cfg: DictConfig, epochs: int, steps_per_epoch: in
         warmup_lr_init=cfg.warmup_lr,
         warmup_prefix=True,
         t_in_epochs=False,
-    )
+    ))
+
+
+def _from_the_start(scheduler: Scheduler) -> Scheduler:
+    """The learning rates of update 0 set in every group now (timm sets them only after each update, and
+    without a warm-up not at all before the first), so a group's ``lr_scale`` holds from the first step."""
+    scheduler.step_update(0)
+    return scheduler
