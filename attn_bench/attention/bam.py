@@ -24,9 +24,11 @@ name contains "SpatialGate" to 0, but BAM's submodules are named ``spatial_att``
 so that rule never applies to BAM (it applies to CBAM). Linear weights keep PyTorch's default.
 
 Placement in the paper: one BAM at each bottleneck of the network, i.e. at the end of stages 1-3
-right before the downsampling, not inside the residual blocks. Deliberate deviation: attn-bench
-places every block in the same slot, the end of the residual branch before the addition (every
-block, or the last block of a stage with ``position=last``, which is the closest to the paper).
+right before the downsampling, not inside the residual blocks. ``placement=paper`` (the default)
+does exactly that: the ``stage_end`` site, on the trunk after the stage's last block, at the stages
+after which the trunk is downsampled (ResNet-50: 25,915,099 parameters, the paper's 25.92 M).
+``placement=uniform`` puts one BAM at the residual site of every block instead (30.77 M on
+ResNet-50), a like-for-like variant that is not the paper's network.
 
 Deviations from the paper: the paper's Eqs. 3-4 wrap each branch output in a BN,
 ``Mc = BN(MLP(GAP(x)))`` and ``Ms = BN(f3(f2(f1(f0(x)))))``; the official code has no BN on either
