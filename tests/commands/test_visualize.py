@@ -71,6 +71,8 @@ def test_the_command_draws_the_grid_writes_tensorboard_and_skips_bad_runs_in_one
     assert main(["visualize", str(trained / "none"), str(tmp_path), "--images", "4", "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert (out / "heatmaps.png").stat().st_size > 10_000 and (out / "heatmaps.pdf").read_bytes()[:4] == b"%PDF"
+    for pdf in out.glob("*.pdf"):  # TrueType fonts embedded, never Type 3 (journals' PDF checks)
+        assert b"/Type3" not in pdf.read_bytes() and b"/FontFile2" in pdf.read_bytes(), pdf.name
     skipped = [line for line in captured.err.splitlines() if "no checkpoint" in line]
     assert len(skipped) == 1 and "cbam_no_ckpt" in skipped[0]
     assert f"wrote {out / 'heatmaps.png'}" in captured.out

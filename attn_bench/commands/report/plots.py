@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
+from attn_bench.commands.figures import save_pdf
 from attn_bench.commands.report.rows import context
 from attn_bench.io import atomic_write_with
 
@@ -35,7 +36,7 @@ LINESTYLES = ("-", "--", ":", "-.")
 
 def _save(fig, path: Path) -> Path:
     """A 300-dpi PNG for slides and the README, and the same figure as a vector PDF for papers."""
-    atomic_write_with(path.with_suffix(".pdf"), lambda f: fig.savefig(f, format="pdf", bbox_inches="tight"))
+    save_pdf(fig, path.with_suffix(".pdf"), bbox_inches="tight")
     return atomic_write_with(path, lambda f: fig.savefig(f, format="png", dpi=PNG_DPI, bbox_inches="tight"))
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from attn_bench.commands.figures import save_pdf
 from attn_bench.io import atomic_write_with
 
 PNG_DPI = 300
@@ -56,7 +57,7 @@ def draw(raw: torch.Tensor, labels: torch.Tensor, names: list[str], rows: list[R
 
 def save(fig, stem: Path) -> list[Path]:
     png = atomic_write_with(stem.with_suffix(".png"), lambda f: fig.savefig(f, format="png", dpi=PNG_DPI))
-    pdf = atomic_write_with(stem.with_suffix(".pdf"), lambda f: fig.savefig(f, format="pdf"))
+    pdf = save_pdf(fig, stem.with_suffix(".pdf"))
     return [png, pdf]
 
 
