@@ -10,6 +10,8 @@ group). Every block is built into the backbone exactly as training builds it
 """
 from __future__ import annotations
 
+import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -27,7 +29,7 @@ from attn_bench.errors import check, check_number
 from attn_bench.io import atomic_write_json, atomic_write_text
 from attn_bench.metrics.cost import run_cost_metrics
 from attn_bench.metrics.latency import BusyDeviceWarning, TimingPlan, resolve_amp
-from attn_bench.models.labels import block_label
+from attn_bench.models.labels import backbone_label, block_label
 from attn_bench.tables import Column, Table, print_tables, to_csv, to_markdown
 
 CONFIG_NAME = "profile"
@@ -144,12 +146,23 @@ def caption(cfg: DictConfig, rows: list[dict[str, Any]]) -> str:
 
 
 def profile_table(cfg: DictConfig, rows: list[dict[str, Any]]) -> Table:
-    return Table(f"attn-bench profile: {cfg.model.backbone} @ {cfg.img_size} px", columns(rows), rows,
+    backbone = backbone_label(OmegaConf.to_container(cfg.model, resolve=True))
+    return Table(f"attn-bench profile: {backbone} @ {cfg.img_size} px", columns(rows), rows,
                  caption(cfg, rows))
 
 
+def output_dir(cfg: DictConfig) -> Path:
+    """``out_dir``, or a folder named after the backbone as configured (its timm arguments included) and the
+    image size: ``model=resnet18`` and ``model=resnet18_tiny`` never overwrite each other's tables."""
+    if cfg.out_dir is not None:
+        return Path(str(cfg.out_dir))
+    label = backbone_label(OmegaConf.to_container(cfg.model, resolve=True))
+    slug = re.sub(r"[^A-Za-z0-9.+-]+", "_", label).strip("_")
+    return Path(os.environ.get("ATTN_BENCH_OUTPUTS") or "outputs") / "profile" / f"{slug}_{cfg.img_size}px"
+
+
 def write_outputs(cfg: DictConfig, rows: list[dict[str, Any]]) -> Path:
-    out_dir, table = Path(cfg.out_dir), profile_table(cfg, rows)
+    out_dir, table = output_dir(cfg), profile_table(cfg, rows)
     fields = list(LEADING_CSV_COLUMNS) + [k for k in rows[0] if k not in LEADING_CSV_COLUMNS]
     atomic_write_text(out_dir / "profile.csv", to_csv(rows, fields))
     markdown = [f"# {table.title}", "", table.caption, "", *to_markdown(table)]

@@ -72,3 +72,16 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, args, message):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
     assert not (tmp_path / "out").exists()
+
+
+def test_two_models_of_one_backbone_never_share_an_output_folder(tmp_path, monkeypatch):
+    """model=resnet18 and model=resnet18_tiny (timm's resnet18 with other widths) were both written to
+    profile/resnet18_224px, the second overwriting the first's table."""
+    from attn_bench.commands.profile import output_dir
+    from attn_bench.config import compose
+
+    monkeypatch.setenv("ATTN_BENCH_OUTPUTS", str(tmp_path))
+    folders = {m: output_dir(compose("profile", [f"model={m}"])) for m in ("resnet18", "resnet18_tiny")}
+    assert folders["resnet18"] == tmp_path / "profile" / "resnet18_224px"
+    assert folders["resnet18_tiny"] == tmp_path / "profile" / "resnet18_channels_16_32_64_128_224px"
+    assert output_dir(compose("profile", [f"out_dir={tmp_path / 'mine'}"])) == tmp_path / "mine"

@@ -346,3 +346,14 @@ def test_a_seed_that_appears_twice_in_one_row_is_named(tmp_path, capsys):
     main(["report", str(tmp_path)])
     err = capsys.readouterr().err
     assert "synthetic" in err and "se: seed 0 appears in more than one run" in err
+
+
+def test_report_csv_carries_the_busy_flags_report_md_stars(tmp_path):
+    for seed in (0, 1):
+        completed(tmp_path / f"none{seed}", "none", seed, 70.0 + seed, latency_ms=251.0)
+        completed(tmp_path / f"se{seed}", "se", seed, 71.0 + seed, latency_ms=1689.0, busy=seed == 1)
+    assert main(["report", str(tmp_path)]) == 0
+    rows = {r["block"]: r for r in csv.DictReader((tmp_path / "report" / "report.csv").open())}
+    assert (rows["se"]["latency_ms"], rows["se"]["latency_busy"]) == ("1689.0", "True")
+    assert (rows["none"]["latency_ms"], rows["none"]["latency_busy"]) == ("251.0", "False")
+    assert rows["se"]["throughput_busy"] == "False"

@@ -323,3 +323,7 @@ def test_sk_off_resnext_is_labelled_not_a_published_network(caplog):
                              cost=None)
     values, _ = hparams(_compose_train(["model.attn=sk"]), record)
     assert values["attn_note"] == "not a published network"
+    record.cost = {"gmacs": 1.0, "latency_ms": 1689.0, "throughput_img_per_s": 10.0, "latency_busy": True}
+    values, results = hparams(_compose_train(["model.attn=sk"]), record)  # HParams flag a busy timing too
+    assert results["hparam/latency_ms"] == 1689.0 and values["latency_busy"] is True
+    assert values["throughput_busy"] is False

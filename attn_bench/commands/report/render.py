@@ -14,7 +14,8 @@ TITLE = "attn-bench report"
 DELTA_HEADERS = {"Δ top-1", "95% CI", "beyond seed noise?"}
 CSV_FIELDS = ("backbone", "dataset", "block", "n", "seeds", "top1_mean", "top1_std", "top5_mean", "top5_std",
               "delta_top1", "delta_ci_low", "delta_ci_high", "p_value", "p_holm", "welch_df", "beyond_seed_noise",
-              "params", "attn_params", "gmacs", "latency_ms", "throughput_img_per_s", "train_time_s", "epochs", "runs")
+              "params", "attn_params", "gmacs", "latency_ms", "latency_busy", "throughput_img_per_s", "throughput_busy",
+              "train_time_s", "epochs", "runs")
 
 
 def _mean_std(mean_key: str, std_key: str) -> Callable[[dict], str]:

@@ -95,4 +95,7 @@ def hparams(cfg: DictConfig, record: RunRecord) -> tuple[dict[str, Any], dict[st
     if record.cost:
         results.update({"hparam/gmacs": record.cost["gmacs"], "hparam/latency_ms": record.cost["latency_ms"],
                         "hparam/throughput_img_per_s": record.cost["throughput_img_per_s"]})
+        # a timing taken while the machine was busy says so next to it, as report.md's * does
+        values.update(latency_busy=bool(record.cost.get("latency_busy")),
+                      throughput_busy=bool(record.cost.get("throughput_busy")))
     return values, results
