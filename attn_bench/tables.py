@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -74,13 +75,20 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX.get(ch, ch) for ch in str(text))
 
 
+def _latex_cell(text: str) -> str:
+    """A cell for a paper: an empty value ("-") as "--", a negative number with a true minus sign."""
+    if text.strip() in ("", "-"):
+        return "--"
+    return re.sub(r"(?<![\w.])-(?=\d)", lambda m: "$-$", latex_escape(text))
+
+
 def to_latex(table: Table) -> str:
     """A booktabs ``tabular``, its caption as a comment above it."""
     align = "".join("l" if c.align == "left" else "r" for c in table.columns)
     lines = [f"% {latex_escape(table.title)}. {latex_escape(table.caption)}.", "% needs \\usepackage{booktabs}",
              f"\\begin{{tabular}}{{{align}}}", "\\toprule",
              " & ".join(latex_escape(c.header) for c in table.columns) + r" \\", "\\midrule"]
-    lines += [" & ".join(map(latex_escape, row)) + r" \\" for row in table.cells()]
+    lines += [" & ".join(map(_latex_cell, row)) + r" \\" for row in table.cells()]
     return "\n".join(lines + ["\\bottomrule", "\\end{tabular}"]) + "\n"
 
 

@@ -3,6 +3,7 @@ on failed, running or missing runs."""
 import csv
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -120,7 +121,8 @@ def test_report_writes_every_file_and_lists_failures(sweep, capsys):
 
     tex = (out_dir / "report.tex").read_text()
     assert r"\begin{tabular}" in tex and r"81.00 $\pm$ 1.41" in tex and r"top-1 (\%)" in tex and "±" not in tex
-    assert r"\caption{resnet18" in tex and r"\label{tab:attn-bench}" in tex and tex.rstrip().endswith(r"\end{table}")
+    assert r"\caption{resnet18" in tex and tex.rstrip().endswith(r"\end{table}")
+    assert re.search(r"\\label\{tab:attn-bench-sweep-[0-9a-f]{6}\}", tex)  # the sweep's own label
     # compact: block, params, GMACs, top-1, delta (* = beyond seed noise after Holm), adjusted p
     assert r"se & 0.70 & 0.041 & 81.00 $\pm$ 1.41 & +10.00* & 0.0388 \\" in tex
     assert r"eca & 0.70 & 0.040 & 72.00 $\pm$ 1.41 & +1.00 & 0.553 \\" in tex
@@ -357,3 +359,34 @@ def test_report_csv_carries_the_busy_flags_report_md_stars(tmp_path):
     assert (rows["se"]["latency_ms"], rows["se"]["latency_busy"]) == ("1689.0", "True")
     assert (rows["none"]["latency_ms"], rows["none"]["latency_busy"]) == ("251.0", "False")
     assert rows["se"]["throughput_busy"] == "False"
+
+
+def test_latex_tables_of_two_reports_never_share_a_label_and_print_minus_signs_and_empty_cells(tmp_path):
+    for sweep, top1s in (("a", (70.0, 72.0)), ("b", (70.0, 72.0))):
+        for seed, top1 in enumerate(top1s):
+            completed(tmp_path / sweep / f"none{seed}", "none", seed, top1)
+            completed(tmp_path / sweep / f"se{seed}", "se", seed, top1 - 3.0)  # SE worse: a negative delta
+        completed(tmp_path / sweep / "ca0", "ca", 0, 69.0)  # one seed: no adjusted p
+        assert main(["report", str(tmp_path / sweep)]) == 0
+    texts = [(tmp_path / s / "report" / "report.tex").read_text() for s in ("a", "b")]
+    labels = [re.search(r"\\label\{([^}]*)\}", t).group(1) for t in texts]
+    assert labels[0] != labels[1] and all(label.startswith("tab:attn-bench-") for label in labels)
+    se = next(line for line in texts[0].splitlines() if line.startswith("se &"))
+    assert "$-$3.00" in se and " -3.00" not in se  # a true minus sign, not a hyphen
+    ca = next(line for line in texts[0].splitlines() if line.startswith("ca &"))
+    assert ca.rstrip(" \\").endswith("--")  # an empty cell, not a stray hyphen
+
+
+def test_report_tex_compiles_where_a_latex_is_installed(sweep, tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("pdflatex") is None:
+        pytest.skip("no pdflatex on this machine: report.tex is checked as text above, not compiled")
+    assert main(["report", str(sweep), "--out", str(tmp_path / "out")]) == 0
+    doc = tmp_path / "paper.tex"
+    doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\\input{out/report.tex}"
+                   "\\end{document}\n")
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:]

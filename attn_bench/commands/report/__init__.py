@@ -21,7 +21,7 @@ from rich.markup import escape
 from attn_bench.attention import BASELINE
 from attn_bench.commands.report.collect import Problem, collect_runs, load_run, run_dirs
 from attn_bench.commands.report.render import (
-    CSV_FIELDS, csv_record, latex_document, markdown_document, problems_table, results_table,
+    CSV_FIELDS, csv_record, latex_document, latex_label, markdown_document, problems_table, results_table,
 )
 from attn_bench.commands.report.rows import build_rows, drop_busy_timings, group_of, pooling_warnings, varying_keys
 from attn_bench.errors import ConfigError, check
@@ -85,6 +85,6 @@ def main(argv: list[str]) -> int:
     plots = write_plots(rows, varying_keys(rows) if rows else [], out_dir)
     atomic_write_text(out_dir / "report.md", markdown_document(rows, problems, baseline, plots or []))
     atomic_write_text(out_dir / "report.csv", to_csv(map(csv_record, rows), CSV_FIELDS))
-    atomic_write_text(out_dir / "report.tex", latex_document(rows, baseline))
+    atomic_write_text(out_dir / "report.tex", latex_document(rows, baseline, latex_label(args.dirs)))
     err.print(escape(f"written to {out_dir}/report.{{md,csv,tex}}") + (f" and {len(plots)} plots" if plots else ""))
     return 0

@@ -1,7 +1,9 @@
 """The report's rows as tables (:mod:`attn_bench.tables`): terminal, report.md, report.csv, report.tex."""
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -133,7 +135,15 @@ def paper_table(rows: list[dict[str, Any]]) -> Table:
     return Table(TITLE, [c for c in cols if with_delta or c.header not in {"Δ top-1", "adj. p"}], rows)
 
 
-def latex_document(rows: list[dict[str, Any]], baseline: str) -> str:
+def latex_label(dirs: list[Path]) -> str:
+    """``tab:attn-bench-<first folder's name>-<hash of every folder>``: two reports' tables in one paper
+    never share a label, and the same report always gets the same one."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", dirs[0].resolve().name).strip("-")[:40] or "runs"
+    digest = hashlib.sha1("\n".join(str(d.resolve()) for d in dirs).encode()).hexdigest()[:6]
+    return f"tab:attn-bench-{slug}-{digest}"
+
+
+def latex_document(rows: list[dict[str, Any]], baseline: str, label: str) -> str:
     """A booktabs ``table`` with caption and label and the compact columns of :func:`paper_table`."""
     if not rows:
         return f"% {TITLE}: no completed runs\n"
@@ -143,7 +153,7 @@ def latex_document(rows: list[dict[str, Any]], baseline: str) -> str:
                     r"blocks; * = beyond seed noise (adj.\ p $<$ 0.05)")
     tabular = to_latex(paper_table(rows)).split("\n", 2)[2]  # without the two comment lines
     return ("% needs \\usepackage{booktabs}; every column is in report.csv\n\\begin{table}[t]\n\\centering\n"
-            f"\\caption{{{caption}}}\n\\label{{tab:attn-bench}}\n{tabular}\\end{{table}}\n")
+            f"\\caption{{{caption}}}\n\\label{{{label}}}\n{tabular}\\end{{table}}\n")
 
 
 def csv_record(row: dict[str, Any]) -> dict[str, Any]:
