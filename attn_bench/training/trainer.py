@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from timm.utils import dispatch_clip_grad
 from torch import nn
 
 from attn_bench.precision import Precision
@@ -162,6 +163,9 @@ class Trainer:
             loss = self.criterion(logits, target)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if self.cfg.clip_grad is not None:  # on the true gradients: unscaled first (fp16), as timm's train.py does
+            self.scaler.unscale_(self.optimizer)
+            dispatch_clip_grad(self.model.parameters(), value=float(self.cfg.clip_grad), mode=self.cfg.clip_mode)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         state.step += 1

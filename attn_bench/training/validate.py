@@ -31,6 +31,9 @@ def _check_types(t: DictConfig) -> None:
         require(isinstance(t.ema[key], bool), f"trainer.ema.{key} must be true or false, got {t.ema[key]!r}")
 
 
+CLIP_MODES = ("norm", "value", "agc")  # timm's dispatch_clip_grad
+
+
 def mixup_on(t: DictConfig) -> bool:
     return t.mixup.mixup_alpha > 0 or t.mixup.cutmix_alpha > 0
 
@@ -56,6 +59,10 @@ def check(t: DictConfig) -> None:
     require(t.optimizer.lr > 0, f"trainer.optimizer.lr must be positive, got {t.optimizer.lr}")
     require(t.optimizer.weight_decay >= 0, f"trainer.optimizer.weight_decay must be >= 0, got {t.optimizer.weight_decay}")
     require(0 <= t.label_smoothing < 1, f"trainer.label_smoothing must be in [0, 1), got {t.label_smoothing}")
+    if t.clip_grad is not None:
+        check_number(t.clip_grad, "trainer.clip_grad")
+        require(t.clip_grad > 0, f"trainer.clip_grad must be positive (null = no clipping), got {t.clip_grad}")
+    _choice(t.clip_mode, CLIP_MODES, "trainer.clip_mode")
     require(t.scheduler.warmup_epochs >= 0, f"trainer.scheduler.warmup_epochs must be >= 0, got {t.scheduler.warmup_epochs}")
     require(t.log_every_steps > 0, f"trainer.log_every_steps must be positive, got {t.log_every_steps}")
     require(t.checkpoint_every_steps >= 0, f"trainer.checkpoint_every_steps must be >= 0, got {t.checkpoint_every_steps}")

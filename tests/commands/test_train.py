@@ -328,3 +328,39 @@ def test_hparams_record_the_resolved_placement_not_the_config_values():
     record.placement = build_model("resnet18", "gam", placement="paper").attn_bench_placement
     values, _ = hparams(cfg, record)
     assert values["attn_args"] == "{'rd_ratio': 0.0625}" and "attn_stage_args" not in values
+
+
+@pytest.mark.parametrize("mode, limit", [("norm", 0.05), ("value", 1e-3)])
+def test_gradient_clipping_holds_at_every_update(mode, limit, compose_train, tmp_path, monkeypatch):
+    """trainer.clip_grad / clip_mode (timm's dispatch_clip_grad): at each optimizer step the gradients
+    the update uses have total norm <= clip_grad (norm) or every entry within +-clip_grad (value), where
+    unclipped they exceed it; recorded in the run's config and HParams."""
+    from attn_bench.commands.train.records import hparams
+
+    seen = {"clipped": [], "free": []}
+    original = torch.amp.GradScaler.step
+
+    def measured(self, optimizer, *args, **kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        size = (torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) if mode == "norm"
+                else max(g.abs().max() for g in grads))
+        seen[current].append(size.item())
+        return original(self, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(torch.amp.GradScaler, "step", measured)
+    small = ["data.train_size=100", "data.test_size=50", "trainer.epochs=1", "trainer.batch_size=50",
+             "trainer.progress=false", "measure_cost=false"]
+    current = "free"
+    run_training(compose_train(small), tmp_path / "free")
+    current = "clipped"
+    metrics = run_training(compose_train(small + [f"trainer.clip_grad={limit}", f"trainer.clip_mode={mode}"]),
+                           tmp_path / "clipped")
+    assert len(seen["clipped"]) == 2 and min(seen["free"]) > limit  # clipping had something to do
+    assert max(seen["clipped"]) <= limit * (1 + 1e-5)
+    assert metrics["config"]["trainer"]["clip_grad"] == limit and metrics["config"]["trainer"]["clip_mode"] == mode
+    from types import SimpleNamespace
+
+    record = SimpleNamespace(placement=None, block=None, final={"top1": 1.0, "top5": 1.0}, best={"top1": 1.0},
+                             params=1, train_img_per_s=1.0, peak_memory_mb=1.0, final_ema=None, cost=None)
+    values, _ = hparams(compose_train(small + [f"trainer.clip_grad={limit}", f"trainer.clip_mode={mode}"]), record)
+    assert (values["clip_grad"], values["clip_mode"]) == (limit, mode)

@@ -20,6 +20,7 @@ HPARAM_KEYS = {  # every setting that tells two runs of a sweep apart
     "img_size": "data.img_size", "dataset": "data.name", "epochs": "trainer.epochs",
     "batch_size": "trainer.batch_size", "optimizer": "trainer.optimizer.name", "lr": "trainer.optimizer.lr",
     "weight_decay": "trainer.optimizer.weight_decay", "precision": "trainer.precision", "ema": "trainer.ema.enabled", "ema_decay": "trainer.ema.decay", "seed": "seed",
+    "label_smoothing": "trainer.label_smoothing", "clip_grad": "trainer.clip_grad", "clip_mode": "trainer.clip_mode",
 }
 
 
