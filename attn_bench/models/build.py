@@ -81,8 +81,17 @@ def model_from_config(model_cfg: DictConfig, num_classes: int, img_size: int) ->
         attn_args=_container(m.attn_args) or None,
         attn_stages=None if m.attn_stages is None else list(m.attn_stages),
         attn_position=m.attn_position, attn_site=m.attn_site, placement=m.placement,
-        timm_kwargs=_container(m.timm_kwargs) or None,
+        timm_kwargs=_timm_kwargs(m) or None,
     )
+
+
+def _timm_kwargs(model_cfg: DictConfig) -> dict[str, Any]:
+    """``model.timm_kwargs`` with ``model.drop_path_rate`` among them (given only when on: 0 builds the same net)."""
+    kwargs = dict(_container(model_cfg.timm_kwargs) or {})
+    rate = model_cfg.get("drop_path_rate") or 0.0
+    if rate:
+        kwargs["drop_path_rate"] = float(rate)
+    return kwargs
 
 
 def _check_pretrained(model_cfg: DictConfig) -> None:
@@ -91,6 +100,14 @@ def _check_pretrained(model_cfg: DictConfig) -> None:
     require(not (pretrained and path), "give one of model.pretrained and model.pretrained_file, not both")
     require(path is None or Path(str(path)).expanduser().is_file(),
             f"model.pretrained_file: '{path}' does not exist (a .pth or .safetensors state dict of {model_cfg.backbone})")
+
+
+def _check_drop_path(model_cfg: DictConfig) -> None:
+    rate = model_cfg.get("drop_path_rate", 0.0)
+    require(isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 <= rate < 1,
+            f"model.drop_path_rate must be a number in [0, 1), got {rate!r}")
+    require(not (rate and "drop_path_rate" in (model_cfg.timm_kwargs or {})),
+            "give one of model.drop_path_rate and model.timm_kwargs.drop_path_rate, not both")
 
 
 def _without_block(model_cfg: DictConfig) -> DictConfig:
@@ -114,6 +131,7 @@ def check(model_cfg: DictConfig, num_classes: int, img_size: int) -> dict[str, A
     require(isinstance(img_size, int) and not isinstance(img_size, bool) and img_size >= 1,
             f"img_size={img_size!r} must be a positive integer")
     _check_pretrained(model_cfg)
+    _check_drop_path(model_cfg)
     # A user's block (file, module, plug-in) may not run, or even construct, on the meta device:
     # the backbone and placement are checked without it, the block on real tensors below.
     own_block = not is_builtin(str(model_cfg.attn))

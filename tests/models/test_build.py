@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import timm
@@ -297,3 +298,31 @@ def test_a_timm_argument_that_changes_nothing_is_an_error():
     plain = build_model("resnet18", timm_kwargs={"channels": [16, 32, 64, 128]})
     deep = build_model("resnet18", timm_kwargs={"channels": [16, 32, 64, 128], "stem_width": 16, "stem_type": "deep"})
     assert count_params(deep)["params"] != count_params(plain)["params"]  # with a deep stem it takes effect
+
+
+def test_drop_path_rate_is_timms_stochastic_depth_and_a_named_key(compose_train):
+    """model.drop_path_rate reaches timm: ResNet-18's DropPath rates rise linearly to it in the last block
+    (the first block has none); in train mode two passes differ, in eval mode they are equal; bad values
+    and a second spelling are one line."""
+    import torch
+
+    from attn_bench.errors import ConfigError
+    from attn_bench.models import check, model_from_config
+
+    cfg = compose_train(["model.drop_path_rate=0.1"])
+    torch.manual_seed(0)
+    model = model_from_config(cfg.model, 10, 32)
+    rates = [m.drop_prob for m in model.modules() if type(m).__name__ == "DropPath"]
+    assert len(rates) == 7 and rates == sorted(rates) and abs(rates[-1] - 0.1) < 1e-12
+    rough = model_from_config(compose_train(["model.drop_path_rate=0.5"]).model, 10, 32)
+    for bn in (m for m in rough.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        torch.nn.init.ones_(bn.weight)  # timm zero-initialises each branch's last BN: nothing to drop at init
+    x = torch.randn(16, 3, 32, 32)
+    assert not torch.equal(rough.train()(x), rough(x)) and torch.equal(rough.eval()(x), rough(x))
+    plain = model_from_config(compose_train([]).model, 10, 32)
+    assert not [m for m in plain.modules() if type(m).__name__ == "DropPath"]
+    for bad, words in (("model.drop_path_rate=1.0", "must be a number in [0, 1)"),
+                       ("+model.timm_kwargs.drop_path_rate=0.1", "not both")):
+        overrides = [bad] + (["model.drop_path_rate=0.1"] if "timm_kwargs" in bad else [])
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            check(compose_train(overrides).model, 10, 32)

@@ -21,6 +21,7 @@ HPARAM_KEYS = {  # every setting that tells two runs of a sweep apart
     "batch_size": "trainer.batch_size", "optimizer": "trainer.optimizer.name", "lr": "trainer.optimizer.lr",
     "weight_decay": "trainer.optimizer.weight_decay", "precision": "trainer.precision", "ema": "trainer.ema.enabled", "ema_decay": "trainer.ema.decay", "seed": "seed",
     "label_smoothing": "trainer.label_smoothing", "clip_grad": "trainer.clip_grad", "clip_mode": "trainer.clip_mode",
+    "drop_path_rate": "model.drop_path_rate",
 }
 
 
