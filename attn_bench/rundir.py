@@ -76,8 +76,14 @@ class Difference:
         return f"run directory '{run_dir}' holds a run {self.what}; nothing was changed there. {self.remedy}"
 
 
+# Keys added after runs were recorded without them, with the value that reproduces what those runs did:
+# a record that lacks one is read as having it (else every older result would look like another config).
+ADDED_KEYS = {"model.drop_path_rate": 0.0, "trainer.clip_grad": None, "trainer.clip_mode": "norm"}
+
+
 def _config_difference(old: dict[str, Any], new: dict[str, Any]) -> Difference | None:
     old, new = _comparable(OmegaConf.create(old)), _comparable(OmegaConf.create(new))
+    old = {**{k: v for k, v in ADDED_KEYS.items() if k not in old and k in new}, **old}
     diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if not diff:
         return None

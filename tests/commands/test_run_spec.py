@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from attn_bench.cli import main
 from attn_bench.commands.train import run_training
@@ -288,3 +289,19 @@ def test_repeated_stages_and_repeated_sweep_jobs_are_refused(compose_train):
     with pytest.raises(ConfigError, match="the sweep lists the same job twice .seed=0."):
         check_jobs_differ([["seed=0"], ["seed=0"]])
     check_jobs_differ([["seed=0"], ["seed=1"]])
+
+
+def test_a_run_recorded_before_a_key_existed_is_the_same_run_with_its_default(compose_train, tmp_path):
+    """model.drop_path_rate and trainer.clip_grad / clip_mode came later: a finished run's config without
+    them is the run today's defaults describe (its rerun is skipped, not refused); another value differs."""
+    from attn_bench.rundir import ADDED_KEYS, spec_difference
+
+    cfg = compose_train(TINY)
+    today = OmegaConf.to_container(cfg, resolve=True)
+    older = json.loads(json.dumps(today))
+    del older["model"]["drop_path_rate"], older["trainer"]["clip_grad"], older["trainer"]["clip_mode"]
+    assert set(ADDED_KEYS) == {"model.drop_path_rate", "trainer.clip_grad", "trainer.clip_mode"}
+    assert spec_difference({"config": older}, {"config": today}) is None
+    changed = OmegaConf.to_container(compose_train(TINY + ["model.drop_path_rate=0.1"]), resolve=True)
+    found = spec_difference({"config": older}, {"config": changed})
+    assert found is not None and "model.drop_path_rate: 0.0 -> 0.1" in found.what
