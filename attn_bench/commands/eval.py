@@ -35,6 +35,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--ckpt", choices=list(CHECKPOINTS), default=None,
                         help="which checkpoint of the run (default: last; ignored when a file is given)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--ema", action="store_true",
+                        help="evaluate the checkpoint's EMA weights (a run with trainer.ema.enabled=true)")
     parser.add_argument("--trust-block", action="store_true",
                         help="use the run's own block as its file is now, where it differs from the recorded source")
     return parser.parse_intermixed_args(argv)
@@ -89,7 +91,7 @@ def _unfinished(run_dir: Path, checkpoint: dict) -> str:
 
 
 def evaluate_run(target: Path, overrides: list[str] = (), ckpt: str | None = None,
-                 device: str = "auto", trust_block: bool = False) -> tuple[dict, Path]:
+                 device: str = "auto", trust_block: bool = False, ema: bool = False) -> tuple[dict, Path]:
     """(the evaluation's record, the JSON file written)."""
     import torch
 
@@ -108,7 +110,7 @@ def evaluate_run(target: Path, overrides: list[str] = (), ckpt: str | None = Non
     precision = resolve_precision(run_cfg.trainer.precision, dev)
     channels_last = bool(run_cfg.trainer.channels_last)
     model, checkpoint = load_run_model(run_dir, run_cfg.model, int(run_cfg.data.num_classes),
-                                       int(run_cfg.data.img_size), path, trust_block)
+                                       int(run_cfg.data.img_size), path, trust_block, ema)
     model = model.to(dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -121,9 +123,10 @@ def evaluate_run(target: Path, overrides: list[str] = (), ckpt: str | None = Non
         "dataset": str(data.name), "split": split, "data": OmegaConf.to_container(data, resolve=True),
         "device": str(dev), "precision": str(run_cfg.trainer.precision),
         "top1": stats["eval_top1"], "top5": stats["eval_top5"], "loss": stats["eval_loss"],
-        "images": stats["eval_images"], "finished": not unfinished,
+        "images": stats["eval_images"], "finished": not unfinished, "weights": "ema" if ema else "raw",
     }
     suffix = "" if path.name == CHECKPOINTS["last"] else f"_{path.stem}"  # best.pt: eval_<data>_<split>_best.json
+    suffix += "_ema" if ema else ""
     out = run_dir / f"eval_{data.name}_{split}{suffix}{unfinished}.json"
     atomic_write_json(out, record)
     return record, out
@@ -134,7 +137,7 @@ def main(argv: list[str]) -> int:
     from rich.table import Table
 
     args = _parse(argv)
-    record, out = evaluate_run(args.target, args.overrides, args.ckpt, args.device, args.trust_block)
+    record, out = evaluate_run(args.target, args.overrides, args.ckpt, args.device, args.trust_block, args.ema)
     if not record["finished"]:
         print(f"attn-bench eval: {record['run_dir']} is not a finished run (its checkpoint is from epoch "
               f"{record['epoch']}): this evaluates an unfinished network, written as {out.name}", file=sys.stderr)

@@ -41,12 +41,17 @@ def copy_checkpoint(source: Path, target: Path) -> None:
         atomic_write_with(target, lambda dst: shutil.copyfileobj(src, dst))
 
 
-def load_weights(model: torch.nn.Module, path: Path) -> dict[str, Any]:
-    """Give ``model`` the weights of the checkpoint at ``path`` (or one line saying why not); returns
-    the checkpoint, read once, for its other fields (epoch, step)."""
+def load_weights(model: torch.nn.Module, path: Path, ema: bool = False) -> dict[str, Any]:
+    """Give ``model`` the weights of the checkpoint at ``path`` (``ema``: the EMA weights it holds), or one
+    line saying why not; returns the checkpoint, read once, for its other fields (epoch, step)."""
     checkpoint = load_checkpoint(path)
+    if ema and "ema" not in checkpoint:
+        raise ConfigError(f"{path}: holds no EMA weights (the run trained with trainer.ema.enabled=false); "
+                          f"evaluate it without --ema")
+    weights = ({k.removeprefix("module."): v for k, v in checkpoint["ema"].items()} if ema  # timm's ModelEmaV3
+               else checkpoint["model"])
     try:
-        model.load_state_dict(checkpoint["model"])
+        model.load_state_dict(weights)
     except RuntimeError as err:
         lines = str(err).splitlines()
         raise ConfigError(f"{path}: does not match the run's config "
@@ -102,7 +107,8 @@ def _naming(model_cfg, attn: str):
     return named
 
 
-def load_run_model(run_dir: Path, model_cfg, num_classes: int, img_size: int, path: Path, trust_block: bool = False):
+def load_run_model(run_dir: Path, model_cfg, num_classes: int, img_size: int, path: Path, trust_block: bool = False,
+                   ema: bool = False):
     """(model, checkpoint): the network the run in ``run_dir`` trained (its block from the recorded source,
     its placement as recorded, should this attn-bench now build its config otherwise), with the weights
     of the checkpoint at ``path``."""
@@ -111,7 +117,7 @@ def load_run_model(run_dir: Path, model_cfg, num_classes: int, img_size: int, pa
     with vouched:
         model = model_as_recorded(model_cfg, num_classes, img_size, recorded)
     check_same_placement(run_dir, recorded, model.attn_bench_placement)
-    return model, load_weights(model, path)
+    return model, load_weights(model, path, ema)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

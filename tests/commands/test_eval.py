@@ -83,3 +83,21 @@ def test_a_run_whose_preset_changed_since_is_evaluated_as_it_was_built(runs, tmp
     assert main(["eval", str(run)]) == 2  # a record no explicit setting rebuilds: refused, naming the difference
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "built otherwise than this attn-bench builds the same config" in err[0]
+
+
+def test_eval_ema_scores_the_ema_weights_exactly_as_training_did(runs, tmp_path, capsys):
+    """--ema: the checkpoint's EMA weights, the run's own final_ema top-1 to the last digit, in a file of its
+    own; a run without EMA weights is one line."""
+    overrides = TINY_TRAIN + ["trainer.epochs=1", "data.train_size=200", "data.test_size=100",
+                              "trainer.ema.enabled=true", "trainer.ema.decay=0.9", "measure_cost=false"]
+    metrics = run_training(_compose_train(overrides), tmp_path / "ema")
+    assert main(["eval", str(tmp_path / "ema"), "--ema"]) == 0
+    (written,) = (tmp_path / "ema").glob("eval_*_ema.json")
+    record = json.loads(written.read_text())
+    assert record["weights"] == "ema" and record["top1"] == metrics["final_ema"]["top1"]
+    assert record["loss"] == pytest.approx(metrics["final_ema"]["loss"], rel=1e-9)
+    assert metrics["final_ema"]["loss"] != metrics["final"]["loss"]  # and not the raw weights' score
+    capsys.readouterr()
+    assert main(["eval", str(runs / "none"), "--ema"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds no EMA weights" in err[0]
