@@ -113,11 +113,26 @@ def add_deltas(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for key in DELTA_KEYS:
             row[f"delta_{key}"] = row[key] - base[key]
             row[f"delta_{key}_pct"] = 100 * (row[key] - base[key]) / base[key] if base[key] else float("nan")
+        for key, timing in TIMED.items():  # a timing difference inside the runs' own spread is not a difference
+            row[f"delta_{key}_within_noise"] = _spreads_overlap(row, base, timing)
     return rows
 
 
+TIMED = {"latency_ms": "latency", "throughput_img_per_s": "throughput"}  # delta key -> its timing fields' prefix
+
+
+def _spreads_overlap(row: dict[str, Any], base: dict[str, Any], timing: str) -> bool:
+    """The two rows' 10th-90th percentile ranges of the timed passes overlap: the medians' difference
+    is within what repeated passes of one model already vary by."""
+    return (row[f"{timing}_p10_ms"] <= base[f"{timing}_p90_ms"]) and (base[f"{timing}_p10_ms"] <= row[f"{timing}_p90_ms"])
+
+
 def _delta(key: str, scale: float, digits: int) -> Callable[[dict], str]:
-    return lambda r: f"{r[f'delta_{key}'] / scale:+.{digits}f} ({r[f'delta_{key}_pct']:+.1f}%)"
+    def fmt(r: dict) -> str:
+        if r.get(f"delta_{key}_within_noise"):
+            return "within noise"
+        return f"{r[f'delta_{key}'] / scale:+.{digits}f} ({r[f'delta_{key}_pct']:+.1f}%)"
+    return fmt
 
 
 def columns(rows: list[dict[str, Any]]) -> list[Column]:
@@ -142,6 +157,9 @@ def caption(cfg: DictConfig, rows: list[dict[str, Any]]) -> str:
             f"torch {r['torch_version']}; latency = median of batch-1 passes")
     if any(row["latency_busy"] or row["throughput_busy"] for row in rows):
         text += "; * = device busy while timing (wide spread or other processes on the CPU): compare with care"
+    if any(row.get(f"delta_{key}_within_noise") for row in rows for key in TIMED):
+        text += ("; within noise = the two models' 10th-90th percentile pass times overlap (the CSV keeps the "
+                 "medians' difference)")
     return text
 
 

@@ -85,3 +85,19 @@ def test_two_models_of_one_backbone_never_share_an_output_folder(tmp_path, monke
     assert folders["resnet18"] == tmp_path / "profile" / "resnet18_224px"
     assert folders["resnet18_tiny"] == tmp_path / "profile" / "resnet18_channels_16_32_64_128_224px"
     assert output_dir(compose("profile", [f"out_dir={tmp_path / 'mine'}"])) == tmp_path / "mine"
+
+
+def test_a_timing_difference_inside_the_passes_own_spread_is_shown_as_noise():
+    """-75 % / +289 % from two overlapping spreads is noise, said as such; a real gap keeps its number."""
+    from attn_bench.commands.profile import _delta, add_deltas
+
+    def row(block, median, p10, p90):
+        return {"block": block, "params": 1, "macs": 1, "flops": 1, "latency_ms": median, "latency_p10_ms": p10,
+                "latency_p90_ms": p90, "throughput_img_per_s": 100.0, "throughput_p10_ms": 9.0,
+                "throughput_p90_ms": 11.0}
+
+    rows = add_deltas([row("none", 4.0, 1.0, 20.0), row("se", 1.0, 0.9, 5.0), row("gam", 40.0, 35.0, 45.0)])
+    shown = {r["block"]: _delta("latency_ms", 1, 1)(r) for r in rows}
+    assert shown["se"] == "within noise" and rows[1]["delta_latency_ms_pct"] == -75.0  # the CSV keeps the number
+    assert shown["gam"] == "+36.0 (+900.0%)" and rows[2]["delta_latency_ms_within_noise"] is False
+    assert all(r["delta_throughput_img_per_s_within_noise"] for r in rows)  # identical spreads
