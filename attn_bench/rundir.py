@@ -15,6 +15,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from attn_bench.config import flatten
 from attn_bench.errors import ConfigError
 from attn_bench.io import atomic_write_json, atomic_write_text, read_json
 
+OUTPUTS_ENV = "ATTN_BENCH_OUTPUTS"  # where runs, sweeps and profiles land (configs/hydra/default.yaml: the same)
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
 LAST_CKPT = "last.pt"
@@ -191,6 +193,11 @@ def _read_json_or_none(run_dir: Path, name: str) -> Any:
         return read_json(run_dir / name)
     except (OSError, ValueError):
         return None
+
+
+def outputs_root() -> Path:
+    """``$ATTN_BENCH_OUTPUTS``, or ``outputs`` in the working directory."""
+    return Path(os.environ.get(OUTPUTS_ENV) or "outputs")
 
 
 def check_same_run(run_dir: Path, spec: dict[str, Any]) -> None:

@@ -31,11 +31,11 @@ Deviation, learning rate: the localisation network trains at ``loc_lr_mult`` (0.
 network's learning rate: the block's ``lr_scale``, which attn-bench's optimiser turns into a parameter
 group with timm's ``lr_scale`` (every scheduler step multiplies it in), so the ratio holds for SGD and
 AdamW alike (tested; a gradient scaling, as before, is undone by Adam's normalisation: measured update
-ratio 1.0 instead of 0.01). Weight decay follows the group's rate, as in any parameter group. At the host's rate the regression runs away:
-measured here (2-core CPU, default synthetic task, resnet18_tiny, 2000 images, 4 epochs, lr 0.1, SGD)
-the transform's bias reached a 3.5x zoom and top-1 ended at 20.6 %; with 0.01, 58.0 %.
-``loc_lr_mult=1`` is the plain module. In a training loop of your own, give the block's parameters
-``lr x lr_scale``.
+ratio 1.0 instead of 0.01). Weight decay follows the group's rate, as in any parameter group. At the
+host's rate the regression runs away: measured here (2-core CPU, default synthetic task,
+resnet18_tiny, 2000 images, 4 epochs, lr 0.1, SGD) the transform's bias reached a 3.5x zoom and
+top-1 ended at 20.6 %; with 0.01, 58.0 %. ``loc_lr_mult=1`` is the plain module. In a training loop
+of your own, give the block's parameters ``lr x lr_scale``.
 
 Deviations, shape: the adaptive average pool before the fully connected layer (so that one module fits
 any input size; the paper's localisation nets are sized to their task's fixed input), 'same'
@@ -69,8 +69,7 @@ class SpatialTransformer(nn.Module):
                  loc_lr_mult: float = 0.01):
         super().__init__()
         channels = check_channels(_NAME, channels)
-        self.loc_lr_mult = check_positive(_NAME, "loc_lr_mult", loc_lr_mult)
-        self.lr_scale = self.loc_lr_mult  # the optimiser's parameter group for this block (module docstring)
+        self.lr_scale = check_positive(_NAME, "loc_lr_mult", loc_lr_mult)  # the optimiser's group (docstring)
         width = check_positive_int(_NAME, "loc_channels", loc_channels)
         hidden = check_positive_int(_NAME, "loc_hidden", loc_hidden)
         pool = check_positive_int(_NAME, "pool_size", pool_size)

@@ -10,7 +10,6 @@ group). Every block is built into the backbone exactly as training builds it
 """
 from __future__ import annotations
 
-import os
 import re
 import time
 import warnings
@@ -30,6 +29,7 @@ from attn_bench.io import atomic_write_json, atomic_write_text
 from attn_bench.metrics.cost import run_cost_metrics
 from attn_bench.metrics.latency import BusyDeviceWarning, TimingPlan, resolve_amp
 from attn_bench.models.labels import backbone_label, block_label
+from attn_bench.rundir import outputs_root
 from attn_bench.tables import Column, Table, print_tables, to_csv, to_markdown
 
 CONFIG_NAME = "profile"
@@ -163,9 +163,13 @@ def caption(cfg: DictConfig, rows: list[dict[str, Any]]) -> str:
     return text
 
 
+def _backbone(cfg: DictConfig) -> str:
+    """The backbone as configured, timm arguments included (``resnet18 (channels=[16, 32, 64, 128])``)."""
+    return backbone_label(OmegaConf.to_container(cfg.model, resolve=True))
+
+
 def profile_table(cfg: DictConfig, rows: list[dict[str, Any]]) -> Table:
-    backbone = backbone_label(OmegaConf.to_container(cfg.model, resolve=True))
-    return Table(f"attn-bench profile: {backbone} @ {cfg.img_size} px", columns(rows), rows,
+    return Table(f"attn-bench profile: {_backbone(cfg)} @ {cfg.img_size} px", columns(rows), rows,
                  caption(cfg, rows))
 
 
@@ -174,9 +178,8 @@ def output_dir(cfg: DictConfig) -> Path:
     image size: ``model=resnet18`` and ``model=resnet18_tiny`` never overwrite each other's tables."""
     if cfg.out_dir is not None:
         return Path(str(cfg.out_dir))
-    label = backbone_label(OmegaConf.to_container(cfg.model, resolve=True))
-    slug = re.sub(r"[^A-Za-z0-9.+-]+", "_", label).strip("_")
-    return Path(os.environ.get("ATTN_BENCH_OUTPUTS") or "outputs") / "profile" / f"{slug}_{cfg.img_size}px"
+    slug = re.sub(r"[^A-Za-z0-9.+-]+", "_", _backbone(cfg)).strip("_")
+    return outputs_root() / "profile" / f"{slug}_{cfg.img_size}px"
 
 
 def write_outputs(cfg: DictConfig, rows: list[dict[str, Any]]) -> Path:

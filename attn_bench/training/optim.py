@@ -9,7 +9,7 @@ schedulers multiply into every learning rate they set, so the ratio holds under 
 from __future__ import annotations
 
 from omegaconf import DictConfig
-from timm.optim import create_optimizer_v2
+from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler, MultiStepLRScheduler, PolyLRScheduler, TanhLRScheduler
 from timm.scheduler.scheduler import Scheduler
 from torch import nn
@@ -32,14 +32,17 @@ def _lr_scales(model: nn.Module) -> dict[int, float]:
 
 
 def _param_groups(model: nn.Module, weight_decay: float, skip_norm_and_bias: bool, scales: dict[int, float]):
-    """timm's weight-decay split (no decay for 1-D parameters and biases), crossed with the blocks' lr scales."""
-    groups: dict[tuple[bool, float], list] = {}
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            decay = not (skip_norm_and_bias and (param.ndim <= 1 or name.endswith(".bias")))
-            groups.setdefault((decay, scales.get(id(param), 1.0)), []).append(param)
-    return [{"params": params, "weight_decay": weight_decay if decay else 0.0,
-             **({"lr_scale": scale} if scale != 1.0 else {})} for (decay, scale), params in groups.items()]
+    """timm's own weight-decay groups (as create_optimizer_v2 makes them), each split by the blocks' lr scales."""
+    groups = param_groups_weight_decay(model, weight_decay, weight_decay_exclude_1d=skip_norm_and_bias,
+                                       no_weight_decay_list=getattr(model, "no_weight_decay", lambda: set())())
+    split = []
+    for group in groups:
+        by_scale: dict[float, list] = {}
+        for param in group["params"]:
+            by_scale.setdefault(scales.get(id(param), 1.0), []).append(param)
+        split += [{**group, "params": params, **({"lr_scale": scale} if scale != 1.0 else {})}
+                  for scale, params in by_scale.items()]
+    return split
 
 
 def build_optimizer(model: nn.Module, cfg: DictConfig):

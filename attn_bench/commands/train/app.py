@@ -14,7 +14,7 @@ from rich.console import Console
 from attn_bench.config import CONFIG_GROUPS, CONFIG_MODULE, group_options, unescape_override, user_config_dirs
 from attn_bench.errors import ConfigError, fail
 from attn_bench.models.labels import backbone_label, block_label
-from attn_bench.rundir import RunRecord
+from attn_bench.rundir import OUTPUTS_ENV, RunRecord, outputs_root
 
 
 def check_overrides(overrides: list[str]) -> None:
@@ -107,8 +107,8 @@ def check_outputs_root(argv: list[str]) -> None:
             any(a in ("-h", "--help", "--hydra-help") or MODE_FLAGS.get(a, "-m/--multirun") != "-m/--multirun"
                 for a in argv):  # nothing is run
         return
-    root = Path(os.environ.get("ATTN_BENCH_OUTPUTS") or "outputs")
-    where = f"ATTN_BENCH_OUTPUTS='{root}'" if os.environ.get("ATTN_BENCH_OUTPUTS") else f"the outputs folder '{root}'"
+    root = outputs_root()
+    where = f"{OUTPUTS_ENV}='{root}'" if os.environ.get(OUTPUTS_ENV) else f"the outputs folder '{root}'"
     if root.exists() and not root.is_dir():
         raise ConfigError(f"{where} is a file, not a folder; set ATTN_BENCH_OUTPUTS to a folder runs can be written to")
     try:
