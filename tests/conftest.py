@@ -42,8 +42,8 @@ def attn_bench_cli(tmp_path, monkeypatch, capfd):
         capfd.readouterr()
         try:
             code = main(list(args))
-        except SystemExit as exit:  # Hydra ends some failures with sys.exit
-            code = exit.code if isinstance(exit.code, int) else 1
+        except SystemExit as exit:  # Hydra ends some failures, and argparse its --help, with sys.exit
+            code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
         out = capfd.readouterr()
         return subprocess.CompletedProcess(["attn-bench", *args], code, out.out, out.err)
     return run

@@ -187,17 +187,7 @@ def test_print_config_false_prints_no_tree(tmp_path, monkeypatch, capsys):
     assert "config (resolved)" not in capsys.readouterr().out
 
 
-def _help(argv, capsys) -> str:
-    try:
-        code = main(argv)
-    except SystemExit as exit:  # argparse's and Hydra's --help end with sys.exit(0)
-        code = exit.code
-    out = capsys.readouterr()
-    assert code in (0, None), f"{argv}: exit {code}\n{out.err}"
-    return out.out
-
-
-def test_everything_the_help_texts_name_is_accepted(capsys, tmp_path):
+def test_everything_the_help_texts_name_is_accepted(attn_bench_cli, tmp_path):
     """`attn-bench --help` and each subcommand's --help: every subcommand it names answers --help, every
     group option it lists composes, and every --option a help text names is one its parser knows (an
     option renamed in the code cannot stay in the help)."""
@@ -205,7 +195,12 @@ def test_everything_the_help_texts_name_is_accepted(capsys, tmp_path):
 
     from attn_bench.commands.train.app import check_overrides
 
-    top = _help(["--help"], capsys)
+    def help_text(*argv: str) -> str:
+        proc = attn_bench_cli(*argv)
+        assert proc.returncode == 0, f"{argv}: exit {proc.returncode}\n{proc.stderr}"
+        return proc.stdout
+
+    top = help_text("--help")
     named = re.findall(r"attn-bench ([a-z][a-z-]+)", top.split("Subcommands:", 1)[1].splitlines()[0])
     assert {"blocks", "check-block", "profile", "report"} <= set(named)
     groups = re.findall(r"^(\w+): ([\w, ]+)$", top.split("== Configuration groups ==", 1)[1].split("== Config ==")[0],
@@ -215,9 +210,10 @@ def test_everything_the_help_texts_name_is_accepted(capsys, tmp_path):
         for option in options.split(", "):
             check_overrides([f"{group}={option}"])  # a listed option that does not exist raises here
     for sub in sorted(set(named) | {"eval", "visualize"}):
-        text = _help([sub, "--help"], capsys)
+        text = help_text(sub, "--help")
         assert text.strip(), sub
         for option in sorted(set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", text)) - {"--help"}):
-            code = main([sub, str(tmp_path / "nowhere"), option])
-            err = capsys.readouterr().err
-            assert code != 0 and "unrecognized arguments" not in err and "unknown" not in err, (sub, option, err)
+            proc = attn_bench_cli(sub, str(tmp_path / "nowhere"), option)
+            err = proc.stderr
+            assert proc.returncode != 0, (sub, option)
+            assert "unrecognized arguments" not in err and "unknown" not in err, (sub, option, err)

@@ -124,7 +124,8 @@ TIMED = {"latency_ms": "latency", "throughput_img_per_s": "throughput"}  # delta
 def _spreads_overlap(row: dict[str, Any], base: dict[str, Any], timing: str) -> bool:
     """The two rows' 10th-90th percentile ranges of the timed passes overlap: the medians' difference
     is within what repeated passes of one model already vary by."""
-    return (row[f"{timing}_p10_ms"] <= base[f"{timing}_p90_ms"]) and (base[f"{timing}_p10_ms"] <= row[f"{timing}_p90_ms"])
+    low, high = f"{timing}_p10_ms", f"{timing}_p90_ms"
+    return row[low] <= base[high] and base[low] <= row[high]
 
 
 def _delta(key: str, scale: float, digits: int) -> Callable[[dict], str]:

@@ -48,7 +48,9 @@ def _param_groups(model: nn.Module, weight_decay: float, skip_norm_and_bias: boo
 def build_optimizer(model: nn.Module, cfg: DictConfig):
     skip_norm_and_bias = not cfg.get("decay_norm_and_bias", False)
     scales = _lr_scales(model)
-    groups = {"param_group_fn": lambda m: _param_groups(m, cfg.weight_decay, skip_norm_and_bias, scales)} if scales else {}
+    groups = {}
+    if scales:
+        groups["param_group_fn"] = lambda m: _param_groups(m, cfg.weight_decay, skip_norm_and_bias, scales)
     if cfg.name == "sgd":
         # timm's 'sgd' is nesterov SGD and 'momentum' the classic one.
         opt = "sgd" if cfg.nesterov else "momentum"
