@@ -27,6 +27,7 @@ def test_cpu_smoke_prints_one_table_of_real_figures(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| ")][1:]
     figures = {(section.strip(), what.strip()): value.strip() for section, what, value, _ in rows}
+    notes = {(section.strip(), what.strip()): note.strip() for section, what, _, note in rows}
     for path in ("in-memory", "DataLoader"):
         for variant in ("fp32", "bf16", "channels_last"):
             assert float(figures[(f"training img/s ({path})", variant)].replace(",", "")) > 0
@@ -34,6 +35,12 @@ def test_cpu_smoke_prints_one_table_of_real_figures(tmp_path):
     for block in ("none", "se", "eca", "gc", "cbam"):
         for source in ("attn-bench", "timm"):
             assert re.fullmatch(r"\d+\.\d\d ms", figures[("resnet50@64 bf16", f"{block} ({source})")])
+    params = {what: note.rsplit("; ", 1)[1] for (section, what), note in notes.items() if section.startswith("resnet50")}
+    # the published sizes: torchvision's ResNet-50, SENet (Hu et al. 2018, Table 2), CBAM (Woo et al. 2018, Table 4)
+    assert params["none (attn-bench)"] == params["none (timm)"] == "25.56M params"
+    assert params["se (attn-bench)"] == params["se (timm)"] == "28.09M params"
+    assert params["cbam (attn-bench)"] == "28.09M params"
+    assert params["eca (attn-bench)"] == params["eca (timm)"] == "25.56M params"  # ECA adds 86 parameters
     assert figures[("DDP", "1 process, gloo")].endswith("img/s")
     assert "FAIL" not in proc.stdout
 

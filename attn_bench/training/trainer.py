@@ -176,6 +176,12 @@ class Trainer:
         self._watch_divergence(loss)
         return loss, (logits.detach().argmax(1) == y).sum()
 
+    def watch_divergence_from(self, step: int) -> None:
+        """Start remembering the first non-finite loss (each epoch, from its first step)."""
+        self._step_counter = torch.tensor(step, device=self.device)
+        self._first_bad_step = torch.zeros((), dtype=torch.long, device=self.device)
+        self._first_bad_loss = torch.zeros((), device=self.device)
+
     def _watch_divergence(self, loss: torch.Tensor) -> None:
         """Remember, on the device, the first step whose loss was not finite (0 while all are)."""
         self._step_counter += 1
@@ -218,9 +224,7 @@ class Trainer:
         stats = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
         if state.epoch_stats and self.dist.is_main:  # resumed mid-epoch: rank 0 carries the global partial sums
             stats = dict(state.epoch_stats)
-        self._step_counter = torch.tensor(state.step, device=self.device)
-        self._first_bad_step = torch.zeros((), dtype=torch.long, device=self.device)
-        self._first_bad_loss = torch.zeros((), device=self.device)
+        self.watch_divergence_from(state.step)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         task = self.progress.start_epoch(state.epoch + 1, self.steps_per_epoch, state.batch) if self.progress else None

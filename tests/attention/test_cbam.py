@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from timm.layers.cbam import CbamModule
 
-import attn_bench.attention.cbam as cbam_module
 from attn_bench.attention import block_defaults
 from attn_bench.attention.cbam import CBAM
 from attn_bench.errors import ConfigError
@@ -44,13 +43,6 @@ def test_param_count_matches_formula(channels, kwargs, expected):
     k = kwargs.get("spatial_kernel_size", 7)
     assert cbam_params(channels, k=k, spatial=not kwargs.get("no_spatial", False)) == expected
     assert n_params(CBAM(channels, **kwargs)) == expected
-
-
-def test_docstring_lists_departures_from_the_equations():
-    """[max, mean] order, the spatial BN and the MLP biases come from the code, not Eqs. 2-3."""
-    doc = cbam_module.__doc__
-    assert "Deviations from the paper: none" not in doc
-    assert "Eq. 3" in doc and "Eq. 2" in doc
 
 
 def test_mlp_is_shared():

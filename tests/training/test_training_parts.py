@@ -76,3 +76,55 @@ def test_the_training_loss_is_cross_entropy_with_the_configured_label_smoothing(
     loss = trainer.criterion(logits, target)
     assert loss.item() == pytest.approx(F.cross_entropy(logits, target, label_smoothing=0.1).item(), rel=1e-6)
     assert loss.item() != pytest.approx(F.cross_entropy(logits, target).item(), rel=1e-3)
+
+
+def _fp16_trainer(compose_train, model, *overrides, grad_scaler=True):
+    """A trainer of ``model`` with fp16 autocast and loss scaling on the CPU: resolve_precision refuses
+    fp16 off CUDA for users (slow kernels), but torch runs both here, so the scaler logic is testable."""
+    from types import SimpleNamespace
+
+    from attn_bench.precision import Precision
+    from attn_bench.training.distributed import DistInfo
+    from attn_bench.training.trainer import Trainer
+
+    cfg = compose_train(["trainer.label_smoothing=0", *overrides]).trainer
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    precision = Precision("fp16", torch.float16, grad_scaler)
+    trainer = Trainer(model, optimizer, SimpleNamespace(step_update=lambda step: None, state_dict=dict), [None] * 3, [], cfg,
+                      torch.device("cpu"), DistInfo(), None, precision=precision, on_log=lambda *a: None,
+                      num_classes=4)
+    trainer.watch_divergence_from(0)
+    return trainer
+
+
+def test_an_fp16_step_whose_gradients_overflow_is_skipped_and_the_loss_scale_halves(compose_train):
+    from attn_bench.training.trainer import TrainState
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 4)
+    trainer = _fp16_trainer(compose_train, model)
+    before = [p.detach().clone() for p in model.parameters()]
+    huge = torch.full((8, 3), 1e3)  # fp16 gradients of 65536 x loss overflow
+    trainer._train_step(huge, torch.arange(8) % 4, TrainState())
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters())), "an overflowing step was applied"
+    assert trainer.scaler.get_scale() == 2.0 ** 15
+    trainer._train_step(torch.randn(8, 3) * 1e-3, torch.arange(8) % 4, TrainState())
+    assert not torch.equal(before[0], model.weight) and torch.isfinite(model.weight).all()
+    assert trainer.scaler.get_scale() == 2.0 ** 15
+    assert trainer.state_dict(TrainState(), model)["scaler"]["scale"] == 2.0 ** 15  # what a resume restores
+
+
+def test_fp16_gradient_clipping_acts_on_the_true_gradients_not_the_scaled_ones(compose_train):
+    from attn_bench.training.trainer import TrainState
+
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 3), torch.arange(16) % 4
+    scaled, plain = torch.nn.Linear(3, 4), torch.nn.Linear(3, 4)
+    plain.load_state_dict(scaled.state_dict())
+    start = scaled.weight.detach().clone()
+    clip = ["trainer.clip_grad=0.01", "trainer.clip_mode=norm"]
+    _fp16_trainer(compose_train, scaled, *clip)._train_step(x, y, TrainState())
+    _fp16_trainer(compose_train, plain, *clip, grad_scaler=False)._train_step(x, y, TrainState())
+    step = (scaled.weight - start).norm().item()
+    assert 0 < step <= 0.1 * 0.01 * 1.01  # lr x the clipped norm, at most (weight and bias share it)
+    torch.testing.assert_close(scaled.weight, plain.weight, rtol=0, atol=1e-4)
