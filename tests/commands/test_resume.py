@@ -76,9 +76,38 @@ KILL_POINTS = {
 }
 
 
-# before_last (10 s) leaves a mid-epoch last.pt, as mid_epoch does: slow
-@pytest.mark.parametrize("point", [pytest.param(p, marks=pytest.mark.slow) if p == "before_last" else p
-                                   for p in KILL_POINTS])
+# where each kill of one run leaves last.pt, when every resume of it is killed at the next point
+KILL_CHAIN = [
+    ("epoch_end", (1, 0)),
+    ("mid_epoch", (1, 3)),  # the resumed run's first mid-epoch checkpoint
+    ("eval", (2, 12)),  # its second evaluation is epoch 3's: last.pt is epoch 3's last mid-epoch checkpoint
+    ("before_metrics", (3, 0)),
+]
+
+
+def test_a_run_killed_at_every_point_in_turn_resumes_to_identical_metrics_and_weights(uninterrupted, tmp_path,
+                                                                                     monkeypatch):
+    """One run, SIGKILLed at each point of KILL_CHAIN in turn (each resume is killed at the next), then
+    resumed to the end: the same history, weights and best.pt as the uninterrupted run. Each kill
+    point once, in a quarter of the time of one run per point (those are the slow test below)."""
+    straight_dir, straight = uninterrupted
+    overrides = TINY_TRAIN + DETERMINISTIC
+    run_dir, reached = tmp_path / "killed", 0
+    for point, where in KILL_CHAIN:
+        _kill_at(point, run_dir, overrides)
+        interrupted_at = torch.load(run_dir / "last.pt", weights_only=True)
+        assert (interrupted_at["epoch"], interrupted_at["batch"]) == where, point
+        assert interrupted_at["step"] > reached, f"the run killed at {point} started over"
+        reached = interrupted_at["step"]
+        assert not (run_dir / "metrics.json").exists()
+    resumed, steps_run = _resume_counting_steps(overrides, run_dir, monkeypatch)
+    _assert_same_run(straight_dir, straight, run_dir, resumed)
+    assert steps_run == straight["steps"] - reached == 0
+    assert [r["step"] for r in resumed["resumed_from"]] == [15, 18, 42, 45]
+
+
+@pytest.mark.slow  # one run per point (about 20 s each); the chain above kills at each of them in the default run
+@pytest.mark.parametrize("point", KILL_POINTS)
 def test_a_run_killed_anywhere_resumes_to_identical_metrics_and_weights(point, uninterrupted, tmp_path, monkeypatch):
     straight_dir, straight = uninterrupted
     overrides = TINY_TRAIN + DETERMINISTIC

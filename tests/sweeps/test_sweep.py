@@ -33,6 +33,9 @@ def job_metrics(root: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in root.glob("*/metrics.json")}
 
 
+FAULT_AT = Path(__file__).resolve().parents[1] / "fault_at.py"
+
+
 def overlapping(a, b) -> bool:
     return a["started"] < b["ended"] and b["started"] < a["ended"]
 
@@ -67,8 +70,15 @@ def test_cpu_slots_share_the_cores_and_hide_gpus():
     assert [s.env for s in slots] == [{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "4"}] * 2
 
 
-def test_sweep_runs_every_job_and_a_rerun_recomputes_nothing(tmp_path, sweep):
-    proc = sweep("model.attn=none,se", "seed=0,1", "hydra.launcher.devices=[0,1]")
+# two epochs of 6 steps, a checkpoint every 2: a job can be killed mid-epoch and resumed bit for bit
+RESUMABLE = [o for o in TINY if not o.startswith("trainer.epochs")] + [
+    "trainer.epochs=2", "trainer.checkpoint_every_steps=2", "trainer.deterministic=true", "device=cpu"]
+
+
+def test_sweep_runs_every_job_and_a_rerun_resumes_a_killed_one_and_recomputes_nothing_else(tmp_path, sweep):
+    import shutil
+
+    proc = sweep("model.attn=none,se", "seed=0,1", "hydra.launcher.devices=[0,1]", base=RESUMABLE)
     assert proc.returncode == 0, proc.stderr[-3000:]
     root = sweep_dir(tmp_path)
     metrics = job_metrics(root)
@@ -97,15 +107,34 @@ def test_sweep_runs_every_job_and_a_rerun_recomputes_nothing(tmp_path, sweep):
     assert float(se["delta_top1"]) == pytest.approx(float(se["top1_mean"]) - float(none["top1_mean"]), abs=1e-6)
     assert float(se["delta_ci_low"]) <= float(se["delta_top1"]) <= float(se["delta_ci_high"])
 
-    mtimes = {p: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")}
-    again = sweep("model.attn=none,se", "seed=0,1", "hydra.launcher.devices=[0,1]")
+    # one job run again in the sweep's directory and SIGKILLed after a mid-epoch checkpoint (fault_at.py)
+    straight = metrics["model.attn=se,seed=1"]
+    job = root / "model.attn=se,seed=1"
+    shutil.rmtree(job)
+    killed = subprocess.run([sys.executable, str(FAULT_AT), "mid_epoch", *RESUMABLE, "model.attn=se", "seed=1",
+                             f"hydra.run.dir='{job}'"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    checkpoint = torch.load(job / "last.pt", weights_only=True)
+    assert (checkpoint["epoch"], checkpoint["batch"], checkpoint["step"]) == (1, 2, 8)
+
+    finished = {p: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")}
+    again = sweep("model.attn=none,se", "seed=0,1", "hydra.launcher.devices=[0,1]", base=RESUMABLE)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert {p: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")} == mtimes
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished, "a finished job was recomputed"
     launches = json.loads((root / "sweep_summary.json").read_text())["launches"]
-    assert len(launches) == 2 and [j["status"] for j in launches[-1]["jobs"]] == ["skipped"] * 4
+    assert len(launches) == 2
+    assert {Path(j["run_dir"]).name: j["status"] for j in launches[-1]["jobs"]} == {
+        "model.attn=none,seed=0": "skipped", "model.attn=none,seed=1": "skipped",
+        "model.attn=se,seed=0": "skipped", "model.attn=se,seed=1": "completed"}
+    resumed = job_metrics(root)["model.attn=se,seed=1"]
+    # it picked up at the checkpoint: 4 of its 12 steps were run, and it ended as the uninterrupted job did
+    assert resumed["resumed_from"] == [{"epoch": 1, "batch": 2, "step": 8}] and "resumed_from" not in straight
+    assert resumed["steps"] == straight["steps"] == 12
+    assert resumed["history"] == [{**h, **{k: r[k] for k in ("img_per_s", "epoch_train_time_s")}}
+                                  for h, r in zip(straight["history"], resumed["history"])]
 
     (root / "sweep_summary.json").write_text('{"launches": [')  # torn bookkeeping: rebuilt, never a crash
-    third = sweep("model.attn=none,se", "seed=0,1", "hydra.launcher.devices=[0,1]")
+    third = sweep("model.attn=none,se", "seed=0,1", "hydra.launcher.devices=[0,1]", base=RESUMABLE)
     assert third.returncode == 0 and "sweep_summary.json is unreadable" in third.stdout + third.stderr
     assert len(json.loads((root / "sweep_summary.json").read_text())["launches"]) == 1
 
@@ -116,7 +145,7 @@ def test_sweep_runs_every_job_and_a_rerun_recomputes_nothing(tmp_path, sweep):
     older["placement"]["args"] = {"rd_ratio": 0.25}
     path.write_text(json.dumps(older))
     mtimes = {p: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")}
-    fourth = sweep("model.attn=none,se", "seed=0,1", "hydra.launcher.devices=[0,1]")
+    fourth = sweep("model.attn=none,se", "seed=0,1", "hydra.launcher.devices=[0,1]", base=RESUMABLE)
     lines = [line for line in fourth.stderr.splitlines() if "sweep not started" in line]
     assert fourth.returncode != 0 and len(lines) == 1, fourth.stderr[-3000:]
     assert "model.attn=se,seed=0' holds a run whose block was built otherwise" in lines[0]
@@ -143,43 +172,6 @@ def test_a_config_mistake_in_any_job_stops_the_sweep_before_it_starts(tmp_path, 
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "sweep not started" in lines[0] and "trainer.optimizer.lr must be positive" in lines[0]
     assert not list((tmp_path / "outputs").rglob("metrics.json"))
-
-
-def test_a_rerun_sweep_skips_finished_jobs_and_resumes_a_killed_one_from_its_checkpoint(tmp_path, sweep):
-    """Deterministic, no polling: a job killed right after a mid-epoch checkpoint (fault_at.py) in the
-    sweep's own directory; the re-run sweep skips the finished job and continues the killed one."""
-    import shutil
-
-    longer = [o for o in TINY if not o.startswith("trainer.epochs")]
-    longer += ["trainer.epochs=2", "trainer.checkpoint_every_steps=2", "trainer.deterministic=true", "device=cpu"]
-    first = sweep("model.attn=none,eca", base=longer)
-    assert first.returncode == 0, first.stderr[-3000:]
-    root = sweep_dir(tmp_path)
-    finished = root / "model.attn=none" / "metrics.json"
-    stamp = finished.stat().st_mtime_ns
-    straight = job_metrics(root)["model.attn=eca"]
-    job = root / "model.attn=eca"
-    shutil.rmtree(job)  # and run it again, killed this time
-    fault_at = Path(__file__).resolve().parents[1] / "fault_at.py"
-    killed = subprocess.run([sys.executable, str(fault_at), "mid_epoch", *longer, "model.attn=eca",
-                             f"hydra.run.dir='{job}'"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    checkpoint = torch.load(job / "last.pt", weights_only=True)
-    assert (checkpoint["epoch"], checkpoint["batch"]) == (1, 2)
-
-    rerun = sweep("model.attn=none,eca", base=longer)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert finished.stat().st_mtime_ns == stamp, "the finished job was not recomputed"
-    jobs = json.loads((root / "sweep_summary.json").read_text())["launches"][-1]["jobs"]
-    assert {Path(j["run_dir"]).name: j["status"] for j in jobs} == {"model.attn=none": "skipped",
-                                                                     "model.attn=eca": "completed"}
-    resumed = job_metrics(root)["model.attn=eca"]
-    # it picked up at the checkpoint (6 steps an epoch): 4 of its 12 steps were run again, not all 12
-    assert resumed["resumed_from"] == [{"epoch": 1, "batch": 2, "step": checkpoint["step"]}]
-    assert checkpoint["step"] == 8 and resumed["steps"] == straight["steps"] == 12
-    assert "resumed_from" not in straight
-    assert resumed["history"] == [{**h, **{k: r[k] for k in ("img_per_s", "epoch_train_time_s")}}
-                                  for h, r in zip(straight["history"], resumed["history"])]
 
 
 def _hydra_config(overrides):
