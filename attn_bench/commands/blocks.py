@@ -17,7 +17,8 @@ def _first_line(text: str | None) -> str:
     return lines[0] if lines else ""
 
 
-USAGE = "usage: attn-bench blocks  (every attention block, its paper, placement=paper, sites and defaults)"
+USAGE = ("usage: attn-bench blocks  (every attention block, its paper, placement=paper, sites and defaults; "
+         "then every backbone, its stages and the sites it has)")
 
 
 def main(argv: list[str]) -> int:
@@ -48,4 +49,27 @@ def main(argv: list[str]) -> int:
         where = preset_for(name).where
         table.add_row(name, paper, where, ", ".join(block_sites(name)), defaults)
     Console().print(table)
+    Console().print(backbone_table())
     return 0
+
+
+def backbone_table() -> Table:
+    """Every backbone (model=<name>): its blocks per stage, their kind and the sites it has, read from
+    the network itself (built on the meta device: no memory, no arithmetic)."""
+    import torch
+
+    from attn_bench.models import SUPPORTED_BACKBONES
+    from attn_bench.models.backbones import create_backbone
+    from attn_bench.models.placement import available_sites, stage_paths
+
+    table = Table(title="backbones (model=<name>) and the sites each has (model.attn_site)")
+    for col in ("backbone", "blocks per stage", "block kinds", "sites"):
+        table.add_column(col, overflow="fold")
+    for name in SUPPORTED_BACKBONES:
+        with torch.device("meta"):
+            model = create_backbone(name, 10)
+        stages = [model.get_submodule(path) for path in stage_paths(model)]
+        kinds = sorted({type(block).__name__ for stage in stages for block in stage})
+        table.add_row(name, " / ".join(str(len(stage)) for stage in stages), ", ".join(kinds),
+                      ", ".join(available_sites(model)))
+    return table

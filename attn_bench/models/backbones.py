@@ -1,10 +1,15 @@
-"""The timm backbones attn-bench knows how to plug attention into, and the small-image stem."""
+"""The timm backbones attn-bench knows how to plug attention into, and the small-image stem.
+
+timm's ResNets and MobileNets, and He et al.'s CIFAR ResNets (``models/cifar_resnets.py``, registered
+with timm when this module is imported), whose 3x3 stem is their own.
+"""
 from __future__ import annotations
 
 import timm
 from torch import nn
 
 from attn_bench.errors import ConfigError
+from attn_bench.models.cifar_resnets import CIFAR_RESNETS, SHORTCUTS
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d")
 MOBILENETS = (
@@ -14,16 +19,25 @@ MOBILENETS = (
     "mobilenetv3_small_100",
     "mobilenetv3_large_100",
 )
-SUPPORTED_BACKBONES = RESNETS + MOBILENETS
+SUPPORTED_BACKBONES = RESNETS + MOBILENETS + CIFAR_RESNETS
 STEMS = ("imagenet", "small")
 SMALL_IMAGE_MAX = 64  # stem=auto picks the small stem for images up to this size
 
 
-def resolve_stem(stem: str, img_size: int) -> str:
-    """``auto`` -> ``small`` for images of at most 64 px (CIFAR, Tiny-ImageNet), else ``imagenet``."""
+def resolve_stem(stem: str, img_size: int, backbone: str = "") -> str:
+    """``auto`` -> ``small`` for images of at most 64 px (CIFAR, Tiny-ImageNet), else ``imagenet``; a
+    CIFAR ResNet's stem is always its own small one."""
     if stem != "auto":
         return stem
-    return "small" if img_size <= SMALL_IMAGE_MAX else "imagenet"
+    return "small" if img_size <= SMALL_IMAGE_MAX or backbone in CIFAR_RESNETS else "imagenet"
+
+
+def check_stem(backbone: str, stem: str) -> None:
+    if stem not in STEMS:
+        raise ConfigError(f"unknown stem '{stem}'; valid choices: {', '.join(STEMS)}")
+    if backbone in CIFAR_RESNETS and stem != "small":
+        raise ConfigError(f"model.stem={stem}: {backbone} is a CIFAR network whose stem is its own 3x3 conv without "
+                          f"pooling; use model.stem=auto or small (an ImageNet stem: a timm ResNet, e.g. model=resnet18)")
 
 
 def _check_used(name: str, timm_kwargs: dict) -> None:
@@ -38,6 +52,9 @@ def create_backbone(name: str, num_classes: int, **timm_kwargs) -> nn.Module:
     if name not in SUPPORTED_BACKBONES:
         raise ConfigError(f"unknown backbone '{name}'; valid choices: {', '.join(SUPPORTED_BACKBONES)}")
     _check_used(name, timm_kwargs)
+    if name in CIFAR_RESNETS and timm_kwargs.get("shortcut", "A") not in SHORTCUTS:
+        raise ConfigError(f"model.timm_kwargs.shortcut={timm_kwargs['shortcut']!r}: valid choices: "
+                          f"{', '.join(SHORTCUTS)} (He et al.'s options A and B)")
     try:
         return timm.create_model(name, pretrained=False, num_classes=num_classes, **timm_kwargs)
     except TypeError as err:  # timm passes unknown kwargs to the model class

@@ -16,8 +16,8 @@ from attn_bench.attention import BASELINE
 from attn_bench.attention.registry import is_builtin
 from attn_bench.attention.contract import check_contract
 from attn_bench.config import check_known_keys, shipped_keys
-from attn_bench.errors import ConfigError, check as require
-from attn_bench.models.backbones import STEMS, create_backbone, resolve_stem, use_small_stem
+from attn_bench.errors import check as require
+from attn_bench.models.backbones import CIFAR_RESNETS, check_stem, create_backbone, resolve_stem, use_small_stem
 from attn_bench.models.placement import find_slots, place_attention
 from attn_bench.models.presets import resolve_placement
 
@@ -57,10 +57,9 @@ def build_model(
 
     The resolved placement is ``model.attn_bench_placement`` (what runs record).
     """
-    if stem not in STEMS:
-        raise ConfigError(f"unknown stem '{stem}'; valid choices: {', '.join(STEMS)}")
+    check_stem(backbone, stem)
     model = create_backbone(backbone, num_classes, **(timm_kwargs or {}))
-    if stem == "small":
+    if stem == "small" and backbone not in CIFAR_RESNETS:  # a CIFAR ResNet's stem is small already
         use_small_stem(model)
     where = resolve_placement(model, backbone, attn, placement, attn_site, attn_stages, attn_position, attn_args)
     record = where.as_record(model)  # before placing: the slots are read from the plain backbone
@@ -77,7 +76,7 @@ def model_from_config(model_cfg: DictConfig, num_classes: int, img_size: int) ->
     """The model a ``model`` config node describes (``stem=auto`` picks by image size)."""
     m = model_cfg
     return build_model(
-        m.backbone, m.attn, int(num_classes), stem=resolve_stem(m.stem, int(img_size)),
+        m.backbone, m.attn, int(num_classes), stem=resolve_stem(m.stem, int(img_size), str(m.backbone)),
         attn_args=_container(m.attn_args) or None,
         attn_stages=None if m.attn_stages is None else list(m.attn_stages),
         attn_position=m.attn_position, attn_site=m.attn_site, placement=m.placement,
@@ -142,7 +141,7 @@ def check(model_cfg: DictConfig, num_classes: int, img_size: int) -> dict[str, A
     if own_block:  # its contract, on real tensors for this model's slot widths, before any training
         channels = tuple(sorted({b.channels for b in find_slots(model, model.attn_bench_placement["site"])}))
         check_contract(str(model_cfg.attn), _container(model_cfg.attn_args) or {}, channels)
-    stem = resolve_stem(model_cfg.stem, img_size)
+    stem = resolve_stem(model_cfg.stem, img_size, str(model_cfg.backbone))
     require(img_size >= stride,
             f"img_size={img_size} is too small for {model_cfg.backbone} with the {stem} stem: it downsamples "
             f"{stride}x, so the last feature map would be smaller than 1x1; use img_size >= {stride}")

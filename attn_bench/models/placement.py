@@ -31,7 +31,8 @@ The residual site:
   MobileNetV3 puts its SE.
 
 Stages are numbered from 1 in forward order: ``layer1``..``layer4`` for ResNets (GCNet's
-"c3-c5" are stages 2-4), ``blocks[0]``..``blocks[-1]`` for MobileNets; the ``input`` site is stage 0.
+"c3-c5" are stages 2-4), ``layer1``..``layer3`` for CIFAR ResNets, ``blocks[0]``..``blocks[-1]`` for
+MobileNets; the ``input`` site is stage 0.
 Positions within a stage: ``every`` block, the ``last`` block, or ``alternate`` blocks (the 2nd,
 4th, ... block of the stage: the non-local paper's "every other residual block").
 """
@@ -107,12 +108,21 @@ def _out_channels(block: nn.Module) -> int:
     return block.bn3.num_features if isinstance(block, InvertedResidual) else block.bn2.num_features
 
 
-def _stages(model: nn.Module) -> list[tuple[str, nn.Sequential]]:
+def stage_paths(model: nn.Module) -> list[str]:
+    """The module paths of the stages, in forward order: ``layer1``.. (ResNets: four; CIFAR ResNets:
+    three), ``blocks.0``.. (MobileNets)."""
     if hasattr(model, "layer1"):
-        return [(f"layer{i}", getattr(model, f"layer{i}")) for i in range(1, 5)]
+        count = 1
+        while hasattr(model, f"layer{count + 1}"):
+            count += 1
+        return [f"layer{i}" for i in range(1, count + 1)]
     if hasattr(model, "blocks"):
-        return [(f"blocks.{i}", stage) for i, stage in enumerate(model.blocks)]
+        return [f"blocks.{i}" for i in range(len(model.blocks))]
     raise ConfigError(f"don't know the stages of {type(model).__name__}")
+
+
+def _stages(model: nn.Module) -> list[tuple[str, nn.Sequential]]:
+    return [(path, model.get_submodule(path)) for path in stage_paths(model)]
 
 
 def _residual_slots(model: nn.Module) -> list[Slot]:

@@ -202,9 +202,9 @@ def _paper_stages(attn: str, preset: Preset, model: nn.Module, backbone: str, si
         return [s for s in stages[:-1] if _downsamples(model, s + 1)]
     if preset.stages is None:
         return None
-    if hasattr(model, "layer1"):  # the papers' stage numbers are ResNet's
+    if hasattr(model, "layer4"):  # the papers' stage numbers are the four-stage (ImageNet) ResNet's
         return list(preset.stages)
-    log.info("%s: its paper places it in ResNet stages %s only; using every stage of %s",
+    log.info("%s: its paper places it in (ImageNet) ResNet stages %s only; using every stage of %s",
              attn, f"{preset.stages[0]}-{preset.stages[-1]}", backbone)
     return None
 

@@ -15,7 +15,7 @@ from torch import nn
 from attn_bench.data import synthetic
 from attn_bench.data.datasets import ImageTensors, class_folders, load_tensors
 from attn_bench.errors import ConfigError
-from attn_bench.models.placement import placed_attention
+from attn_bench.models.placement import placed_attention, stage_paths
 from attn_bench.rundir import LAST_CKPT
 from attn_bench.training.checkpoint import load_run_model
 
@@ -80,8 +80,7 @@ def load_model(run_dir: Path, config: dict[str, Any], trust_block: bool = False)
 
 def target_layer(model: nn.Module, name: str | None) -> nn.Module:
     """``name`` (a module path), or the last stage (ResNet ``layer4``, MobileNet ``blocks[-1]``)."""
-    stages = [f"layer{i}" for i in range(1, 5)] if hasattr(model, "layer1") else [
-        f"blocks.{i}" for i in range(len(model.blocks))]
+    stages = stage_paths(model)
     if name is None:
         return model.get_submodule(stages[-1])
     try:
