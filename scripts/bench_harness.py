@@ -24,7 +24,7 @@ from attn_bench.models import model_from_config
 
 def minimal_loop(cfg, epochs: int) -> float:
     torch.manual_seed(0)
-    model = model_from_config(cfg.model, cfg.data.num_classes, cfg.data.img_size)
+    model, _ = model_from_config(cfg.model, cfg.data.num_classes, cfg.data.img_size)
     optimizer = build_optimizer(model, cfg.trainer.optimizer)
     data = load_tensors(cfg.data, train=True)
     mean = torch.tensor(cfg.data.mean).view(1, 3, 1, 1)

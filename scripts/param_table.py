@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Markdown table of parameter counts: every attention block on ResNet-18/50 and MobileNetV2.
 
-Each model is built exactly as the CLI builds it (``build_model``: 1000 classes, ImageNet stem,
+Each model is built exactly as the CLI builds it (``build_placed``: 1000 classes, ImageNet stem,
 the block in every slot with its default arguments). Columns: total parameters, parameters of
 the attention blocks alone (``attention_modules``), and the difference to the same backbone
 with ``attn=none`` (which also clears built-in SE, so for MobileNetV3 it is not simply the
@@ -31,7 +31,7 @@ except ImportError:  # run from a checkout without installing
 from attn_bench.attention import list_blocks
 from attn_bench.errors import ConfigError
 from attn_bench.metrics.complexity import count_params
-from attn_bench.models import build_model
+from attn_bench.models import build_placed
 from attn_bench.models.labels import stage_args_text
 
 BACKBONES = ("resnet18", "resnet50", "mobilenetv2_100")
@@ -39,13 +39,14 @@ NUM_CLASSES = 1000
 
 
 def _counted_model(backbone: str, attn: str, num_classes: int, placement: str = "uniform"):
+    """(model, placement) of :func:`build_placed`."""
     # the meta device skips allocating and initialising weights: counts only, and fast even for
     # GAM on ResNet-50 (half a billion parameters)
     try:
         with torch.device("meta"):
-            return build_model(backbone, attn, num_classes, placement=placement)
+            return build_placed(backbone, attn, num_classes, placement=placement)
     except (NotImplementedError, RuntimeError):  # an init that needs real values
-        return build_model(backbone, attn, num_classes, placement=placement)
+        return build_placed(backbone, attn, num_classes, placement=placement)
 
 
 def param_rows(backbones=BACKBONES, blocks=None, num_classes: int = NUM_CLASSES) -> list[dict]:
@@ -55,7 +56,7 @@ def param_rows(backbones=BACKBONES, blocks=None, num_classes: int = NUM_CLASSES)
         baseline = None
         for attn in ["none"] + [b for b in blocks if b != "none"]:
             try:
-                model = _counted_model(backbone, attn, num_classes)
+                model, _ = _counted_model(backbone, attn, num_classes)
             except ConfigError as err:  # e.g. SK on a MobileNet: no conv site
                 rows.append({"backbone": backbone, "attn": attn, "params": None, "why": str(err)})
                 continue
@@ -115,10 +116,10 @@ def published_matches(params: int, published: str) -> bool:
 def parity_rows() -> list[dict]:
     rows = []
     for paper in PUBLISHED:
-        model = _counted_model(paper["backbone"], paper["attn"], NUM_CLASSES, placement="paper")
+        model, placement = _counted_model(paper["backbone"], paper["attn"], NUM_CLASSES, placement="paper")
         counts = count_params(model)
         rows.append({"paper_m": None, "paper_added": None, "gap": None, **paper, "params": counts["params"],
-                     "attn_params": counts["attn_params"], "placement": model.attn_bench_placement})
+                     "attn_params": counts["attn_params"], "placement": placement})
     return rows
 
 

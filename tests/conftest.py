@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import subprocess
 from pathlib import Path
 
@@ -28,6 +29,20 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "requires_cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was():
+    """Hydra's in-process runs configure logging (handlers on the root logger bound to the stream of that
+    moment, which pytest's capture then closes): put every logger's handlers and level back after each
+    test, so that a later test's log line never writes to a closed stream."""
+    loggers = [logging.getLogger()] + [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)]
+    saved = [(lg, list(lg.handlers), lg.level, lg.propagate) for lg in loggers]
+    yield
+    for lg, handlers, level, propagate in saved:
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate = propagate
 
 
 @pytest.fixture

@@ -69,7 +69,7 @@ def block_model_cfg(cfg: DictConfig, block: str) -> DictConfig:
     return node
 
 
-def build(cfg: DictConfig, block: str) -> torch.nn.Module:
+def build(cfg: DictConfig, block: str) -> models.Placed:
     return models.model_from_config(block_model_cfg(cfg, block), cfg.num_classes, cfg.img_size)
 
 
@@ -95,12 +95,12 @@ def timing_options(cfg: DictConfig) -> dict[str, Any]:
 
 
 def profile_block(cfg: DictConfig, block: str, options: dict[str, Any]) -> dict[str, Any]:
-    model = build(cfg, block)
+    model, placement = build(cfg, block)
     with warnings.catch_warnings():  # the table marks busy rows itself
         warnings.simplefilter("ignore", BusyDeviceWarning)
         metrics = run_cost_metrics(model, cfg.img_size, **options)
     # the row says where the block went and with what (gc: stages 2-4 under placement=paper)
-    label = block_label({"attn": block}, None, model.attn_bench_placement)
+    label = block_label({"attn": block}, None, placement)
     return {"block": block, "label": label, **metrics}
 
 

@@ -1,12 +1,14 @@
-"""``build_model``: the one place a backbone, its stem and its attention come together, and
-``model_from_config`` / ``check``: the same for a composed ``model`` config node."""
+"""``build_placed``: the one place a backbone, its stem and its attention come together; it returns
+the network and the record of where its block went (``Placed``). ``build_model`` is the network
+alone (timm's ``create_model`` shape); ``model_from_config`` / ``check``: the same for a composed
+``model`` config node."""
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
 
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -26,7 +28,14 @@ log = logging.getLogger("attn_bench")
 PROBE_PX = 1024  # input size for measuring a backbone's output stride on the meta device
 
 
-def build_model(
+class Placed(NamedTuple):
+    """A built network and the resolved placement of its block (``Placement.as_record``: what runs record)."""
+
+    model: nn.Module
+    placement: dict[str, Any]
+
+
+def build_placed(
     backbone: str,
     attn: str = "none",
     num_classes: int = 1000,
@@ -38,8 +47,9 @@ def build_model(
     attn_site: str | None = None,
     placement: str = "uniform",
     timm_kwargs: dict[str, Any] | None = None,
-) -> nn.Module:
-    """Build exactly the model the CLI trains (the CLI passes ``placement="paper"``, its default).
+) -> Placed:
+    """Build exactly the model the CLI trains (the CLI passes ``placement="paper"``, its default), and
+    say where its block went.
 
     Args:
         backbone: a timm model name from ``SUPPORTED_BACKBONES`` (randomly initialised).
@@ -55,7 +65,7 @@ def build_model(
             (the residual site of every block).
         timm_kwargs: passed to ``timm.create_model``, e.g. ``{"channels": [16, 32, 64, 128]}``.
 
-    The resolved placement is ``model.attn_bench_placement`` (what runs record).
+    Returns ``Placed(model, placement)``: the placement is the resolved record runs keep.
     """
     check_stem(backbone, stem)
     model = create_backbone(backbone, num_classes, **(timm_kwargs or {}))
@@ -64,18 +74,22 @@ def build_model(
     where = resolve_placement(model, backbone, attn, placement, attn_site, attn_stages, attn_position, attn_args)
     record = where.as_record(model)  # before placing: the slots are read from the plain backbone
     place_attention(model, attn, where.args, where.stages, where.position, where.site, where.only, where.slot_args)
-    model.attn_bench_placement = record
-    return model
+    return Placed(model, record)
+
+
+def build_model(backbone: str, attn: str = "none", num_classes: int = 1000, **options: Any) -> nn.Module:
+    """The network of :func:`build_placed` alone (the arguments are the same)."""
+    return build_placed(backbone, attn, num_classes, **options).model
 
 
 def _container(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
-def model_from_config(model_cfg: DictConfig, num_classes: int, img_size: int) -> nn.Module:
-    """The model a ``model`` config node describes (``stem=auto`` picks by image size)."""
+def model_from_config(model_cfg: DictConfig, num_classes: int, img_size: int) -> Placed:
+    """The model a ``model`` config node describes (``stem=auto`` picks by image size), and its placement."""
     m = model_cfg
-    return build_model(
+    return build_placed(
         m.backbone, m.attn, int(num_classes), stem=resolve_stem(m.stem, int(img_size), str(m.backbone)),
         attn_args=_container(m.attn_args) or None,
         attn_stages=None if m.attn_stages is None else list(m.attn_stages),
@@ -136,16 +150,16 @@ def check(model_cfg: DictConfig, num_classes: int, img_size: int) -> dict[str, A
     own_block = not is_builtin(str(model_cfg.attn))
     probed = _without_block(model_cfg) if own_block else model_cfg
     with torch.device("meta"):
-        model = model_from_config(probed, num_classes, img_size).eval()  # names, arguments, stages
-        stride = PROBE_PX // model.forward_features(torch.empty(1, 3, PROBE_PX, PROBE_PX)).shape[-1]
+        model, placement = model_from_config(probed, num_classes, img_size)  # names, arguments, stages
+        stride = PROBE_PX // model.eval().forward_features(torch.empty(1, 3, PROBE_PX, PROBE_PX)).shape[-1]
     if own_block:  # its contract, on real tensors for this model's slot widths, before any training
-        channels = tuple(sorted({b.channels for b in find_slots(model, model.attn_bench_placement["site"])}))
+        channels = tuple(sorted({b.channels for b in find_slots(model, placement["site"])}))
         check_contract(str(model_cfg.attn), _container(model_cfg.attn_args) or {}, channels)
     stem = resolve_stem(model_cfg.stem, img_size, str(model_cfg.backbone))
     require(img_size >= stride,
             f"img_size={img_size} is too small for {model_cfg.backbone} with the {stem} stem: it downsamples "
             f"{stride}x, so the last feature map would be smaller than 1x1; use img_size >= {stride}")
-    return None if own_block else model.attn_bench_placement
+    return None if own_block else placement
 
 
 def _network_of(record: dict[str, Any]) -> dict[str, Any]:
@@ -158,25 +172,23 @@ def _same_network(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def model_as_recorded(model_cfg: DictConfig, num_classes: int, img_size: int,
-                      recorded: dict[str, Any] | None) -> nn.Module:
+                      recorded: dict[str, Any] | None) -> Placed:
     """The network a run trained: ``model_cfg`` as this attn-bench builds it, or, where a paper preset
     has changed since the run recorded its placement, the run's recorded site, stages, position and
-    arguments built explicitly. Without a faithful rebuild (a stock layout, per-stage arguments) the
-    current build is returned, whose record then differs from the run's (callers refuse it)."""
-    model = model_from_config(model_cfg, num_classes, img_size)
-    current = model.attn_bench_placement
-    if recorded is None or current is None or _same_network(current, recorded) or recorded.get("stage_args") \
+    arguments built explicitly (with the recorded placement). Without a faithful rebuild (a stock
+    layout, per-stage arguments) the current build is returned, whose placement then differs from
+    the run's (callers refuse it)."""
+    current = model_from_config(model_cfg, num_classes, img_size)
+    if recorded is None or _same_network(current.placement, recorded) or recorded.get("stage_args") \
             or recorded.get("layout"):
-        return model
+        return current
     explicit = OmegaConf.create(_container(model_cfg))  # set, not merged: the recorded args replace the config's
     explicit.placement, explicit.attn_site, explicit.attn_position = "uniform", recorded["site"], recorded["position"]
     explicit.attn_stages = None if recorded["stages"] == "all" else recorded["stages"]
     explicit.attn_args = recorded["args"]
     rebuilt = model_from_config(explicit, num_classes, img_size)
-    if not _same_network(rebuilt.attn_bench_placement, recorded):
-        return model
+    if not _same_network(rebuilt.placement, recorded):
+        return current
     log.info("%s: built as the run recorded it (%s), not as this attn-bench's %s preset builds it now",
              model_cfg.attn, recorded, recorded.get("placement"))
-    rebuilt.attn_bench_placement = dict(recorded)
-    return rebuilt
-
+    return Placed(rebuilt.model, dict(recorded))

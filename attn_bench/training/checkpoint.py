@@ -115,8 +115,8 @@ def load_run_model(run_dir: Path, model_cfg, num_classes: int, img_size: int, pa
     model_cfg, vouched = recorded_block(run_dir, model_cfg, trust_block)
     recorded = recorded_placement(run_dir)
     with vouched:
-        model = model_as_recorded(model_cfg, num_classes, img_size, recorded)
-    check_same_placement(run_dir, recorded, model.attn_bench_placement)
+        model, placement = model_as_recorded(model_cfg, num_classes, img_size, recorded)
+    check_same_placement(run_dir, recorded, placement)
     return model, load_weights(model, path, ema)
 
 

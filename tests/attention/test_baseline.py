@@ -6,7 +6,7 @@ import torch
 from attn_bench.attention import block_defaults, block_identity, block_sites, create_block, list_blocks
 from attn_bench.attention.sites import ALL_SITES
 from attn_bench.errors import ConfigError
-from attn_bench.models import build_model
+from attn_bench.models import build_model, build_placed
 
 
 def test_none_is_a_block_like_the_others():
@@ -27,8 +27,8 @@ def test_the_baseline_at_any_site_is_the_backbone_module_for_module(backbone, si
     """Nothing inserted or replaced (the conv site would replace a conv): timm's own parameters, same
     names and shapes, with only the slots timm's blocks call cleared (MobileNetV3's SE)."""
     torch.manual_seed(0)
-    model = build_model(backbone, "none", 10, attn_site=site)
+    model, placement = build_placed(backbone, "none", 10, attn_site=site)
     plain = timm.create_model(backbone, num_classes=10)
     expected = {k: v.shape for k, v in plain.state_dict().items() if ".se." not in k}
     assert {k: v.shape for k, v in model.state_dict().items()} == expected
-    assert model.attn_bench_placement["site"] == site
+    assert placement["site"] == site

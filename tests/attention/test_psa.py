@@ -7,7 +7,7 @@ from attn_bench.attention import block_defaults
 from attn_bench.attention.polarized import PolarizedSelfAttention
 from attn_bench.errors import ConfigError
 from attn_bench.metrics.complexity import count_params
-from attn_bench.models import build_model
+from attn_bench.models import build_model, build_placed
 
 
 def n_params(module):
@@ -78,11 +78,11 @@ def test_channel_gate_is_constant_over_space_and_spatial_gate_over_channels():
 
 
 def test_paper_placement_is_after_each_bottlenecks_3x3_conv():
-    model = build_model("resnet50", "psa", placement="paper")
+    model, placement = build_placed("resnet50", "psa", placement="paper")
     # 16 bottlenecks at middle widths 64/128/256/512: sum of 2w^2 + w
     extra = sum(k * (2 * w * w + w) for k, w in ((3, 64), (4, 128), (6, 256), (3, 512)))
     assert count_params(model)["params"] == 25_557_032 + extra == 28_075_752
-    assert model.attn_bench_placement["site"] == "mid"
+    assert placement["site"] == "mid"
     assert isinstance(model.layer3[2].conv2.attn, PolarizedSelfAttention)
 
 

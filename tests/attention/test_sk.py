@@ -6,7 +6,7 @@ from attn_bench.attention import block_defaults, create_block
 from attn_bench.attention.selective_kernel import SelectiveKernel
 from attn_bench.errors import ConfigError
 from attn_bench.metrics.complexity import count_params
-from attn_bench.models import build_model
+from attn_bench.models import build_model, build_placed
 
 
 def n_params(module):
@@ -69,10 +69,10 @@ def test_select_layout_is_branch_major_as_the_official_reshape():
 def test_sknet50_is_resnext50_with_sk_units_and_has_the_papers_27_5m():
     """Paper Table 2: SKNet-50 27.5M; the official prototxt counts to 27,479,784; ResNeXt-50 32x4d 25,028,904."""
     plain = build_model("resnext50_32x4d", "none")
-    model = build_model("resnext50_32x4d", "sk", placement="paper")
+    model, placement = build_placed("resnext50_32x4d", "sk", placement="paper")
     assert count_params(plain)["params"] == 25_028_904
     assert count_params(model)["params"] == 27_479_784
-    assert model.attn_bench_placement["site"] == "conv"
+    assert placement["site"] == "conv"
     block = model.layer2[0]
     assert isinstance(block.conv2, SelectiveKernel) and type(block.bn2).__name__ == "Identity"
     assert block.conv2.paths[0].conv.stride == (2, 2) and block.conv2.paths[0].conv.in_channels == 256
@@ -85,7 +85,7 @@ def test_sk_goes_only_to_the_conv_site():
         build_model("resnet50", "sk", attn_site="residual")
     with pytest.raises(ConfigError, match="its paper's site 'conv' does not exist in mobilenetv2_100"):
         build_model("mobilenetv2_100", "sk", placement="paper")
-    assert build_model("resnet18", "sk", placement="uniform").attn_bench_placement["site"] == "conv"
+    assert build_placed("resnet18", "sk", placement="uniform").placement["site"] == "conv"
 
 
 def test_the_conv_geometry_comes_from_the_site():

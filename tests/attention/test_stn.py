@@ -6,7 +6,7 @@ from attn_bench.attention import block_defaults
 from attn_bench.attention.spatial_transformer import SpatialTransformer
 from attn_bench.errors import ConfigError
 from attn_bench.metrics.complexity import count_params
-from attn_bench.models import build_model
+from attn_bench.models import build_model, build_placed
 
 
 def n_params(module):
@@ -33,7 +33,7 @@ def test_loc_lr_mult_is_the_localisation_nets_learning_rate_under_every_optimize
     cfg = compose_train(["model.attn=stn", f"trainer.optimizer.name={optimizer}", "trainer.optimizer.lr=0.1",
                          "trainer.scheduler.warmup_epochs=0"])
     torch.manual_seed(0)
-    model = model_from_config(cfg.model, 10, 32)
+    model = model_from_config(cfg.model, 10, 32).model
     stn = model.get_submodule("conv1.attn")
     with torch.no_grad():
         stn.theta.weight.normal_(std=0.1)  # so that every localisation parameter gets a gradient
@@ -98,8 +98,8 @@ def test_a_known_zoom_scales_about_the_centre():
 
 def test_input_site_sees_the_image_on_resnets_and_mobilenets():
     for backbone, stem in (("resnet50", "conv1"), ("mobilenetv2_100", "conv_stem")):
-        model = build_model(backbone, "stn", placement="paper")
-        assert model.attn_bench_placement["site"] == "input"
+        model, placement = build_placed(backbone, "stn", placement="paper")
+        assert placement["site"] == "input"
         stn = model.get_submodule(f"{stem}.attn")
         assert isinstance(stn, SpatialTransformer)
         assert count_params(model)["params"] - count_params(build_model(backbone, "none"))["params"] == 27_896

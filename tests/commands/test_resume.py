@@ -269,7 +269,7 @@ def test_ema_weights_differ_are_what_final_ema_evaluates_and_resume_exactly(tmp_
     assert set(ema) == set(ckpt["model"])
     assert any(not torch.equal(ema[k], ckpt["model"][k]) for k in ema if ema[k].is_floating_point())
     cfg = _compose_train(overrides)
-    model = model_from_config(cfg.model, 10, 32)
+    model = model_from_config(cfg.model, 10, 32).model
     model.load_state_dict(ema)
     stats = evaluate(model, build_eval_loader(cfg.data, 40, torch.device("cpu")), torch.device("cpu"))
     assert stats["eval_top1"] == straight["final_ema"]["top1"]  # final_ema is these weights' score

@@ -84,13 +84,13 @@ def test_overwritten_pretrained_weights_are_another_run_not_an_old_result(compos
     monkeypatch.chdir(tmp_path)
     cfg = compose_train(TINY)
     torch.manual_seed(1)
-    torch.save(model_from_config(cfg.model, 10, 32).state_dict(), tmp_path / "w.pth")
+    torch.save(model_from_config(cfg.model, 10, 32).model.state_dict(), tmp_path / "w.pth")
     cfg = compose_train(TINY + ["model.pretrained_file=w.pth"])
     first = run_training(cfg, tmp_path / "run")
     assert first["pretrained"] == {"file": str(tmp_path / "w.pth"),
                                    "sha256": hashlib.sha256((tmp_path / "w.pth").read_bytes()).hexdigest()}
     torch.manual_seed(2)
-    torch.save(model_from_config(cfg.model, 10, 32).state_dict(), tmp_path / "w.pth")  # other weights, same path
+    torch.save(model_from_config(cfg.model, 10, 32).model.state_dict(), tmp_path / "w.pth")  # other weights, same path
     with pytest.raises(ConfigError, match=r"started from other pretrained weights .*w\.pth sha256 \w{12} -> "):
         run_training(cfg, tmp_path / "run")
     # the same relative path from another working directory names another file

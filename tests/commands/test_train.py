@@ -316,16 +316,16 @@ def test_hparams_record_the_resolved_placement_not_the_config_values():
 
     from attn_bench.commands.train.records import hparams
     from attn_bench.config import compose
-    from attn_bench.models import build_model
+    from attn_bench.models import build_model, build_placed
 
     cfg = compose("train", ["model=resnet50", "model.attn=eca"])
-    placement = build_model("resnet50", "eca", placement="paper").attn_bench_placement
+    placement = build_placed("resnet50", "eca", placement="paper").placement
     record = SimpleNamespace(placement=placement, block=None, final={"top1": 1.0, "top5": 2.0}, best={"top1": 1.0},
                              params=1, train_img_per_s=1.0, peak_memory_mb=1.0, final_ema=None, cost=None)
     values, _ = hparams(cfg, record)
     assert values["attn_stage_args"] == "{'kernel_size': {'1': 3, '2': 5, '3': 5, '4': 7}}"
     assert values["attn_stages"] == "all" and values["attn_position"] == "every"
-    record.placement = build_model("resnet18", "gam", placement="paper").attn_bench_placement
+    record.placement = build_placed("resnet18", "gam", placement="paper").placement
     values, _ = hparams(cfg, record)
     assert values["attn_args"] == "{'rd_ratio': 0.0625}" and "attn_stage_args" not in values
 

@@ -311,15 +311,15 @@ def test_drop_path_rate_is_timms_stochastic_depth_and_a_named_key(compose_train)
 
     cfg = compose_train(["model.drop_path_rate=0.1"])
     torch.manual_seed(0)
-    model = model_from_config(cfg.model, 10, 32)
+    model = model_from_config(cfg.model, 10, 32).model
     rates = [m.drop_prob for m in model.modules() if type(m).__name__ == "DropPath"]
     assert len(rates) == 7 and rates == sorted(rates) and abs(rates[-1] - 0.1) < 1e-12
-    rough = model_from_config(compose_train(["model.drop_path_rate=0.5"]).model, 10, 32)
+    rough = model_from_config(compose_train(["model.drop_path_rate=0.5"]).model, 10, 32).model
     for bn in (m for m in rough.modules() if isinstance(m, torch.nn.BatchNorm2d)):
         torch.nn.init.ones_(bn.weight)  # timm zero-initialises each branch's last BN: nothing to drop at init
     x = torch.randn(16, 3, 32, 32)
     assert not torch.equal(rough.train()(x), rough(x)) and torch.equal(rough.eval()(x), rough(x))
-    plain = model_from_config(compose_train([]).model, 10, 32)
+    plain = model_from_config(compose_train([]).model, 10, 32).model
     assert not [m for m in plain.modules() if type(m).__name__ == "DropPath"]
     for bad, words in (("model.drop_path_rate=1.0", "must be a number in [0, 1)"),
                        ("+model.timm_kwargs.drop_path_rate=0.1", "not both")):

@@ -8,7 +8,7 @@ from timm.models.resnet import BasicBlock
 from torch import nn
 
 from attn_bench.errors import ConfigError
-from attn_bench.models import build_model
+from attn_bench.models import build_model, build_placed
 from attn_bench.models.cifar_resnets import ZeroPadShortcut
 from attn_bench.models.placement import available_sites
 
@@ -74,8 +74,9 @@ def test_maps_are_32_16_8_and_the_stem_has_no_pooling():
 ])
 def test_every_site_works_on_a_cifar_resnet(attn, site, placed):
     args = {"groups": 8} if attn == "sk" else None  # SK's G=32 is ResNeXt's; 16-channel convs need fewer
-    model = build_model("resnet20_cifar", attn, 10, stem="small", placement="paper", attn_args=args).eval()
-    assert model.attn_bench_placement["site"] == site
+    model, placement = build_placed("resnet20_cifar", attn, 10, stem="small", placement="paper", attn_args=args)
+    model.eval()
+    assert placement["site"] == site
     assert len(model.attn_bench_slots) == placed
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
@@ -92,8 +93,8 @@ def test_simam_sits_on_the_basic_blocks_conv2_output_as_in_the_official_cifar_co
 
 def test_papers_stage_numbers_of_imagenet_resnets_become_every_stage_said_in_a_line(caplog):
     with caplog.at_level(logging.INFO, logger="attn_bench"):
-        model = build_model("resnet20_cifar", "gc", 10, stem="small", placement="paper")
-    assert model.attn_bench_placement["stages"] == "all"
+        model, placement = build_placed("resnet20_cifar", "gc", 10, stem="small", placement="paper")
+    assert placement["stages"] == "all"
     assert "(ImageNet) ResNet stages 2-4 only; using every stage of resnet20_cifar" in caplog.text
     assert available_sites(model) == ["residual", "mid", "stage_end", "trunk", "conv", "input"]
 
@@ -111,7 +112,7 @@ def test_the_cli_config_trains_it_and_auto_keeps_its_own_stem_at_any_size(compos
 
     cfg = compose_train(["model=resnet20_cifar", "model.attn=eca", "data.train_size=200", "data.test_size=100",
                          "trainer.epochs=1", "measure_cost=false"])
-    model = model_from_config(cfg.model, 10, 224)
+    model = model_from_config(cfg.model, 10, 224).model
     assert model.conv1.kernel_size == (3, 3) and n_params(model) == 269_722 + 3 * 9  # ECA: 9 blocks, k=3
     metrics = run_training(cfg, tmp_path)
     assert metrics["status"] == "completed" and metrics["params"] == 269_722 + 27
@@ -122,6 +123,6 @@ def test_simams_cifar_experiment_trains_simams_own_cifar_network(compose_train):
 
     cfg = compose_train(["experiment=simam_cifar100", "model.attn=simam"])
     assert (cfg.model.backbone, dict(cfg.model.timm_kwargs)) == ("resnet56_cifar", {"shortcut": "B"})
-    model = model_from_config(cfg.model, 100, 32)
+    model, placement = model_from_config(cfg.model, 100, 32)
     assert n_params(model) == by_hand(9, 100, projection=True)  # SimAM adds no parameter
-    assert model.attn_bench_placement["site"] == "mid" and len(model.attn_bench_slots) == 27
+    assert placement["site"] == "mid" and len(model.attn_bench_slots) == 27

@@ -7,7 +7,7 @@ import torch
 
 from attn_bench.errors import ConfigError
 from attn_bench.metrics.complexity import count_params
-from attn_bench.models import build_model
+from attn_bench.models import build_model, build_placed
 from attn_bench.models.labels import block_label
 
 # ResNet-50, 1000 classes; paper figures: BAM 25.92 M (BAM Table 6), GC c3-c5 r16 add 28.08 M (GCNet Table 2)
@@ -21,51 +21,51 @@ def test_paper_placement_parameter_counts_on_resnet50(block, params):
 
 
 def test_eca_paper_preset_is_the_released_eca_net50_with_the_80_parameters_its_paper_counts():
-    model = build_model("resnet50", "eca", placement="paper")
+    model, placement = build_placed("resnet50", "eca", placement="paper")
     assert count_params(model)["attn_params"] == 80  # ECA abstract: "80 vs. 24.37M"
     kernels = {name: m.conv.kernel_size[0] for name, m in model.named_modules() if type(m).__name__ == "EfficientChannelAttn"}
     assert {k: v for k, v in kernels.items() if k.endswith(".0.se")} == \
         {"layer1.0.se": 3, "layer2.0.se": 5, "layer3.0.se": 5, "layer4.0.se": 7}
-    assert model.attn_bench_placement["stage_args"] == {"kernel_size": {"1": 3, "2": 5, "3": 5, "4": 7}}
-    assert block_label({"attn": "eca"}, None, model.attn_bench_placement) == "eca (kernel_size by stage 3/5/5/7)"
+    assert placement["stage_args"] == {"kernel_size": {"1": 3, "2": 5, "3": 5, "4": 7}}
+    assert block_label({"attn": "eca"}, None, placement) == "eca (kernel_size by stage 3/5/5/7)"
     assert count_params(build_model("resnet101", "eca", placement="paper"))["attn_params"] == 3 * 3 + 4 * 3 + 23 * 5 + 3 * 7
     # the adaptive formula elsewhere, and under uniform; an explicit kernel size replaces the preset
     assert count_params(build_model("resnet50", "eca"))["attn_params"] == 86
-    assert "stage_args" not in build_model("resnet18", "eca", placement="paper").attn_bench_placement
-    explicit = build_model("resnet50", "eca", placement="paper", attn_args={"kernel_size": 3})
-    assert count_params(explicit)["attn_params"] == 48 and "stage_args" not in explicit.attn_bench_placement
+    assert "stage_args" not in build_placed("resnet18", "eca", placement="paper").placement
+    explicit, explicit_placement = build_placed("resnet50", "eca", placement="paper", attn_args={"kernel_size": 3})
+    assert count_params(explicit)["attn_params"] == 48 and "stage_args" not in explicit_placement
     for own in ({"gamma": 3}, {"beta": 2}):  # what decides the kernel size: the run's formula, not the preset
-        built = build_model("resnet50", "eca", placement="paper", attn_args=own)
+        built, built_placement = build_placed("resnet50", "eca", placement="paper", attn_args=own)
         assert count_params(built)["attn_params"] == count_params(build_model("resnet50", "eca", attn_args=own))["attn_params"]
-        assert "stage_args" not in built.attn_bench_placement
-    only4 = build_model("resnet50", "eca", placement="paper", attn_stages=[4])
-    assert count_params(only4)["attn_params"] == 21 and only4.attn_bench_placement["stage_args"] == {"kernel_size": {"4": 7}}
+        assert "stage_args" not in built_placement
+    only4, only4_placement = build_placed("resnet50", "eca", placement="paper", attn_stages=[4])
+    assert count_params(only4)["attn_params"] == 21 and only4_placement["stage_args"] == {"kernel_size": {"4": 7}}
 
 
 def test_gam_paper_preset_uses_the_papers_ratio_and_says_what_it_leaves_out(caplog):
     with caplog.at_level("INFO", logger="attn_bench"):
-        model = build_model("resnet50", "gam", placement="paper")
-    assert model.attn_bench_placement["args"] == {"rd_ratio": 1 / 16}
+        model, placement = build_placed("resnet50", "gam", placement="paper")
+    assert placement["args"] == {"rd_ratio": 1 / 16}
     gams = [m for m in model.modules() if type(m).__name__ == "GAM"]
     widths = {(m.fc1.in_features, m.fc1.out_features, m.conv1.out_channels, m.conv1.groups) for m in gams}
     assert len(gams) == 16 and widths == {(c, c // 16, c // 16, 1) for c in (256, 512, 1024, 2048)}  # C/16, ungrouped
     assert "group count the paper does not give" in caplog.text
-    assert block_label({"attn": "gam"}, None, model.attn_bench_placement) == "gam (rd_ratio=0.0625)"
+    assert block_label({"attn": "gam"}, None, placement) == "gam (rd_ratio=0.0625)"
     assert count_params(build_model("resnet50", "gam", placement="uniform"))["params"] == 528_602_472  # the copies' r=4
-    mine = build_model("resnet18", "gam", placement="paper", attn_args={"rd_ratio": 0.25})
-    assert mine.attn_bench_placement["args"] == {"rd_ratio": 0.25}
-    mine = build_model("resnet18", "gam", placement="paper", attn_args={"rd_channels": 8})
-    assert mine.attn_bench_placement["args"] == {"rd_channels": 8}  # no idle rd_ratio in the record or label
+    mine, mine_placement = build_placed("resnet18", "gam", placement="paper", attn_args={"rd_ratio": 0.25})
+    assert mine_placement["args"] == {"rd_ratio": 0.25}
+    mine, mine_placement = build_placed("resnet18", "gam", placement="paper", attn_args={"rd_channels": 8})
+    assert mine_placement["args"] == {"rd_channels": 8}  # no idle rd_ratio in the record or label
     caplog.clear()
     with caplog.at_level("INFO", logger="attn_bench"):
-        grouped = build_model("resnet50", "gam", placement="paper", attn_args={"group": True})
-    assert grouped.attn_bench_placement["args"] == {"rd_ratio": 1 / 16, "group": True} and "not applied" not in caplog.text
+        grouped, grouped_placement = build_placed("resnet50", "gam", placement="paper", attn_args={"group": True})
+    assert grouped_placement["args"] == {"rd_ratio": 1 / 16, "group": True} and "not applied" not in caplog.text
 
 
 def test_uniform_placement_is_the_residual_site_of_every_block():
-    model = build_model("resnet50", "bam", placement="uniform")
+    model, placement = build_placed("resnet50", "bam", placement="uniform")
     assert count_params(model)["params"] == 30_771_496
-    assert model.attn_bench_placement == {"placement": "uniform", "site": "residual", "stages": "all",
+    assert placement == {"placement": "uniform", "site": "residual", "stages": "all",
                                           "position": "every", "args": {}}
 
 
@@ -80,11 +80,11 @@ def _widths_seen(model, suffix: str) -> dict[str, int]:
 
 def test_bam_sits_on_the_trunk_after_stages_1_to_3():
     """Official code: bam1..bam3 after layer1..layer3, on the trunk's width (256, 512, 1024)."""
-    model = build_model("resnet50", "bam", placement="paper")
+    model, placement = build_placed("resnet50", "bam", placement="paper")
     seen = _widths_seen(model, ".attn")
     assert {k: v[0] for k, v in seen.items()} == {"layer1.attn": 256, "layer2.attn": 512, "layer3.attn": 1024}
     assert all(type(model.get_submodule(f"layer{i}.{j}").se).__name__ == "Identity" for i in (1, 2) for j in (0, 1))
-    assert model.attn_bench_placement["site"] == "stage_end" and model.attn_bench_placement["stages"] == [1, 2, 3]
+    assert placement["site"] == "stage_end" and placement["stages"] == [1, 2, 3]
 
 
 def test_simam_sits_after_each_bottlenecks_3x3_conv():
@@ -101,8 +101,9 @@ def test_simam_takes_exactly_the_3x3_convs_output_before_its_bn_as_the_official_
     """ZjjConan/SimAM: Sequential(conv2, simam) in BasicBlock and Bottleneck (networks/cifar/block.py,
     networks/imagenet/resnet.py), Sequential(depthwise conv, simam) in MobileNetV2's blocks. Forward hooks:
     each SimAM's input is the conv's output tensor itself, and what follows it is the block's BN."""
-    model = build_model(backbone, "simam", placement="paper").eval()
-    assert model.attn_bench_placement["site"] == "mid"
+    model, placement = build_placed(backbone, "simam", placement="paper")
+    model.eval()
+    assert placement["site"] == "mid"
     seen = {}
     for name, module in model.named_modules():
         if type(module).__name__ == "SimAM":
@@ -120,16 +121,16 @@ def test_simam_takes_exactly_the_3x3_convs_output_before_its_bn_as_the_official_
 
 
 def test_psa_keeps_the_mid_site_for_bottlenecks_only_and_says_why_elsewhere(caplog):
-    assert build_model("resnet50", "psa", placement="paper").attn_bench_placement["site"] == "mid"
+    assert build_placed("resnet50", "psa", placement="paper").placement["site"] == "mid"
     with caplog.at_level("INFO", logger="attn_bench"):
-        model = build_model("resnet18", "psa", placement="paper")
-    assert model.attn_bench_placement["site"] == "residual"
+        model, placement = build_placed("resnet18", "psa", placement="paper")
+    assert placement["site"] == "residual"
     assert "defined for bottleneck blocks, which resnet18 does not have" in caplog.text
 
 
 def test_gc_paper_stages_are_c3_to_c5():
-    model = build_model("resnet50", "gc", placement="paper")
-    assert model.attn_bench_placement["stages"] == [2, 3, 4]
+    model, placement = build_placed("resnet50", "gc", placement="paper")
+    assert placement["stages"] == [2, 3, 4]
     assert type(model.layer1[0].se).__name__ == "Identity" and type(model.layer2[0].se).__name__ == "GlobalContext"
 
 
@@ -141,9 +142,9 @@ def test_explicit_settings_override_the_paper_preset():
 
 
 def test_labels_show_the_resolved_placement():
-    record = build_model("resnet50", "bam", placement="paper").attn_bench_placement
+    record = build_placed("resnet50", "bam", placement="paper").placement
     assert block_label({"attn": "bam"}, None, record) == "bam (site=stage_end, stages=[1, 2, 3])"
-    uniform = build_model("resnet50", "bam", placement="uniform").attn_bench_placement
+    uniform = build_placed("resnet50", "bam", placement="uniform").placement
     assert block_label({"attn": "bam"}, None, uniform) == "bam"
 
 
@@ -227,7 +228,7 @@ def test_se_on_mobilenetv3_is_the_stock_network_parameter_for_parameter():
     widths and gate; with timm's weights copied in, the outputs are identical."""
     import timm
 
-    model = build_model("mobilenetv3_large_100", "se", placement="paper")
+    model, placement = build_placed("mobilenetv3_large_100", "se", placement="paper")
     stock = timm.create_model("mobilenetv3_large_100")
     assert count_params(model)["params"] == sum(p.numel() for p in stock.parameters()) == 5_483_032
     renamed = {k.replace("se.conv_reduce", "se.fc1").replace("se.conv_expand", "se.fc2"): v
@@ -238,8 +239,8 @@ def test_se_on_mobilenetv3_is_the_stock_network_parameter_for_parameter():
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(x), stock.eval()(x), rtol=1e-5, atol=1e-5)
-    assert model.attn_bench_placement["layout"] == "stock SE blocks (8 of 15)"
-    assert block_label({"attn": "se"}, None, model.attn_bench_placement) == \
+    assert placement["layout"] == "stock SE blocks (8 of 15)"
+    assert block_label({"attn": "se"}, None, placement) == \
         "se (stages=[3, 5, 6], stock SE blocks (8 of 15))"
     # uniform: our SE (r=16) in all 15 blocks, like for like with every other block
     assert len([m for m in build_model("mobilenetv3_large_100", "se").modules()
@@ -247,13 +248,13 @@ def test_se_on_mobilenetv3_is_the_stock_network_parameter_for_parameter():
 
 
 def test_trunk_conv_and_input_sites_sit_where_their_papers_put_them():
-    model = build_model("resnet18", "nl", attn_site="trunk", attn_stages=[4], attn_position="last")
+    model, placement = build_placed("resnet18", "nl", attn_site="trunk", attn_stages=[4], attn_position="last")
     assert [n for n, m in model.named_modules() if type(m).__name__ == "NonLocal"] == ["layer4.1.act2.attn"]
-    model = build_model("resnet18", "sk", attn_stages=[2], attn_position="alternate")  # BasicBlock: its first 3x3
+    model, placement = build_placed("resnet18", "sk", attn_stages=[2], attn_position="alternate")  # BasicBlock: its first 3x3
     assert [n for n, m in model.named_modules() if type(m).__name__ == "SelectiveKernel"] == ["layer2.1.conv1"]
-    model = build_model("resnet18", "stn")
+    model, placement = build_placed("resnet18", "stn")
     assert [n for n, m in model.named_modules() if type(m).__name__ == "SpatialTransformer"] == ["conv1.attn"]
-    assert model.attn_bench_placement["stages"] == "all"
+    assert placement["stages"] == "all"
 
 
 def test_a_run_recorded_under_an_older_preset_is_rebuilt_as_it_was_trained():
@@ -268,9 +269,9 @@ def test_a_run_recorded_under_an_older_preset_is_rebuilt_as_it_was_trained():
         cfg = OmegaConf.create({"backbone": backbone, "attn": attn, "attn_args": {}, "placement": "paper",
                                 "attn_site": None, "attn_stages": None, "attn_position": None, "stem": "imagenet",
                                 "timm_kwargs": {}})
-        model = model_as_recorded(cfg, 1000, 224, older)
-        assert count_params(model)["attn_params"] == attn_params and model.attn_bench_placement == older
-        assert count_params(model_as_recorded(cfg, 1000, 224, None))["attn_params"] != attn_params  # today's preset
+        model, placement = model_as_recorded(cfg, 1000, 224, older)
+        assert count_params(model)["attn_params"] == attn_params and placement == older
+        assert count_params(model_as_recorded(cfg, 1000, 224, None).model)["attn_params"] != attn_params  # today's preset
 
 
 def test_every_preset_is_valid_data_and_no_code_branches_on_a_block_name():
@@ -306,19 +307,19 @@ def test_sk_off_resnext_is_labelled_not_a_published_network(caplog):
     from attn_bench.commands.train.records import hparams
 
     with caplog.at_level("INFO", logger="attn_bench"):
-        model = build_model("resnet50", "sk", placement="paper")
-    assert model.attn_bench_placement["note"] == "not a published network"
-    assert block_label({"attn": "sk"}, None, model.attn_bench_placement) == "sk (site=conv, not a published network)"
+        model, placement = build_placed("resnet50", "sk", placement="paper")
+    assert placement["note"] == "not a published network"
+    assert block_label({"attn": "sk"}, None, placement) == "sk (site=conv, not a published network)"
     assert "sk on resnet50 is not a published network" in caplog.text and "model=resnext50_32x4d" in caplog.text
-    sknet = build_model("resnext50_32x4d", "sk", placement="paper")
-    assert "note" not in sknet.attn_bench_placement and count_params(sknet)["params"] == 27_479_784
-    assert "note" not in build_model("resnet50", "sk", placement="uniform").attn_bench_placement  # no paper claim
+    sknet, sknet_placement = build_placed("resnext50_32x4d", "sk", placement="paper")
+    assert "note" not in sknet_placement and count_params(sknet)["params"] == 27_479_784
+    assert "note" not in build_placed("resnet50", "sk", placement="uniform").placement  # no paper claim
 
     from types import SimpleNamespace
 
     from conftest import _compose_train
 
-    record = SimpleNamespace(placement=model.attn_bench_placement, block=None, final={"top1": 1.0, "top5": 2.0},
+    record = SimpleNamespace(placement=placement, block=None, final={"top1": 1.0, "top5": 2.0},
                              best={"top1": 1.0}, params=1, train_img_per_s=1.0, peak_memory_mb=1.0, final_ema=None,
                              cost=None)
     values, _ = hparams(_compose_train(["model.attn=sk"]), record)

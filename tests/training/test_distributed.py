@@ -66,7 +66,7 @@ def test_ddp_evaluation_counts_an_uneven_set_once(straight_ddp, compose_train):
     run_dir, metrics, _ = straight_ddp
     assert [h["eval_images"] for h in metrics["history"]] == [103, 103]
     cfg = compose_train(SMALL)
-    model = model_from_config(cfg.model, cfg.data.num_classes, cfg.data.img_size)
+    model = model_from_config(cfg.model, cfg.data.num_classes, cfg.data.img_size).model
     model.load_state_dict(torch.load(run_dir / "last.pt", weights_only=True)["model"])
     _, eval_loader = build_loaders(cfg.data, 40, torch.device("cpu"), 0, True)
     with torch.no_grad():

@@ -49,8 +49,8 @@ def _identity(cfg: DictConfig, run_dir) -> dict[str, Any]:
             "versions": library_versions()}
 
 
-def completed_record(cfg: DictConfig, state: TrainState, raw_model, device: torch.device, dist: DistInfo,
-                     run_dir) -> RunRecord:
+def completed_record(cfg: DictConfig, state: TrainState, raw_model, placement: dict[str, Any], device: torch.device,
+                     dist: DistInfo, run_dir) -> RunRecord:
     last = state.history[-1] if state.history else {}
     params = count_params(raw_model)
     return RunRecord(
@@ -67,7 +67,7 @@ def completed_record(cfg: DictConfig, state: TrainState, raw_model, device: torc
         peak_memory_mb=_peak_memory_mb(device),
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         world_size=dist.world_size, history=state.history, resumed_from=state.resumes or None,
-        placement=raw_model.attn_bench_placement,
+        placement=placement,
     )
 
 

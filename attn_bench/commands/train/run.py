@@ -66,14 +66,14 @@ def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
 
 def _build(cfg: DictConfig, dist: DistInfo, device: torch.device):
-    """Loaders for this rank, the model, and the model as trained (DDP-wrapped and/or compiled)."""
+    """Loaders for this rank, the model, its placement, and the model as trained (DDP-wrapped and/or compiled)."""
     t = cfg.trainer
     train_loader, eval_loader = build_loaders(cfg.data, per_rank_batch(t, dist.world_size), device, int(cfg.seed),
                                               bool(t.drop_last), dist.rank, dist.world_size, bool(t.channels_last))
     check_sizes(t, train_loader.num_samples, dist.world_size)
     if t.limit_batches is not None:  # debug=fast: a few batches; the record says so, the report leaves it out
         train_loader.limit = eval_loader.limit = int(t.limit_batches)
-    raw_model = model_from_config(cfg.model, cfg.data.num_classes, cfg.data.img_size)
+    raw_model, placement = model_from_config(cfg.model, cfg.data.num_classes, cfg.data.img_size)
     apply_pretrained(cfg.model, raw_model)  # model.pretrained / pretrained_file (a resume then loads last.pt)
     raw_model = raw_model.to(device)
     if t.channels_last:
@@ -83,7 +83,7 @@ def _build(cfg: DictConfig, dist: DistInfo, device: torch.device):
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if t.compile:
         model = torch.compile(model)
-    return train_loader, eval_loader, raw_model, model
+    return train_loader, eval_loader, raw_model, placement, model
 
 
 def _ema(t: DictConfig, raw_model):
@@ -123,10 +123,10 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device, p
 
     t = cfg.trainer
     seed_everything(int(cfg.seed), bool(t.deterministic), bool(t.cudnn_benchmark))
-    train_loader, eval_loader, raw_model, model = _build(cfg, dist, device)
+    train_loader, eval_loader, raw_model, placement, model = _build(cfg, dist, device)
     if not resume:  # fingerprinted after the loaders exist: data.download=true has fetched the files by now
         spec = {**spec, "data": _on_rank0(dist, dataset_identity, cfg.data),
-                "placement": raw_model.attn_bench_placement}
+                "placement": placement}
         if dist.is_main:
             start_run(run_dir, cfg, spec)
     if train_loader.skipped + eval_loader.skipped:
@@ -150,7 +150,7 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device, p
                  cfg.data.name, t.epochs, device, run_dir)
         with progress if progress else contextlib.nullcontext():
             state = trainer.fit(state, raw_model, t.epochs)
-        record = completed_record(cfg, state, raw_model, device, dist, run_dir)
+        record = completed_record(cfg, state, raw_model, placement, device, dist, run_dir)
         record.data, record.block, record.pretrained = spec["data"], spec["block"], spec["pretrained"]
         record.skipped_files = train_loader.skipped + eval_loader.skipped
         if cfg.measure_cost and dist.is_main:
