@@ -1,7 +1,8 @@
 """The timm backbones attn-bench knows how to plug attention into, and the small-image stem.
 
-timm's ResNets and MobileNets, and He et al.'s CIFAR ResNets (``models/cifar_resnets.py``, registered
-with timm when this module is imported), whose 3x3 stem is their own.
+timm's ResNets and MobileNets, and the CIFAR networks of the papers (registered with timm when this
+module is imported): He et al.'s CIFAR ResNets (``models/cifar_resnets.py``), the pre-activation
+ResNet-164 and the Wide ResNets (``models/preact_resnets.py``), whose 3x3 stem is their own.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from torch import nn
 
 from attn_bench.errors import ConfigError
 from attn_bench.models.cifar_resnets import CIFAR_RESNETS, SHORTCUTS
+from attn_bench.models.preact_resnets import PREACT_NETS
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d")
 MOBILENETS = (
@@ -19,23 +21,24 @@ MOBILENETS = (
     "mobilenetv3_small_100",
     "mobilenetv3_large_100",
 )
-SUPPORTED_BACKBONES = RESNETS + MOBILENETS + CIFAR_RESNETS
+CIFAR_NETS = CIFAR_RESNETS + PREACT_NETS  # their own small stem
+SUPPORTED_BACKBONES = RESNETS + MOBILENETS + CIFAR_NETS
 STEMS = ("imagenet", "small")
 SMALL_IMAGE_MAX = 64  # stem=auto picks the small stem for images up to this size
 
 
 def resolve_stem(stem: str, img_size: int, backbone: str = "") -> str:
     """``auto`` -> ``small`` for images of at most 64 px (CIFAR, Tiny-ImageNet), else ``imagenet``; a
-    CIFAR ResNet's stem is always its own small one."""
+    CIFAR network's stem is always its own small one."""
     if stem != "auto":
         return stem
-    return "small" if img_size <= SMALL_IMAGE_MAX or backbone in CIFAR_RESNETS else "imagenet"
+    return "small" if img_size <= SMALL_IMAGE_MAX or backbone in CIFAR_NETS else "imagenet"
 
 
 def check_stem(backbone: str, stem: str) -> None:
     if stem not in STEMS:
         raise ConfigError(f"unknown stem '{stem}'; valid choices: {', '.join(STEMS)}")
-    if backbone in CIFAR_RESNETS and stem != "small":
+    if backbone in CIFAR_NETS and stem != "small":
         raise ConfigError(f"model.stem={stem}: {backbone} is a CIFAR network whose stem is its own 3x3 conv without "
                           f"pooling; use model.stem=auto or small (an ImageNet stem: a timm ResNet, e.g. model=resnet18)")
 

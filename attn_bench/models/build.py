@@ -19,7 +19,7 @@ from attn_bench.attention.registry import is_builtin
 from attn_bench.attention.contract import check_contract
 from attn_bench.config import check_known_keys, shipped_keys
 from attn_bench.errors import check as require
-from attn_bench.models.backbones import CIFAR_RESNETS, check_stem, create_backbone, resolve_stem, use_small_stem
+from attn_bench.models.backbones import CIFAR_NETS, check_stem, create_backbone, resolve_stem, use_small_stem
 from attn_bench.models.placement import find_slots, place_attention
 from attn_bench.models.presets import resolve_placement
 
@@ -69,7 +69,7 @@ def build_placed(
     """
     check_stem(backbone, stem)
     model = create_backbone(backbone, num_classes, **(timm_kwargs or {}))
-    if stem == "small" and backbone not in CIFAR_RESNETS:  # a CIFAR ResNet's stem is small already
+    if stem == "small" and backbone not in CIFAR_NETS:  # a CIFAR network's stem is small already
         use_small_stem(model)
     where = resolve_placement(model, backbone, attn, placement, attn_site, attn_stages, attn_position, attn_args)
     record = where.as_record(model)  # before placing: the slots are read from the plain backbone

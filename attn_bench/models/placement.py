@@ -49,6 +49,7 @@ from torch import nn
 
 from attn_bench.attention import block_sites, create_block, is_baseline
 from attn_bench.errors import ConfigError
+from attn_bench.models.preact_resnets import PreActBasicBlock, PreActBottleneck
 
 POSITIONS = ("every", "last", "alternate")
 _PLACED_ATTR = "attn_bench_slots"
@@ -80,13 +81,17 @@ class Slot:
 # The sites inside every block: for each timm block type, the attribute the site is at (a backbone has
 # the site when every block of it has the attribute). residual: the attention is the attribute; mid and
 # trunk: it follows the attribute's module (the 3x3 conv, before its BN; the ReLU after the addition);
-# conv: it replaces the attribute's 3x3 conv (a BasicBlock's first).
+# conv: it replaces the attribute's 3x3 conv (a BasicBlock's first). Pre-activation units (models/
+# preact_resnets.py) have no ReLU after the addition (trunk: their identity ``merge``) and no conv site.
 BLOCK_HOSTS: dict[str, dict[type, str]] = {
-    "residual": {BasicBlock: "se", Bottleneck: "se", InvertedResidual: "se", DepthwiseSeparableConv: "se"},
-    "mid": {Bottleneck: "conv2", BasicBlock: "conv2", InvertedResidual: "conv_dw", DepthwiseSeparableConv: "conv_dw"},
-    "trunk": {Bottleneck: "act3", BasicBlock: "act2"},
+    "residual": {BasicBlock: "se", Bottleneck: "se", InvertedResidual: "se", DepthwiseSeparableConv: "se",
+                 PreActBasicBlock: "se", PreActBottleneck: "se"},
+    "mid": {Bottleneck: "conv2", BasicBlock: "conv2", InvertedResidual: "conv_dw", DepthwiseSeparableConv: "conv_dw",
+            PreActBasicBlock: "conv2", PreActBottleneck: "conv2"},
+    "trunk": {Bottleneck: "act3", BasicBlock: "act2", PreActBasicBlock: "merge", PreActBottleneck: "merge"},
     "conv": {Bottleneck: "conv2", BasicBlock: "conv1"},
 }
+BOTTLENECKS = (Bottleneck, PreActBottleneck)  # the blocks whose middle conv is a bottleneck's (PSA's site)
 
 
 def _slot_channels(block: nn.Module) -> int | None:
@@ -98,12 +103,16 @@ def _slot_channels(block: nn.Module) -> int | None:
         return block.bn2.num_features
     if isinstance(block, DepthwiseSeparableConv):
         return block.bn1.num_features
+    if isinstance(block, PreActBasicBlock):
+        return block.conv2.out_channels
+    if isinstance(block, PreActBottleneck):
+        return block.conv3.out_channels
     return None
 
 
 def _out_channels(block: nn.Module) -> int:
     """A block's output width (what the trunk carries after it)."""
-    if isinstance(block, (BasicBlock, Bottleneck)):
+    if isinstance(block, (BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck)):
         return _slot_channels(block)
     return block.bn3.num_features if isinstance(block, InvertedResidual) else block.bn2.num_features
 

@@ -13,12 +13,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from timm.models.resnet import Bottleneck
 from torch import nn
 
 from attn_bench.attention import BASELINE, block_sites
 from attn_bench.errors import ConfigError
-from attn_bench.models.placement import available_sites, find_slots, select_slots
+from attn_bench.models.placement import BOTTLENECKS, available_sites, find_slots, select_slots
 
 PLACEMENTS = ("paper", "uniform")
 DOWNSAMPLING = "downsampling"  # Preset.stages: the stage ends after which the trunk is downsampled (BAM)
@@ -181,7 +180,7 @@ def _uniform_site(attn: str) -> str:
 def _paper_site(attn: str, preset: Preset, model: nn.Module, backbone: str) -> str:
     if preset.site is None:
         return _uniform_site(attn)
-    if preset.bottlenecks_only and not all(isinstance(model.get_submodule(s.path), Bottleneck) for s in find_slots(model)):
+    if preset.bottlenecks_only and not all(isinstance(model.get_submodule(s.path), BOTTLENECKS) for s in find_slots(model)):
         log.info("%s: its paper's site (%s) is defined for bottleneck blocks, which %s does not have; using the "
                  "residual site", attn, preset.site, backbone)
         return _uniform_site(attn)
