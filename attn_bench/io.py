@@ -39,10 +39,21 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: s
         raise
 
 
+def _permissions(path: Path) -> int:
+    """The mode ``open()`` would leave: the file's own if it exists, else 0666 less the umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def _write_then_replace(path: Path, write: Callable[[Any], None], mode: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _permissions(path))  # mkstemp's 0600 would hide results from the group
         with os.fdopen(fd, mode) as handle:
             write(handle)
             handle.flush()

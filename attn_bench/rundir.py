@@ -256,7 +256,7 @@ class RunRecord:
     one dict per epoch. Fields that do not apply to the status are left out of the file.
     """
 
-    status: str  # completed | failed
+    status: str  # completed | failed | interrupted (Ctrl-C: the same command resumes it)
     config: dict[str, Any]
     seed: int
     run_dir: str

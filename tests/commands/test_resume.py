@@ -326,3 +326,29 @@ def test_a_run_with_dropout_resumes_exactly_so_the_global_rng_is_restored(tmp_pa
     assert torch.load(run_dir / "last.pt", weights_only=True)["step"] == 7
     resumed = run_training(_compose_train(overrides), run_dir)
     _assert_same_run(straight_dir, straight, run_dir, resumed)
+
+
+def test_ctrl_c_is_recorded_as_interrupted_and_the_same_command_resumes_it(uninterrupted, tmp_path, monkeypatch):
+    from attn_bench.commands.report.collect import load_run
+    from attn_bench.training.trainer import Trainer
+
+    straight_dir, straight = uninterrupted
+    overrides = TINY_TRAIN + DETERMINISTIC
+    step = Trainer._train_step
+
+    def ctrl_c_at_step_20(self, x, y, state):
+        if state.step == 20:
+            raise KeyboardInterrupt
+        return step(self, x, y, state)
+
+    monkeypatch.setattr(Trainer, "_train_step", ctrl_c_at_step_20)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(_compose_train(overrides), tmp_path / "run")
+    monkeypatch.undo()
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["status"] == "interrupted" and record["failed_at"] == {"epoch": 1, "step": 20}
+    assert "resumes" in record["reason"] and "KeyboardInterrupt" not in record["reason"]
+    assert load_run(tmp_path / "run").status == "interrupted"  # the report lists it as such, not as failed
+    resumed = run_training(_compose_train(overrides), tmp_path / "run")
+    assert resumed["resumed_from"] == [{"epoch": 1, "batch": 3, "step": 18}]
+    _assert_same_run(straight_dir, straight, tmp_path / "run", resumed)

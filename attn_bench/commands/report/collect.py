@@ -86,9 +86,9 @@ def load_run(path: Path) -> RunRecord | Problem:
     except (OSError, ValueError) as err:
         return Problem(path, "unreadable", "?", "?", f"{METRICS_FILE}: {err}")
     block, seed = _block_and_seed(record.config)
-    if record.status == "failed":
+    if record.status in ("failed", "interrupted"):
         where = record.failed_at or {}
-        return Problem(path, "failed", block, seed,
+        return Problem(path, record.status, block, seed,
                        f"{record.reason or '?'} (epoch {where.get('epoch', '?')}, step {where.get('step', '?')})")
     if not record.completed or not is_number((record.final or {}).get("top1")):
         return Problem(path, str(record.status), block, seed,

@@ -71,8 +71,9 @@ def completed_record(cfg: DictConfig, state: TrainState, raw_model, placement: d
     )
 
 
-def failed_record(cfg: DictConfig, run_dir, reason: str, step: int, epoch: int) -> RunRecord:
-    return RunRecord(status="failed", reason=reason, failed_at={"epoch": epoch, "step": step}, **_identity(cfg, run_dir))
+def failed_record(cfg: DictConfig, run_dir, reason: str, step: int, epoch: int, status: str = "failed") -> RunRecord:
+    """A run that stopped: ``failed``, or ``interrupted`` (Ctrl-C), which the same command resumes."""
+    return RunRecord(status=status, reason=reason, failed_at={"epoch": epoch, "step": step}, **_identity(cfg, run_dir))
 
 
 def hparams(cfg: DictConfig, record: RunRecord) -> tuple[dict[str, Any], dict[str, float]]:

@@ -165,6 +165,10 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device, p
         log.warning("%s; handing over to the scheduler to requeue this job", err)
         logger.close()
         preemption.hand_over(dist.is_main)
+    except KeyboardInterrupt:
+        _record_failure(cfg, run_dir, dist, "interrupted (Ctrl-C); the same command resumes it from its last checkpoint",
+                        step=state.step, epoch=state.epoch, status="interrupted")
+        raise
     except BaseException as err:
         _record_failure(cfg, run_dir, dist, f"{type(err).__name__}: {err}", step=state.step, epoch=state.epoch)
         source = spec["block"].get("source")
@@ -183,10 +187,11 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device, p
     return record
 
 
-def _record_failure(cfg: DictConfig, run_dir: Path, dist: DistInfo, reason: str, step: int, epoch: int) -> None:
+def _record_failure(cfg: DictConfig, run_dir: Path, dist: DistInfo, reason: str, step: int, epoch: int,
+                    status: str = "failed") -> None:
     if not dist.is_main:
         return
     try:
-        failed_record(cfg, run_dir, reason, step=step, epoch=epoch).write(run_dir)
+        failed_record(cfg, run_dir, reason, step=step, epoch=epoch, status=status).write(run_dir)
     except (OSError, ConfigError) as err:  # e.g. the disk that stopped the run is still full
         log.warning("could not record the failure in %s: %s", run_dir / METRICS_FILE, err)
