@@ -5,6 +5,7 @@ status 2; real crashes keep their traceback.
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 
@@ -43,11 +44,20 @@ def register() -> None:
         Plugins.instance().register(submitit.AttnBenchSlurmLauncher)
 
 
+def unknown_subcommand(word: str) -> str:
+    close = difflib.get_close_matches(word, SUBCOMMANDS, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return (f"unknown subcommand '{word}'; {hint}valid subcommands: {', '.join(SUBCOMMANDS)} "
+            f"(training takes key=value overrides: attn-bench --help)")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] in SUBCOMMANDS:
             return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
+        if argv and not argv[0].startswith("-") and "=" not in argv[0]:  # Hydra would call it a grammar error
+            raise ConfigError(unknown_subcommand(argv[0]))
         register()
         return importlib.import_module(TRAIN).main(argv)
     except ConfigError as err:

@@ -5,6 +5,7 @@ all compose from :data:`CONFIG_MODULE`; only :func:`compose` talks to Hydra's co
 """
 from __future__ import annotations
 
+import difflib
 import re
 from importlib import resources
 from pathlib import Path
@@ -69,8 +70,40 @@ def check_known_keys(node: DictConfig, prefix: str, known: set[str], free_form: 
     keys = flatten(OmegaConf.to_container(node))
     unknown = sorted(k for k in keys if k not in known and not any(k == f or k.startswith(f"{f}.") for f in free_form))
     if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(known | set(free_form)), n=1)
+        hint = f"did you mean {prefix}.{close[0]}? " if close else ""
         raise ConfigError(f"unknown key {prefix}.{unknown[0]}{' (and more)' if len(unknown) > 1 else ''}: nothing "
-                          f"reads it; valid keys under {prefix}: {', '.join(sorted(known | set(free_form)))}")
+                          f"reads it; {hint}valid keys under {prefix}: {', '.join(sorted(known | set(free_form)))}")
+
+
+def check_override_keys(overrides: list[str]) -> None:
+    """A ``key=value`` override whose key the composed config does not have: one line with the closest
+    key (Hydra's own message is six lines without one). Keys added with ``+``, Hydra's own and group
+    choices are left to Hydra; so is everything when the user's own config folders are in play."""
+    if user_config_dirs(overrides) or {"-sc", "--shell-completion"} & set(overrides):  # completion: not overrides
+        return
+    keys = [a.partition("=")[0] for a in overrides if "=" in a and not a.startswith(("+", "~", "-"))]
+    keys = [k for k in keys if k not in CONFIG_GROUPS and not k.startswith("hydra.") and "@" not in k and "/" not in k]
+    if not keys:
+        return
+    groups = [f"{a.partition('=')[0]}={a.partition('=')[2].split(',')[0]}" for a in overrides
+              if a.partition("=")[0] in CONFIG_GROUPS]  # a swept group: its first choice has the same keys
+    try:
+        cfg = compose("train", groups)
+    except ConfigError:
+        return  # a bad group choice: said elsewhere, in its own line
+    for key in keys:
+        node, done = cfg, []
+        for part in key.split("."):
+            if not isinstance(node, DictConfig) or part not in node:
+                here = ".".join(done)
+                choices = [f"{here}.{k}" if here else str(k) for k in (node.keys() if isinstance(node, DictConfig) else [])]
+                close = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise ConfigError(f"unknown key '{key}'; {hint}a key of your own needs '+' (+{key}=...); "
+                                  f"attn-bench --help lists the config")
+            node = node[part]
+            done.append(part)
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:

@@ -206,8 +206,8 @@ def test_everything_the_help_texts_name_is_accepted(attn_bench_cli, tmp_path):
         return proc.stdout
 
     top = help_text("--help")
-    named = re.findall(r"attn-bench ([a-z][a-z-]+)", top.split("Subcommands:", 1)[1].splitlines()[0])
-    assert {"blocks", "check-block", "profile", "report"} <= set(named)
+    named = re.findall(r"attn-bench ([a-z][a-z-]+)", top.split("Subcommands", 1)[1].split("== Configuration groups")[0])
+    assert set(named) == {"blocks", "check-block", "eval", "profile", "report", "visualize"}  # every one, no other
     groups = re.findall(r"^(\w+): ([\w, ]+)$", top.split("== Configuration groups ==", 1)[1].split("== Config ==")[0],
                         re.M)
     assert {g for g, _ in groups} >= {"data", "model", "trainer", "experiment", "debug"}
@@ -222,3 +222,19 @@ def test_everything_the_help_texts_name_is_accepted(attn_bench_cli, tmp_path):
             err = proc.stderr
             assert proc.returncode != 0, (sub, option)
             assert "unrecognized arguments" not in err and "unknown" not in err, (sub, option, err)
+
+
+@pytest.mark.parametrize("args, line", [
+    (["model.atn=se"], "unknown key 'model.atn'; did you mean 'model.attn'?"),
+    (["trainer.epoch=2"], "unknown key 'trainer.epoch'; did you mean 'trainer.epochs'?"),
+    (["-m", "model.attn=none,se", "trainer.optimizer.lrr=0.1"], "did you mean 'trainer.optimizer.lr'?"),
+    (["model=resnet50,resnet18", "model.attn_args.k=2"], "a key of your own needs '+' (+model.attn_args.k=...)"),
+    (["+trainer.epoch=2"], "unknown key trainer.epoch: nothing reads it; did you mean trainer.epochs?"),
+    (["evall"], "unknown subcommand 'evall'; did you mean 'eval'? valid subcommands: blocks, check-block, eval, "
+                "profile, report, visualize"),
+])
+def test_a_typo_in_a_key_or_a_subcommand_is_one_line_with_the_closest_name(args, line, attn_bench_cli, tmp_path):
+    proc = attn_bench_cli(*args)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1 and line in err[0], proc.stderr
+    assert not list(tmp_path.rglob("*.pt")), "nothing was trained"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from attn_bench.config import CONFIG_GROUPS, CONFIG_MODULE, group_options, unescape_override, user_config_dirs
+from attn_bench.config import (CONFIG_GROUPS, CONFIG_MODULE, check_override_keys, group_options, unescape_override,
+                               user_config_dirs)
 from attn_bench.errors import ConfigError, fail
 from attn_bench.models.labels import backbone_label, block_label
 from attn_bench.rundir import OUTPUTS_ENV, RunRecord, outputs_root
@@ -129,6 +130,7 @@ def main(argv: list[str]) -> int:
 
     check_modes(argv)
     check_overrides(argv)
+    check_override_keys(argv)
     check_outputs_root(argv)
 
     @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")
