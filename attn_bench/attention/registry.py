@@ -38,6 +38,7 @@ _BLOCKS: dict[str, str] = {
     "nl": "attn_bench.attention.non_local:NonLocal",
     "psa": "attn_bench.attention.polarized:PolarizedSelfAttention",
     "stn": "attn_bench.attention.spatial_transformer:SpatialTransformer",
+    "srm": "attn_bench.attention.srm:StyleRecalibration",
 }
 
 

@@ -62,6 +62,7 @@ ZERO_INIT_WEIGHTS = {
     "cbam": {"spatial.bn.weight"},
     "triplet": {"hw.bn.weight"},
     "nl": {"bn.weight"},
+    "srm": {"cfc"},
 }
 ZERO_AT_INIT_UPSTREAM = {
     "gc": {"conv_attn.weight", "conv_attn.bias", "mlp_add.fc1.weight", "mlp_add.fc1.bias",
@@ -69,6 +70,7 @@ ZERO_AT_INIT_UPSTREAM = {
     "cbam": {"spatial.conv.weight"},
     "triplet": {"hw.conv.weight"},
     "nl": {f"{conv}.{p}" for conv in ("theta", "phi", "g", "out") for p in ("weight", "bias")},
+    "srm": {"bn.weight"},  # it scales the normalised z = cfc . style, all 0 while cfc is
 }
 
 # Parameters whose gradient is zero *by mathematics*, not by accident:
@@ -145,7 +147,7 @@ def _record_shapes(module: nn.Module, shapes: list) -> torch.utils.hooks.Removab
 def _perturb_zero_init(attn: nn.Module, block: str) -> None:
     """Give the zero-initialised multiplicative weights small random values (see ZERO_INIT_WEIGHTS)."""
     params = dict(attn.named_parameters())
-    zero = {n for n, p in params.items() if n.endswith("weight") and not p.detach().any()}
+    zero = {n for n, p in params.items() if not n.endswith("bias") and not p.detach().any()}  # SRM's is 'cfc'
     assert zero == ZERO_INIT_WEIGHTS.get(block, set())
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():

@@ -151,17 +151,17 @@ def test_entry_point_blocks_are_listed_and_usable_by_name(tmp_path, monkeypatch,
     (package / "__init__.py").write_text("")
     monkeypatch.syspath_prepend(str(tmp_path))
     points = importlib.metadata.EntryPoints([importlib.metadata.EntryPoint(
-        name="srm", value="plugin_pkg.gates:SRMGate", group="attn_bench.blocks")])
+        name="srm_gate", value="plugin_pkg.gates:SRMGate", group="attn_bench.blocks")])
     real = importlib.metadata.entry_points
     monkeypatch.setattr(importlib.metadata, "entry_points",
                         lambda **kw: points if kw.get("group") == "attn_bench.blocks" else real(**kw))
-    assert list_blocks()[-1] == "srm"
-    assert get_block_class("srm").__name__ == "SRMGate"
-    assert block_identity("srm")["class"] == "plugin_pkg.gates:SRMGate"
+    assert list_blocks()[-1] == "srm_gate"
+    assert get_block_class("srm_gate").__name__ == "SRMGate"
+    assert block_identity("srm_gate")["class"] == "plugin_pkg.gates:SRMGate"
     monkeypatch.setenv("COLUMNS", "250")
     assert main(["blocks"]) == 0
     out = capsys.readouterr().out
-    assert " srm " in out and "plugin_pkg.gates:SRMGate" in out
+    assert " srm_gate " in out and "plugin_pkg.gates:SRMGate" in out
 
 
 @pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name == "gam" else name  # 13 s:

@@ -204,8 +204,14 @@ def _stn():
     return macs, 2 * macs + loc_net + 12 * P + 7 * C * P  # grid_sample, bilinear
 
 
+def _srm():
+    style = (C * P + C) + 3 * C * P + C + C + C  # mean; x - mean, square, sum; / (n - 1), variance floor, sqrt
+    cfc = 2 * C + 2 * C  # w0 * mean + w1 * std
+    return 0, style + cfc + 2 * C + 4 * C + C * P  # eval BN, sigmoid, rescale
+
+
 HAND_COUNTS = {"gc": _gc, "ca": _ca, "gam": _gam, "cbam": _cbam, "bam": _bam, "simam": _simam, "triplet": _triplet,
-               "sk": _sk, "nl": _nl, "psa": _psa, "stn": _stn}
+               "sk": _sk, "nl": _nl, "psa": _psa, "stn": _stn, "srm": _srm}
 
 
 def test_every_block_has_a_hand_count():
