@@ -53,7 +53,46 @@ def _shortcut(kind: str, inplanes: int, planes: int, stride: int) -> nn.Module |
     return nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes))
 
 
-class CifarResNet(nn.Module):
+class CifarNet(nn.Module):
+    """What the CIFAR networks share: timm's head interface (``fc``, ``global_pool``, ``forward_head``,
+    ``get_classifier``, ``reset_classifier``) and He initialisation; a subclass builds its body and
+    defines ``forward_features``."""
+
+    num_features: int
+    drop_rate: float = 0.0
+
+    def _finish(self, num_classes: int, global_pool: str) -> None:
+        """The head, then every conv He-initialised (fan-out) and every BN at weight 1, bias 0."""
+        self.reset_classifier(num_classes, global_pool)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
+        self.num_classes = num_classes
+        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x)
+        if self.drop_rate:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class CifarResNet(CifarNet):
     """ResNet-(6n+2) for 32x32 images, with timm's model interface (``forward_features``, ``fc``)."""
 
     def __init__(self, blocks_per_stage: int, num_classes: int = 10, in_chans: int = 3, shortcut: str = "A",
@@ -75,35 +114,11 @@ class CifarResNet(nn.Module):
                                          drop_path=_drop_path(drop_path)))
                 inplanes, done = planes, done + 1
             self.add_module(f"layer{stage}", nn.Sequential(*blocks))
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
-        self.num_classes = num_classes
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self._finish(num_classes, global_pool)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.bn1(self.conv1(x)))
         return self.layer3(self.layer2(self.layer1(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x)
-        if self.drop_rate:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _drop_path(rate: float) -> nn.Module | None:

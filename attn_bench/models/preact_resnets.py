@@ -31,10 +31,11 @@ conv, which a pre-activation unit puts before it.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from timm.layers import DropPath, SelectAdaptivePool2d
+from timm.layers import DropPath
 from timm.models import register_model
 from torch import nn
+
+from attn_bench.models.cifar_resnets import CifarNet
 
 
 def _conv(c_in: int, c_out: int, k: int, stride: int = 1) -> nn.Conv2d:
@@ -97,7 +98,7 @@ class PreActBasicBlock(_PreActUnit):
         return self.conv2(self.dropout(self.act2(self.bn2(self.conv1(pre)))))
 
 
-class PreActCifarNet(nn.Module):
+class PreActCifarNet(CifarNet):
     """Stem conv, three stages of pre-activation units, final BN-ReLU, pooling, classifier (timm's interface)."""
 
     def __init__(self, unit: str, blocks_per_stage: int, widths: tuple[int, int, int], num_classes: int = 10,
@@ -121,35 +122,11 @@ class PreActCifarNet(nn.Module):
             self.add_module(f"layer{stage}", nn.Sequential(*blocks))
         self.num_features = c_in
         self.bn_final, self.act_final = nn.BatchNorm2d(c_in), nn.ReLU(inplace=True)
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.fc = nn.Linear(c_in, num_classes) if num_classes else nn.Identity()
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
-        self.num_classes = num_classes
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self._finish(num_classes, global_pool)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
         return self.act_final(self.bn_final(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x)
-        if self.drop_rate:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _create(name: str, unit: str, blocks: int, widths: tuple[int, int, int], pretrained: bool, **kwargs):
