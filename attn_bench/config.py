@@ -95,14 +95,14 @@ def check_override_keys(overrides: list[str]) -> None:
     for key in keys:
         node, done = cfg, []
         for part in key.split("."):
-            if not isinstance(node, DictConfig) or part not in node:
+            if not isinstance(node, DictConfig) or part not in node.keys():  # `in` is False for a ??? value
                 here = ".".join(done)
                 choices = [f"{here}.{k}" if here else str(k) for k in (node.keys() if isinstance(node, DictConfig) else [])]
                 close = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
                 hint = f"did you mean '{close[0]}'? " if close else ""
                 raise ConfigError(f"unknown key '{key}'; {hint}a key of your own needs '+' (+{key}=...); "
                                   f"attn-bench --help lists the config")
-            node = node[part]
+            node = None if OmegaConf.is_missing(node, part) else node[part]  # a mandatory ??? leaf is a key too
             done.append(part)
 
 
