@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import re
 from typing import Any
 
@@ -22,6 +23,7 @@ from attn_bench.config import unescape_override
 from attn_bench.errors import ConfigError
 
 BASELINE = "none"
+log = logging.getLogger("attn_bench")
 
 _BLOCKS: dict[str, str] = {
     BASELINE: "attn_bench.attention.baseline:NoAttention",
@@ -71,6 +73,15 @@ def get_block_class(name: str) -> type[nn.Module]:
     return user.load_class(target)
 
 
+def _say_if_shadowed(name: str) -> None:
+    """An installed plug-in under a built-in's name is never used for that name: said in a line, with the
+    spec that does use it (a block added to attn-bench may take a name a plug-in had)."""
+    plugin = user.plugin_blocks().get(name)
+    if plugin:
+        log.warning("model.attn=%s is attn-bench's built-in %s; the installed plug-in of that name (%s) is not used: "
+                    "model.attn=%s runs it", name, name, plugin, plugin)
+
+
 def is_builtin(name: str) -> bool:
     return str(name) in _BLOCKS
 
@@ -91,6 +102,7 @@ def block_identity(name: str) -> dict[str, Any]:
         return {"attn": name}
     target = _target(name)
     if name in _BLOCKS:
+        _say_if_shadowed(name)  # once per run: its spec is resolved once
         return {"attn": name, "class": target}
     cls = get_block_class(name)  # fails here, in one line, for a spec that does not load
     path, digest = user.class_source(cls)

@@ -164,6 +164,21 @@ def test_entry_point_blocks_are_listed_and_usable_by_name(tmp_path, monkeypatch,
     assert " srm_gate " in out and "plugin_pkg.gates:SRMGate" in out
 
 
+def test_a_plug_in_under_a_builtins_name_is_said_to_be_unused_with_the_spec_that_runs_it(monkeypatch, caplog):
+    """SRM became a built-in after plug-ins could be called 'srm': such a plug-in never runs as 'srm' unsaid."""
+    points = importlib.metadata.EntryPoints([importlib.metadata.EntryPoint(
+        name="srm", value="plugin_pkg.gates:SRMGate", group="attn_bench.blocks")])
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda **kw: points if kw.get("group") == "attn_bench.blocks" else real(**kw))
+    with caplog.at_level("WARNING", logger="attn_bench"):  # what a run records of its block, once per run
+        assert block_identity("srm") == {"attn": "srm", "class": "attn_bench.attention.srm:StyleRecalibration"}
+    assert get_block_class("srm").__name__ == "StyleRecalibration"
+    assert "installed plug-in of that name (plugin_pkg.gates:SRMGate) is not used: " \
+           "model.attn=plugin_pkg.gates:SRMGate runs it" in caplog.text
+    assert list_blocks().count("srm") == 1
+
+
 @pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name == "gam" else name  # 13 s:
                                   for name in list_blocks(include_baseline=False)])  # 528 M parameters at r=4
 def test_the_doctor_passes_every_builtin_block(name):
