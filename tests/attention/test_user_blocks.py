@@ -145,16 +145,21 @@ def test_a_block_that_breaks_the_contract_stops_training_before_the_first_step(t
     assert not (tmp_path / "run" / "config.yaml").exists()
 
 
+def install_plugin(monkeypatch, name: str, target: str) -> None:
+    """An installed plug-in block: ``name`` in the ``attn_bench.blocks`` entry points, standing for ``target``."""
+    points = importlib.metadata.EntryPoints([importlib.metadata.EntryPoint(name=name, value=target,
+                                                                           group="attn_bench.blocks")])
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda **kw: points if kw.get("group") == "attn_bench.blocks" else real(**kw))
+
+
 def test_entry_point_blocks_are_listed_and_usable_by_name(tmp_path, monkeypatch, capsys):
     package = tmp_path / "plugin_pkg"
     write_block(package, name="gates.py")
     (package / "__init__.py").write_text("")
     monkeypatch.syspath_prepend(str(tmp_path))
-    points = importlib.metadata.EntryPoints([importlib.metadata.EntryPoint(
-        name="srm_gate", value="plugin_pkg.gates:SRMGate", group="attn_bench.blocks")])
-    real = importlib.metadata.entry_points
-    monkeypatch.setattr(importlib.metadata, "entry_points",
-                        lambda **kw: points if kw.get("group") == "attn_bench.blocks" else real(**kw))
+    install_plugin(monkeypatch, "srm_gate", "plugin_pkg.gates:SRMGate")
     assert list_blocks()[-1] == "srm_gate"
     assert get_block_class("srm_gate").__name__ == "SRMGate"
     assert block_identity("srm_gate")["class"] == "plugin_pkg.gates:SRMGate"
@@ -166,11 +171,7 @@ def test_entry_point_blocks_are_listed_and_usable_by_name(tmp_path, monkeypatch,
 
 def test_a_plug_in_under_a_builtins_name_is_said_to_be_unused_with_the_spec_that_runs_it(monkeypatch, caplog):
     """SRM became a built-in after plug-ins could be called 'srm': such a plug-in never runs as 'srm' unsaid."""
-    points = importlib.metadata.EntryPoints([importlib.metadata.EntryPoint(
-        name="srm", value="plugin_pkg.gates:SRMGate", group="attn_bench.blocks")])
-    real = importlib.metadata.entry_points
-    monkeypatch.setattr(importlib.metadata, "entry_points",
-                        lambda **kw: points if kw.get("group") == "attn_bench.blocks" else real(**kw))
+    install_plugin(monkeypatch, "srm", "plugin_pkg.gates:SRMGate")
     with caplog.at_level("WARNING", logger="attn_bench"):  # what a run records of its block, once per run
         assert block_identity("srm") == {"attn": "srm", "class": "attn_bench.attention.srm:StyleRecalibration"}
     assert get_block_class("srm").__name__ == "StyleRecalibration"
@@ -289,11 +290,7 @@ def test_the_hash_is_of_the_file_that_defines_the_class(tmp_path, monkeypatch):
 
 
 def test_a_plugin_that_does_not_load_is_listed_as_such(monkeypatch, capsys):
-    points = importlib.metadata.EntryPoints([importlib.metadata.EntryPoint(
-        name="ghost", value="no_such_plugin_pkg.gates:Gate", group="attn_bench.blocks")])
-    real = importlib.metadata.entry_points
-    monkeypatch.setattr(importlib.metadata, "entry_points",
-                        lambda **kw: points if kw.get("group") == "attn_bench.blocks" else real(**kw))
+    install_plugin(monkeypatch, "ghost", "no_such_plugin_pkg.gates:Gate")
     monkeypatch.setenv("COLUMNS", "250")
     assert main(["blocks"]) == 0
     out = capsys.readouterr().out
