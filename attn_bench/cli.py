@@ -5,11 +5,10 @@ status 2; real crashes keep their traceback.
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 import sys
 
-from attn_bench.errors import ConfigError, fail
+from attn_bench.errors import ConfigError, did_you_mean, fail
 
 # subcommand -> module with ``main(argv) -> int`` (imported only when used)
 SUBCOMMANDS = {
@@ -45,9 +44,7 @@ def register() -> None:
 
 
 def unknown_subcommand(word: str) -> str:
-    close = difflib.get_close_matches(word, SUBCOMMANDS, n=1)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    return (f"unknown subcommand '{word}'; {hint}valid subcommands: {', '.join(SUBCOMMANDS)} "
+    return (f"unknown subcommand '{word}'; {did_you_mean(word, SUBCOMMANDS)}valid subcommands: {', '.join(SUBCOMMANDS)} "
             f"(training takes key=value overrides: attn-bench --help)")
 
 

@@ -5,7 +5,6 @@ all compose from :data:`CONFIG_MODULE`; only :func:`compose` talks to Hydra's co
 """
 from __future__ import annotations
 
-import difflib
 import re
 from importlib import resources
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from attn_bench.errors import ConfigError
+from attn_bench.errors import ConfigError, did_you_mean
 
 CONFIG_MODULE = "attn_bench.configs"
 CONFIG_GROUPS = ("model", "data", "trainer", "experiment", "debug")
@@ -70,8 +69,7 @@ def check_known_keys(node: DictConfig, prefix: str, known: set[str], free_form: 
     keys = flatten(OmegaConf.to_container(node))
     unknown = sorted(k for k in keys if k not in known and not any(k == f or k.startswith(f"{f}.") for f in free_form))
     if unknown:
-        close = difflib.get_close_matches(unknown[0], sorted(known | set(free_form)), n=1)
-        hint = f"did you mean {prefix}.{close[0]}? " if close else ""
+        hint = did_you_mean(unknown[0], sorted(known | set(free_form)), prefix=f"{prefix}.")
         raise ConfigError(f"unknown key {prefix}.{unknown[0]}{' (and more)' if len(unknown) > 1 else ''}: nothing "
                           f"reads it; {hint}valid keys under {prefix}: {', '.join(sorted(known | set(free_form)))}")
 
@@ -96,10 +94,8 @@ def check_override_keys(overrides: list[str]) -> None:
         node, done = cfg, []
         for part in key.split("."):
             if not isinstance(node, DictConfig) or part not in node.keys():  # `in` is False for a ??? value
-                here = ".".join(done)
-                choices = [f"{here}.{k}" if here else str(k) for k in (node.keys() if isinstance(node, DictConfig) else [])]
-                close = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
-                hint = f"did you mean '{close[0]}'? " if close else ""
+                siblings = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+                hint = did_you_mean(part, siblings, prefix="".join(f"{p}." for p in done))
                 raise ConfigError(f"unknown key '{key}'; {hint}a key of your own needs '+' (+{key}=...); "
                                   f"attn-bench --help lists the config")
             node = None if OmegaConf.is_missing(node, part) else node[part]  # a mandatory ??? leaf is a key too

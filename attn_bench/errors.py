@@ -6,6 +6,7 @@ call :func:`fail`.
 """
 from __future__ import annotations
 
+import difflib
 import math
 
 USAGE_EXIT = 2
@@ -19,6 +20,13 @@ def check(condition: bool, message: str) -> None:
     """Raise :class:`ConfigError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(message)
+
+
+def did_you_mean(word: str, choices, cutoff: float = 0.6, prefix: str = "") -> str:
+    """``"did you mean 'X'? "`` for the choice closest to a mistyped ``word``, or ``""`` if none is close;
+    ``prefix`` is shown before the match, not compared (a shared ``trainer.`` would make every key look close)."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
+    return f"did you mean '{prefix}{close[0]}'? " if close else ""
 
 
 def fail(message: str) -> int:

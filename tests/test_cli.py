@@ -229,7 +229,7 @@ def test_everything_the_help_texts_name_is_accepted(attn_bench_cli, tmp_path):
     (["trainer.epoch=2"], "unknown key 'trainer.epoch'; did you mean 'trainer.epochs'?"),
     (["-m", "model.attn=none,se", "trainer.optimizer.lrr=0.1"], "did you mean 'trainer.optimizer.lr'?"),
     (["model=resnet50,resnet18", "model.attn_args.k=2"], "a key of your own needs '+' (+model.attn_args.k=...)"),
-    (["+trainer.epoch=2"], "unknown key trainer.epoch: nothing reads it; did you mean trainer.epochs?"),
+    (["+trainer.epoch=2"], "unknown key trainer.epoch: nothing reads it; did you mean 'trainer.epochs'?"),
     (["data=imagefolder", "data.rot=/x"], "unknown key 'data.rot'; did you mean 'data.root'?"),  # root is ??? there
     (["evall"], "unknown subcommand 'evall'; did you mean 'eval'? valid subcommands: blocks, check-block, eval, "
                 "profile, report, visualize"),
