@@ -109,7 +109,7 @@ class CifarResNet(CifarNet):
             blocks = []
             for index in range(blocks_per_stage):
                 stride = 2 if stage > 1 and index == 0 else 1
-                drop_path = drop_path_rate * done / max(total - 1, 1)  # timm's linear rule
+                drop_path = drop_path_rate_of(drop_path_rate, done, total)
                 blocks.append(BasicBlock(inplanes, planes, stride, _shortcut(shortcut, inplanes, planes, stride),
                                          drop_path=_drop_path(drop_path)))
                 inplanes, done = planes, done + 1
@@ -127,11 +127,21 @@ def _drop_path(rate: float) -> nn.Module | None:
     return DropPath(rate) if rate > 0 else None
 
 
-def _cifar_resnet(depth: int, pretrained: bool = False, **kwargs) -> CifarResNet:
+def model_kwargs(name: str, pretrained: bool, kwargs: dict) -> dict:
+    """What a registered CIFAR network's constructor takes of ``timm.create_model``'s keyword arguments:
+    none of its pretrained-weight plumbing (there are no weights to load)."""
     if pretrained:
-        raise ValueError(f"resnet{depth}_cifar has no pretrained weights")
-    kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None), kwargs.pop("cache_dir", None)
-    return CifarResNet(DEPTHS[depth], **kwargs)
+        raise ValueError(f"{name} has no pretrained weights")
+    return {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")}
+
+
+def drop_path_rate_of(rate: float, index: int, total: int) -> float:
+    """timm's stochastic-depth rule: rising linearly from 0 in the first block to ``rate`` in the last."""
+    return rate * index / max(total - 1, 1)
+
+
+def _cifar_resnet(depth: int, pretrained: bool = False, **kwargs) -> CifarResNet:
+    return CifarResNet(DEPTHS[depth], **model_kwargs(f"resnet{depth}_cifar", pretrained, kwargs))
 
 
 @register_model

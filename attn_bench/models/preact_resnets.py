@@ -35,7 +35,7 @@ from timm.layers import DropPath
 from timm.models import register_model
 from torch import nn
 
-from attn_bench.models.cifar_resnets import CifarNet
+from attn_bench.models.cifar_resnets import CifarNet, drop_path_rate_of, model_kwargs
 
 
 def _conv(c_in: int, c_out: int, k: int, stride: int = 1) -> nn.Conv2d:
@@ -112,7 +112,7 @@ class PreActCifarNet(CifarNet):
             blocks = []
             for index in range(blocks_per_stage):
                 stride = 2 if stage > 1 and index == 0 else 1
-                drop_path = drop_path_rate * done / max(total - 1, 1)  # timm's linear rule
+                drop_path = drop_path_rate_of(drop_path_rate, done, total)
                 if unit == "bottleneck":
                     block = PreActBottleneck(c_in, planes, stride, drop_path)
                 else:
@@ -130,10 +130,7 @@ class PreActCifarNet(CifarNet):
 
 
 def _create(name: str, unit: str, blocks: int, widths: tuple[int, int, int], pretrained: bool, **kwargs):
-    if pretrained:
-        raise ValueError(f"{name} has no pretrained weights")
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(key, None)
+    kwargs = model_kwargs(name, pretrained, kwargs)
     if unit == "bottleneck" and "dropout" in kwargs:
         raise TypeError(f"{name} has no dropout between convs (that is the Wide ResNets' option)")
     return PreActCifarNet(unit, blocks, widths, **kwargs)
