@@ -44,9 +44,21 @@ def _permissions(path: Path) -> int:
     try:
         return path.stat().st_mode & 0o777
     except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process's umask, read without setting it (os.umask sets it; another thread, e.g. TensorBoard's
+    writer, could create a file in between): Linux reports it in /proc/self/status."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o077)  # elsewhere: the briefest window, and never more open than 0600
+    os.umask(umask)
+    return umask
 
 
 def _write_then_replace(path: Path, write: Callable[[Any], None], mode: str) -> Path:
