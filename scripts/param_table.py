@@ -32,21 +32,23 @@ from attn_bench.attention import list_blocks
 from attn_bench.errors import ConfigError
 from attn_bench.metrics.complexity import count_params
 from attn_bench.models import build_placed
+from attn_bench.models.backbones import CIFAR_NETS
 from attn_bench.models.labels import stage_args_text
 
 BACKBONES = ("resnet18", "resnet50", "mobilenetv2_100")
 NUM_CLASSES = 1000
 
 
-def _counted_model(backbone: str, attn: str, num_classes: int, placement: str = "uniform"):
-    """(model, placement) of :func:`build_placed`."""
+def _counted_model(backbone: str, attn: str, num_classes: int, placement: str = "uniform", timm_kwargs=None):
+    """(model, placement) of :func:`build_placed` (a CIFAR network with its own stem)."""
+    kwargs = dict(placement=placement, timm_kwargs=timm_kwargs, stem="small" if backbone in CIFAR_NETS else "imagenet")
     # the meta device skips allocating and initialising weights: counts only, and fast even for
     # GAM on ResNet-50 (half a billion parameters)
     try:
         with torch.device("meta"):
-            return build_placed(backbone, attn, num_classes, placement=placement)
+            return build_placed(backbone, attn, num_classes, **kwargs)
     except (NotImplementedError, RuntimeError):  # an init that needs real values
-        return build_placed(backbone, attn, num_classes, placement=placement)
+        return build_placed(backbone, attn, num_classes, **kwargs)
 
 
 def param_rows(backbones=BACKBONES, blocks=None, num_classes: int = NUM_CLASSES) -> list[dict]:
@@ -69,10 +71,12 @@ def param_rows(backbones=BACKBONES, blocks=None, num_classes: int = NUM_CLASSES)
     return rows
 
 
-# What each paper publishes, ImageNet-1K (1000 classes), from the papers' own tables. ``paper_m``: the
+# What each paper publishes, from the papers' own tables: ImageNet-1K (1000 classes) unless ``classes``
+# says CIFAR's 10 (``timm_kwargs``: the backbone's options, e.g. a shortcut). ``paper_m``: the
 # total in M as printed (None: no count for a classification backbone); ``paper_added``: the
 # parameters the paper says the block adds, where it gives them; ``gap``: why ours does not round to
 # the paper's total, in one line (only where it does not).
+HE_CIFAR = "ResNet (He et al. 2016), Table 6: CIFAR-10, option A shortcuts"
 PUBLISHED = (
     dict(attn="none", backbone="resnet50", paper_m="25.56", source="CBAM paper (Woo et al. 2018), Table 4"),
     dict(attn="se", backbone="resnet50", paper_m="28.09", source="CBAM paper, Table 4 (SE-ResNet-50)"),
@@ -97,6 +101,22 @@ PUBLISHED = (
              "5.4 M (its TF model) is 0.06-0.08 M lower, unexplained here"),
     dict(attn="sk", backbone="resnext50_32x4d", paper_m="27.5",
          source="SKNet (Li et al. 2019), Table 2: SKNet-50 (ResNeXt-50 + SK units)"),
+    dict(attn="none", backbone="resnet20_cifar", classes=10, paper_m="0.27", source=HE_CIFAR),
+    dict(attn="none", backbone="resnet32_cifar", classes=10, paper_m="0.46", source=HE_CIFAR),
+    dict(attn="none", backbone="resnet44_cifar", classes=10, paper_m="0.66", source=HE_CIFAR),
+    dict(attn="none", backbone="resnet56_cifar", classes=10, paper_m="0.85", source=HE_CIFAR),
+    dict(attn="none", backbone="resnet110_cifar", classes=10, paper_m="1.7", source=HE_CIFAR),
+    dict(attn="none", backbone="preact_resnet164_cifar", classes=10, paper_m="1.7",
+         source="Identity Mappings (He et al. 2016b), Table 3: ResNet-164, pre-activation"),
+    dict(attn="none", backbone="wrn16_8", classes=10, paper_m="11.0",
+         source="Wide ResNets (Zagoruyko & Komodakis 2016), Table 4: WRN-16-8"),
+    dict(attn="none", backbone="wrn28_10", classes=10, paper_m="36.5",
+         source="Wide ResNets (Zagoruyko & Komodakis 2016), Table 4: WRN-28-10"),
+    dict(attn="simam", backbone="resnet56_cifar", classes=10, timm_kwargs={"shortcut": "B"},
+         source="SimAM (Yang et al. 2021), CIFAR tables: accuracy only; its networks/cifar ResNet-56, "
+                "projection shortcuts; SimAM adds no parameter"),
+    dict(attn="none", backbone="resnet110_abn_cifar", classes=10,
+         source="ABN (Fukui et al. 2019): accuracy only; the trunk of its code's CIFAR ResNet-110 (bottlenecks)"),
     dict(attn="nl", backbone="resnet50",
          source="Non-local (Wang et al. 2018): video I3D and Mask R-CNN only, no 2-D classifier"),
     dict(attn="psa", backbone="resnet50", source="PSA (Liu et al. 2021): keypoints and segmentation only"),
@@ -116,9 +136,11 @@ def published_matches(params: int, published: str) -> bool:
 def parity_rows() -> list[dict]:
     rows = []
     for paper in PUBLISHED:
-        model, placement = _counted_model(paper["backbone"], paper["attn"], NUM_CLASSES, placement="paper")
+        model, placement = _counted_model(paper["backbone"], paper["attn"], paper.get("classes", NUM_CLASSES),
+                                          placement="paper", timm_kwargs=paper.get("timm_kwargs"))
         counts = count_params(model)
-        rows.append({"paper_m": None, "paper_added": None, "gap": None, **paper, "params": counts["params"],
+        rows.append({"paper_m": None, "paper_added": None, "gap": None, "classes": NUM_CLASSES, "timm_kwargs": {},
+                     **paper, "params": counts["params"],
                      "attn_params": counts["attn_params"], "placement": placement})
     return rows
 
@@ -137,7 +159,9 @@ def parity_markdown(rows: list[dict]) -> str:
             paper += f" (+{r['paper_added']:,})"
             ours += f" (+{r['attn_params']:,})"
         gap = r["gap"] or ("" if r["paper_m"] is None else "rounds to the paper's figure")
-        lines.append(f"| {r['attn']} | {r['backbone']} | {paper} | {ours} | {where} | {r['source']} | {gap} |")
+        backbone = r["backbone"] + "".join(f", {k}={v}" for k, v in sorted(r["timm_kwargs"].items()))
+        backbone += "" if r["classes"] == NUM_CLASSES else f" ({r['classes']} classes)"
+        lines.append(f"| {r['attn']} | {backbone} | {paper} | {ours} | {where} | {r['source']} | {gap} |")
     return "\n".join(lines) + "\n"
 
 

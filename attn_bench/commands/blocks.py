@@ -63,7 +63,8 @@ def backbone_table() -> Table:
     from attn_bench.models.placement import available_sites, stage_paths
 
     table = Table(title="backbones (model=<name>) and the sites each has (model.attn_site)")
-    for col in ("backbone", "blocks per stage", "block kinds", "sites"):
+    table.add_column("backbone", no_wrap=True)  # a name to copy whole
+    for col in ("blocks per stage", "block kinds", "sites"):
         table.add_column(col, overflow="fold")
     for name in SUPPORTED_BACKBONES:
         with torch.device("meta"):

@@ -10,7 +10,7 @@ import timm
 from torch import nn
 
 from attn_bench.errors import ConfigError
-from attn_bench.models.cifar_resnets import CIFAR_RESNETS, SHORTCUTS
+from attn_bench.models.cifar_resnets import CIFAR_RESNETS, shortcut_choices
 from attn_bench.models.preact_resnets import PREACT_NETS
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d")
@@ -55,9 +55,10 @@ def create_backbone(name: str, num_classes: int, **timm_kwargs) -> nn.Module:
     if name not in SUPPORTED_BACKBONES:
         raise ConfigError(f"unknown backbone '{name}'; valid choices: {', '.join(SUPPORTED_BACKBONES)}")
     _check_used(name, timm_kwargs)
-    if name in CIFAR_RESNETS and timm_kwargs.get("shortcut", "A") not in SHORTCUTS:
-        raise ConfigError(f"model.timm_kwargs.shortcut={timm_kwargs['shortcut']!r}: valid choices: "
-                          f"{', '.join(SHORTCUTS)} (He et al.'s options A and B)")
+    shortcuts = shortcut_choices(name) if name in CIFAR_RESNETS else ()
+    if shortcuts and timm_kwargs.get("shortcut", shortcuts[0]) not in shortcuts:
+        raise ConfigError(f"model.timm_kwargs.shortcut={timm_kwargs['shortcut']!r}: valid choices for {name}: "
+                          f"{', '.join(shortcuts)} (He et al.'s options: A zero-padding, B projections)")
     try:
         return timm.create_model(name, pretrained=False, num_classes=num_classes, **timm_kwargs)
     except TypeError as err:  # timm passes unknown kwargs to the model class

@@ -1,4 +1,5 @@
-"""He et al.'s CIFAR ResNets (ResNet-20/32/44/56/110), registered with timm.
+"""He et al.'s CIFAR ResNets (ResNet-20/32/44/56/110), and the ResNet-110 of the Attention Branch
+Network's code, registered with timm.
 
 Paper: Kaiming He, Xiangyu Zhang, Shaoqing Ren, Jian Sun, "Deep Residual Learning for Image
 Recognition", CVPR 2016, arXiv:1512.03385, Sec. 4.2 and Table 6: a 3x3 conv with 16 filters, then
@@ -19,6 +20,19 @@ paths (``layer1``..``layer3``, ``conv1`` for the stem).
 Initialisation: convs ``kaiming_normal_(mode='fan_out')`` (He init, as the paper cites it [13]),
 BN weight 1 and bias 0, the classifier PyTorch's default. Deviation: none known; the paper's
 training recipe (SGD 0.1, batch 128, 64k iterations) is the trainer's business, not the model's.
+
+``resnet110_abn_cifar``: the network the Attention Branch Network (Fukui et al., CVPR 2019) calls
+ResNet-110 on CIFAR, as its official code machine-perception-robotics-group/attention_branch_network
+``models/cifar/resnet.py`` builds it (taken over from bearpaw/pytorch-classification, whose baseline
+``resnet(depth=110)`` is the same trunk): ``block = Bottleneck if depth >= 44`` with
+``n = (depth - 2) // 6``, so 18 *bottleneck* blocks per stage (planes 16/32/64, outputs x4: 164
+weighted layers, not He et al.'s 110 BasicBlock layers), a 1x1 conv + BN projection wherever the shape
+changes (the first block of every stage, the first one included: 16 -> 64 channels), stride 2 on the
+3x3 conv of stages 2 and 3, the same stem, He init (``normal_(0, sqrt(2 / (k*k*out)))`` = fan-out) and
+head. 1,704,154 parameters with 10 classes, 1,727,284 with 100 (no count is published). What is
+not here: ABN's attention branch (a second stack of 18 blocks on the stage-2 output, a class-wise
+attention map that scales the trunk's stage-3 input, and a second loss): it is a network, not a block
+that plugs into a trunk, so it is not an attn-bench block; this is the trunk its paper compares with.
 """
 from __future__ import annotations
 
@@ -26,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from timm.layers import SelectAdaptivePool2d
 from timm.models import register_model
-from timm.models.resnet import BasicBlock
+from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 
 DEPTHS = {20: 3, 32: 5, 44: 7, 56: 9, 110: 18}  # depth 6n + 2 -> n blocks per stage
@@ -46,6 +60,7 @@ class ZeroPadShortcut(nn.Module):
 
 
 def _shortcut(kind: str, inplanes: int, planes: int, stride: int) -> nn.Module | None:
+    """The shortcut from ``inplanes`` to ``planes`` output channels (None: the identity)."""
     if stride == 1 and inplanes == planes:
         return None
     if kind == "A":
@@ -93,14 +108,17 @@ class CifarNet(nn.Module):
 
 
 class CifarResNet(CifarNet):
-    """ResNet-(6n+2) for 32x32 images, with timm's model interface (``forward_features``, ``fc``)."""
+    """ResNet-(6n+2) for 32x32 images, with timm's model interface (``forward_features``, ``fc``):
+    ``n`` timm ``block``s per stage of 16/32/64 planes (a Bottleneck's output is 4x its planes)."""
 
     def __init__(self, blocks_per_stage: int, num_classes: int = 10, in_chans: int = 3, shortcut: str = "A",
-                 drop_rate: float = 0.0, drop_path_rate: float = 0.0, global_pool: str = "avg"):
+                 drop_rate: float = 0.0, drop_path_rate: float = 0.0, global_pool: str = "avg",
+                 block: type[nn.Module] = BasicBlock):
         super().__init__()
         if shortcut not in SHORTCUTS:
             raise ValueError(f"shortcut must be one of {', '.join(SHORTCUTS)}, got {shortcut!r}")
-        self.num_classes, self.drop_rate, self.num_features = num_classes, drop_rate, WIDTHS[-1]
+        width = block.expansion
+        self.num_classes, self.drop_rate, self.num_features = num_classes, drop_rate, WIDTHS[-1] * width
         self.conv1 = nn.Conv2d(in_chans, WIDTHS[0], 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(WIDTHS[0])
         self.act1 = nn.ReLU(inplace=True)
@@ -110,9 +128,9 @@ class CifarResNet(CifarNet):
             for index in range(blocks_per_stage):
                 stride = 2 if stage > 1 and index == 0 else 1
                 drop_path = drop_path_rate_of(drop_path_rate, done, total)
-                blocks.append(BasicBlock(inplanes, planes, stride, _shortcut(shortcut, inplanes, planes, stride),
-                                         drop_path=_drop_path(drop_path)))
-                inplanes, done = planes, done + 1
+                blocks.append(block(inplanes, planes, stride, _shortcut(shortcut, inplanes, planes * width, stride),
+                                    drop_path=_drop_path(drop_path)))
+                inplanes, done = planes * width, done + 1
             self.add_module(f"layer{stage}", nn.Sequential(*blocks))
         self._finish(num_classes, global_pool)
 
@@ -174,4 +192,19 @@ def resnet110_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
     return _cifar_resnet(110, pretrained, **kwargs)
 
 
-CIFAR_RESNETS = tuple(f"resnet{d}_cifar" for d in DEPTHS)
+@register_model
+def resnet110_abn_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """The Attention Branch Network's CIFAR "ResNet-110" (its ``models/cifar/resnet.py``, depth 110): 18
+    Bottleneck blocks per stage with projection shortcuts, without the attention branch; 1.7 M parameters."""
+    kwargs = {"shortcut": "B", **model_kwargs("resnet110_abn_cifar", pretrained, kwargs)}
+    if kwargs["shortcut"] not in shortcut_choices("resnet110_abn_cifar"):
+        raise ValueError("resnet110_abn_cifar has projection shortcuts only (shortcut='B'), as ABN's code")
+    return CifarResNet(DEPTHS[110], block=Bottleneck, **kwargs)
+
+
+CIFAR_RESNETS = tuple(f"resnet{d}_cifar" for d in DEPTHS) + ("resnet110_abn_cifar",)
+
+
+def shortcut_choices(name: str) -> tuple[str, ...]:
+    """The shortcut options of CIFAR ResNet ``name``: ABN's code has projections only."""
+    return ("B",) if name == "resnet110_abn_cifar" else SHORTCUTS

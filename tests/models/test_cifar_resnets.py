@@ -4,7 +4,7 @@ import logging
 import pytest
 import timm
 import torch
-from timm.models.resnet import BasicBlock
+from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 
 from attn_bench.errors import ConfigError
@@ -47,6 +47,53 @@ def test_each_network_has_its_papers_size(depth):
     assert len(layers) == depth == 6 * n + 2  # option A adds no layer
     assert [len(getattr(ten, f"layer{i}")) for i in (1, 2, 3)] == [n] * 3
     assert all(type(b) is BasicBlock for s in (ten.layer1, ten.layer2, ten.layer3) for b in s)
+
+
+def abn_by_hand(n: int, classes: int) -> int:
+    """ABN's ResNet-110 trunk: bottlenecks (1x1, 3x3, 1x1 to 4x planes, BN after each), a 1x1 conv + BN
+    projection on the first block of every stage, the 16-channel stem and the classifier on 256 features."""
+    total, inplanes = 3 * 16 * 9 + 2 * 16, 16
+    for planes in (16, 32, 64):
+        for index in range(n):
+            total += inplanes * planes + 9 * planes * planes + planes * 4 * planes + 2 * (planes + planes + 4 * planes)
+            if index == 0:
+                total += inplanes * 4 * planes + 2 * 4 * planes
+            inplanes = 4 * planes
+    return total + 256 * classes + classes
+
+
+def test_abns_resnet110_is_its_codes_bottleneck_network():
+    with torch.device("meta"):
+        ten = timm.create_model("resnet110_abn_cifar", num_classes=10)
+        hundred = timm.create_model("resnet110_abn_cifar", num_classes=100)
+    assert n_params(ten) == abn_by_hand(18, 10) == 1_704_154  # no count is published; counted by hand
+    assert n_params(hundred) == abn_by_hand(18, 100) == 1_727_284
+    stages = (ten.layer1, ten.layer2, ten.layer3)
+    assert [len(s) for s in stages] == [18] * 3 and all(type(b) is Bottleneck for s in stages for b in s)
+    assert [[i for i, b in enumerate(s) if b.downsample is not None] for s in stages] == [[0]] * 3
+    assert [s[0].conv2.stride for s in stages] == [(1, 1), (2, 2), (2, 2)]  # the stride on the 3x3 conv
+    assert len([m for m in ten.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]) == 9 * 18 + 2 + 3
+    model = timm.create_model("resnet110_abn_cifar", num_classes=10).eval()
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10) and model.layer1[0].bn3.weight.eq(1).all()
+    with pytest.raises(ConfigError, match=r"shortcut='A': valid choices for resnet110_abn_cifar: B "):
+        build_model("resnet110_abn_cifar", "none", 10, stem="small", timm_kwargs={"shortcut": "A"})
+
+
+@pytest.mark.parametrize("attn, site", [("se", "residual"), ("simam", "mid"), ("psa", "mid"), ("cbam", "residual")])
+def test_the_papers_placements_work_on_abns_bottleneck_network(attn, site):
+    model, placement = build_placed("resnet110_abn_cifar", attn, 10, stem="small", placement="paper")
+    assert placement["site"] == site and len(model.attn_bench_slots) == 54
+    assert model.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_abns_cifar_experiment_trains_abns_resnet110(compose_train):
+    from attn_bench.models import model_from_config
+
+    cfg = compose_train(["experiment=abn_cifar100"])
+    assert (cfg.model.backbone, cfg.trainer.epochs, list(cfg.trainer.scheduler.decay_epochs)) == (
+        "resnet110_abn_cifar", 300, [150, 225])
+    model, placement = model_from_config(cfg.model, 100, 32)
+    assert n_params(model) == 1_727_284 and not model.attn_bench_slots
 
 
 def test_option_a_shortcut_subsamples_and_pads_with_zero_channels():
@@ -102,7 +149,7 @@ def test_papers_stage_numbers_of_imagenet_resnets_become_every_stage_said_in_a_l
 def test_an_imagenet_stem_or_an_unknown_shortcut_is_one_line():
     with pytest.raises(ConfigError, match="resnet56_cifar is a CIFAR network whose stem is its own 3x3 conv"):
         build_model("resnet56_cifar", "none", 10, stem="imagenet")
-    with pytest.raises(ConfigError, match=r"shortcut='C': valid choices: A, B"):
+    with pytest.raises(ConfigError, match=r"shortcut='C': valid choices for resnet56_cifar: A, B"):
         build_model("resnet56_cifar", "none", 10, stem="small", timm_kwargs={"shortcut": "C"})
 
 
