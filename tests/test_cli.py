@@ -91,7 +91,8 @@ def test_blocks_command_lists_every_block_with_its_defaults(capsys, monkeypatch)
     monkeypatch.setenv("COLUMNS", "220")  # one line per cell, so that the checks below see whole values
     assert main(["blocks"]) == 0
     out = capsys.readouterr().out
-    for name in ("none", "se", "eca", "gc", "ca", "gam", "cbam", "bam", "simam", "triplet", "sk", "nl", "psa", "stn"):
+    for name in ("none", "se", "eca", "gc", "ca", "gam", "cbam", "bam", "simam", "triplet", "sk", "nl", "psa", "stn",
+                 "srm", "sge"):
         assert f" {name} " in out
     assert "rd_ratio" in out and "kernel_size" in out
     assert "input, stage_end, trunk" in out  # stn's sites

@@ -130,12 +130,13 @@ def contract_checks(spec: str, kwargs: dict[str, Any], channels: tuple[int, ...]
     the counts to try (default: those of the block's sites)."""
     torch.manual_seed(0)
     checks = [_first_arg_check(spec)]
-    channels = channels or site_channels(spec)
     if not checks[0].passed:
         return checks
-    built = _run("constructs for C = " + ", ".join(map(str, channels)),
-                 lambda: ", ".join(f"C={c}: {sum(p.numel() for p in construct(spec, c, kwargs).parameters()):,} params"
-                                   for c in channels))
+    if channels is None:  # the doctor's usual widths: a block may refuse some of them in one line
+        built, channels = _widths_check(spec, kwargs, site_channels(spec))
+    else:  # the slots' own widths: each must build
+        built = _run("constructs for C = " + ", ".join(map(str, channels)),
+                     lambda: ", ".join(f"C={c}: {_n_params(construct(spec, c, kwargs)):,} params" for c in channels))
     checks.append(built)
     if not built.passed:
         return checks
@@ -150,6 +151,27 @@ def contract_checks(spec: str, kwargs: dict[str, Any], channels: tuple[int, ...]
     if "conv" in block_sites(spec):
         checks.append(_run("stride 2 (a conv site's strided block)", lambda: _strided(spec, kwargs, c)))
     return checks
+
+
+def _n_params(block: nn.Module) -> int:
+    return sum(p.numel() for p in block.parameters())
+
+
+def _widths_check(spec: str, kwargs: dict[str, Any], channels: tuple[int, ...]) -> tuple[Check, tuple[int, ...]]:
+    """The construction check over the usual widths, and the widths that built. A width the block refuses
+    with its own one-line ConfigError (SGE's groups must divide C) is said, not failed; any other
+    exception fails, and so does refusing every width."""
+    name = "constructs for C = " + ", ".join(map(str, channels))
+    built, parts = [], []
+    for c in channels:
+        try:
+            parts.append(f"C={c}: {_n_params(create_block(spec, c, **kwargs)):,} params")
+            built.append(c)
+        except ConfigError as err:
+            parts.append(f"C={c}: refused ({err})")
+        except Exception as err:
+            return Check(name, False, f"{spec}({c}, **{kwargs}) failed: {describe_error(err)}"), ()
+    return Check(name, bool(built), "; ".join(parts)), tuple(built)
 
 
 def check_contract(spec: str, kwargs: dict[str, Any], channels: tuple[int, ...]) -> None:

@@ -41,6 +41,7 @@ _BLOCKS: dict[str, str] = {
     "psa": "attn_bench.attention.polarized:PolarizedSelfAttention",
     "stn": "attn_bench.attention.spatial_transformer:SpatialTransformer",
     "srm": "attn_bench.attention.srm:StyleRecalibration",
+    "sge": "attn_bench.attention.sge:SpatialGroupEnhance",
 }
 
 

@@ -105,6 +105,10 @@ PRESETS: dict[str, Preset] = {
         "DeLightCMU/PSA releases keypoint/segmentation HRNets only (PSA_s after conv1+bn1+ReLU of their BasicBlocks): "
         "no classification network, so BasicBlocks and MobileNets get the residual site", site="mid",
         bottlenecks_only=True),
+    "sge": Preset(
+        "residual, all blocks (after the last BN of the branch), groups=64",
+        "Li, Hu and Yang, Spatial Group-wise Enhance; implus/PytorchInsight classification/models/imagenet/"
+        "resnet_sge.py: SpatialGroupEnhance(64) after bn3 of every Bottleneck (SGE-ResNet50 25.56M)"),
     "stn": Preset(
         "input (before the stem, on the image)",
         "Jaderberg et al., Spatial Transformer Networks: the transformer before the classification network",

@@ -48,6 +48,9 @@ HOSTS = {
     "inverted_residual": ("mobilenetv2_100", {}, "blocks.2.1", InvertedResidual),
 }
 
+# SGE's official 64 groups divide neither the narrow ResNets' 16 channels nor MobileNetV2's 24
+BLOCK_ARGS = {"sge": {"groups": 8}}
+
 # Multiplicative parameters that the block's (paper / official) init sets to exactly zero. While
 # they are zero, everything upstream of them gets an exactly-zero gradient:
 #   gc: mlp_add.fc2 (GCNet's zero init of the last transform conv, so the block starts as the
@@ -63,6 +66,7 @@ ZERO_INIT_WEIGHTS = {
     "triplet": {"hw.bn.weight"},
     "nl": {"bn.weight"},
     "srm": {"cfc"},
+    "sge": {"weight"},  # while it is 0 every gate is sigmoid(bias); nothing upstream of it has parameters
 }
 ZERO_AT_INIT_UPSTREAM = {
     "gc": {"conv_attn.weight", "conv_attn.bias", "mlp_add.fc1.weight", "mlp_add.fc1.bias",
@@ -71,6 +75,7 @@ ZERO_AT_INIT_UPSTREAM = {
     "triplet": {"hw.conv.weight"},
     "nl": {f"{conv}.{p}" for conv in ("theta", "phi", "g", "out") for p in ("weight", "bias")},
     "srm": {"bn.weight"},  # it scales the normalised z = cfc . style, all 0 while cfc is
+    "sge": set(),  # the gate is sigmoid(weight * n + bias): the bias learns at once
 }
 
 # Parameters whose gradient is zero *by mathematics*, not by accident:
@@ -104,7 +109,7 @@ def _one_thread():
 def _model(host: str, block: str) -> nn.Module:
     backbone, timm_kwargs, _, _ = HOSTS[host]
     torch.manual_seed(0)
-    return build_model(backbone, block, NUM_CLASSES, timm_kwargs=timm_kwargs)
+    return build_model(backbone, block, NUM_CLASSES, timm_kwargs=timm_kwargs, attn_args=BLOCK_ARGS.get(block))
 
 
 @functools.lru_cache(maxsize=None)

@@ -14,7 +14,7 @@ TINY_RESNET = {"channels": [16, 32, 64, 128]}
 
 
 def tiny_model(block: str) -> nn.Module:
-    args = {"groups": 8} if block == "sk" else None  # SK's G = 32 does not divide 16 channels
+    args = {"groups": 8} if block in ("sk", "sge") else None  # SK's G = 32 and SGE's 64 do not divide 16 channels
     return build_model("resnet18", block, num_classes=10, stem="small", timm_kwargs=TINY_RESNET, attn_args=args)
 
 
@@ -210,8 +210,17 @@ def _srm():
     return 0, style + cfc + 2 * C + 4 * C + C * P  # eval BN, sigmoid, rescale
 
 
+def _sge():
+    g = 64  # the default: one channel per group here
+    similarity = (C * P + C) + C * P + C * P  # the group means, x . mean, sum over the group's channels
+    # mean; c - mean; square, sum; / (n - 1), floor, sqrt, + eps; divide
+    normalise = (g * P + g) + g * P + 2 * g * P + 4 * g + g * P
+    return 0, similarity + normalise + 2 * g * P + 4 * g * P + C * P  # w * n + b, sigmoid, rescale
+
+
 HAND_COUNTS = {"gc": _gc, "ca": _ca, "gam": _gam, "cbam": _cbam, "bam": _bam, "simam": _simam, "triplet": _triplet,
-               "sk": _sk, "nl": _nl, "psa": _psa, "stn": _stn, "srm": _srm}
+               "sk": _sk, "nl": _nl, "psa": _psa, "stn": _stn, "srm": _srm,
+               "sge": _sge}
 
 
 def test_every_block_has_a_hand_count():
