@@ -179,7 +179,8 @@ def test_a_run_resolves_its_precision_once(compose_train, tiny_train, tmp_path, 
     assert len(calls) == 2, calls  # and the config check's
 
 
-@pytest.mark.parametrize("precision, channels_last", [("bf16", True), ("fp32", False)])
+@pytest.mark.parametrize("precision, channels_last", [  # fp32 and the default layout: every other training test
+    ("bf16", True), pytest.param("fp32", False, marks=pytest.mark.slow)])
 def test_precision_and_memory_format_hold_inside_the_training_step(precision, channels_last, compose_train,
                                                                     tiny_train, tmp_path):
     """Every convolution of every training and evaluation step sees what the config says: bf16 outputs

@@ -295,6 +295,7 @@ def test_jobs_die_with_the_sweep_and_a_rerun_resumes_cleanly(tmp_path, sweep, ho
     assert sorted(m["status"] for m in job_metrics(sweep_dir(tmp_path)).values()) == ["completed", "completed"]
 
 
+@pytest.mark.slow  # a packaging regression guard (9 s); every default sweep test runs jobs of the installed package
 def test_jobs_run_the_sweeps_attn_bench_not_a_package_in_the_working_directory(tmp_path):
     """A sweep started from a source checkout with a regular install: `python -m` in the jobs would
     import the checkout's attn_bench (no configs inside) instead of the one the sweep runs."""
@@ -311,7 +312,7 @@ def test_jobs_run_the_sweeps_attn_bench_not_a_package_in_the_working_directory(t
     assert sorted(m["status"] for m in job_metrics(sweep_dir(tmp_path)).values()) == ["completed", "completed"]
 
 
-@pytest.mark.parametrize("how", ["--config-dir", "searchpath"])
+@pytest.mark.parametrize("how", ["--config-dir", pytest.param("searchpath", marks=pytest.mark.slow)])  # one by default
 def test_a_sweep_of_your_own_experiment_runs_it_in_every_job(tmp_path, sweep, how):
     """Each job composes with the sweep's search path: it ran 'unknown experiment' in every job before."""
     (tmp_path / "myconf" / "experiment").mkdir(parents=True)

@@ -117,6 +117,7 @@ def _results(metrics: dict) -> list[dict]:
     return [{k: h[k] for k in keys} for h in metrics["history"]]
 
 
+@pytest.mark.slow  # 12 s; DDP by torchrun and the submitit launcher each run in the default suite
 def test_a_submitit_job_of_two_tasks_is_one_ddp_run_like_torchrun(straight_ddp, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     proc = _local_submitit(tmp_path)
