@@ -42,6 +42,9 @@ _BLOCKS: dict[str, str] = {
     "stn": "attn_bench.attention.spatial_transformer:SpatialTransformer",
     "srm": "attn_bench.attention.srm:StyleRecalibration",
     "sge": "attn_bench.attention.sge:SpatialGroupEnhance",
+    "ese": "attn_bench.attention.effective_se:EffectiveSE",
+    "scse": "attn_bench.attention.scse:ChannelSpatialSE",
+    "nam": "attn_bench.attention.nam:NormalizationAttention",
 }
 
 

@@ -109,6 +109,10 @@ PRESETS: dict[str, Preset] = {
         "residual, all blocks (after the last BN of the branch), groups=64",
         "Li, Hu and Yang, Spatial Group-wise Enhance; implus/PytorchInsight classification/models/imagenet/"
         "resnet_sge.py: SpatialGroupEnhance(64) after bn3 of every Bottleneck (SGE-ResNet50 25.56M)"),
+    "ese": Preset(
+        "residual, all blocks (after the last BN of the branch, before the addition)",
+        "Lee and Park, CenterMask (VoVNet-V2); youngwanLEE/vovnet-detectron2 vovnet/vovnet.py: eSEModule after each "
+        "OSA module's aggregation conv, before the identity addition (VoVNets only: no ResNet network published)"),
     "stn": Preset(
         "input (before the stem, on the image)",
         "Jaderberg et al., Spatial Transformer Networks: the transformer before the classification network",

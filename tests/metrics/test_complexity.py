@@ -218,9 +218,27 @@ def _sge():
     return 0, similarity + normalise + 2 * g * P + 4 * g * P + C * P  # w * n + b, sigmoid, rescale
 
 
+def _ese():
+    macs = C * C  # one 1x1 conv C -> C on the pooled vector; its bias is not counted
+    return macs, 2 * macs + (C * P + C) + 4 * C + C * P  # mean, hard sigmoid, rescale
+
+
+def _scse():
+    hid = C // 2
+    macs = C * hid + hid * C + C * P  # the two FCs; the 1x1 conv C -> 1 at every position
+    channel = (C * P + C) + hid + 4 * C + C * P  # mean, relu, sigmoid, rescale
+    spatial = 4 * P + C * P  # sigmoid, rescale (the conv's bias is not counted)
+    return macs, 2 * macs + channel + spatial + C * P  # the element-wise max
+
+
+def _nam():
+    weights = C + C + C  # |gamma|, its sum, the division
+    return 0, 2 * C * P + weights + C * P + 4 * C * P + C * P  # eval BN, w * BN(x), sigmoid, rescale
+
+
 HAND_COUNTS = {"gc": _gc, "ca": _ca, "gam": _gam, "cbam": _cbam, "bam": _bam, "simam": _simam, "triplet": _triplet,
                "sk": _sk, "nl": _nl, "psa": _psa, "stn": _stn, "srm": _srm,
-               "sge": _sge}
+               "sge": _sge, "ese": _ese, "scse": _scse, "nam": _nam}
 
 
 def test_every_block_has_a_hand_count():
