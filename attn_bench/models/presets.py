@@ -10,12 +10,13 @@ where it has no residual one.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from torch import nn
 
-from attn_bench.attention import BASELINE, block_sites
+from attn_bench.attention import BASELINE, block_defaults, block_sites
 from attn_bench.errors import ConfigError
 from attn_bench.models.placement import BOTTLENECKS, available_sites, find_slots, select_slots
 
@@ -49,11 +50,18 @@ class Preset:
     bottlenecks_only: bool = False  # the paper defines its site for bottleneck blocks only: elsewhere residual, logged
     networks: tuple[str, ...] = ()  # where set: the backbones on which the preset is the paper's network; elsewhere
     # the record and the row label say "not a published network", and a line says which backbone is
+    fit_width: Callable[[int], dict[str, Any]] | None = None  # a stage's arguments from its width, where the
+    # paper's cannot be built at every width (SGE's 64 groups in a 16-channel stage); applied and logged when they differ
     note: Note | None = None
 
 
 def _by_stage(key: str, values: tuple) -> dict[int, dict[str, Any]]:
     return {stage: {key: value} for stage, value in enumerate(values, start=1)}
+
+
+def _sge_groups(width: int) -> dict[str, Any]:
+    """SGE's 64 groups, or the most groups up to 64 that divide ``width`` (16 in a 16-channel stage)."""
+    return {"groups": max(d for d in range(1, 65) if width % d == 0)}
 
 
 PRESETS: dict[str, Preset] = {
@@ -108,7 +116,9 @@ PRESETS: dict[str, Preset] = {
     "sge": Preset(
         "residual, all blocks (after the last BN of the branch), groups=64",
         "Li, Hu and Yang, Spatial Group-wise Enhance; implus/PytorchInsight classification/models/imagenet/"
-        "resnet_sge.py: SpatialGroupEnhance(64) after bn3 of every Bottleneck (SGE-ResNet50 25.56M)"),
+        "resnet_sge.py: SpatialGroupEnhance(64) after bn3 of every Bottleneck (SGE-ResNet50 25.56M); a stage "
+        "64 does not divide (16/32 channels) gets the most groups that do, logged",
+        fit_width=_sge_groups, decided_by=frozenset({"groups"})),
     "ese": Preset(
         "residual, all blocks (after the last BN of the branch, before the addition)",
         "Lee and Park, CenterMask (VoVNet-V2); youngwanLEE/vovnet-detectron2 vovnet/vovnet.py: eSEModule after each "
@@ -232,6 +242,27 @@ def _paper_stage_args(preset: Preset, backbone: str, site: str, args: dict[str, 
     return {} if site != "residual" or set(args) & preset.decided_by else stage_args
 
 
+def _fitted_stage_args(attn: str, preset: Preset, model: nn.Module, backbone: str, site: str,
+                       args: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Every stage's arguments from its width (``Preset.fit_width``) where some stage cannot take the paper's,
+    said in a line; nothing where every stage can, or where the run sets them itself."""
+    if preset.fit_width is None or set(args) & preset.decided_by:
+        return {}
+    widths: dict[int, int] = {}
+    for slot in find_slots(model, site):
+        widths[slot.stage] = math.gcd(widths.get(slot.stage, 0), slot.channels)
+    fitted = {stage: preset.fit_width(width) for stage, width in sorted(widths.items())}
+    defaults = {**block_defaults(attn), **preset.args}
+    paper = {key: defaults[key] for args in fitted.values() for key in args}
+    if all(value == paper for value in fitted.values()):
+        return {}
+    changed = ", ".join(f"{widths[s]}-channel stage {s}: {', '.join(f'{k}={v}' for k, v in a.items())}"
+                        for s, a in fitted.items() if a != paper)
+    log.info("%s: its paper's %s cannot be built in every stage of %s; %s (set model.attn_args to choose)", attn,
+             ", ".join(f"{k}={v}" for k, v in paper.items()), backbone, changed)
+    return fitted
+
+
 def resolve_placement(model: nn.Module, backbone: str, attn: str, placement: str, site: str | None,
                       stages: Iterable[int] | None, position: str | None,
                       args: dict[str, Any] | None) -> Placement:
@@ -252,7 +283,8 @@ def resolve_placement(model: nn.Module, backbone: str, attn: str, placement: str
     resolved_site = site or _paper_site(attn, preset, model, backbone)
     resolved_stages = stages if stages is not None else _paper_stages(attn, preset, model, backbone, resolved_site)
     resolved_args = {**_paper_args(attn, preset, backbone, explicit), **explicit}
-    stage_args = _paper_stage_args(preset, backbone, resolved_site, explicit)
+    stage_args = (_paper_stage_args(preset, backbone, resolved_site, explicit)
+                  or _fitted_stage_args(attn, preset, model, backbone, resolved_site, explicit))
     slot_args = {s.path: stage_args[s.stage] for s in find_slots(model, resolved_site) if s.stage in stage_args}
     return Placement(placement, resolved_site, resolved_stages, position or preset.position, resolved_args,
                      slot_args=slot_args, stage_args=stage_args, note=_unpublished(attn, preset, backbone))

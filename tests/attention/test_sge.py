@@ -92,3 +92,22 @@ def test_the_doctor_says_a_width_sge_refuses_and_fails_only_when_it_refuses_ever
     assert built.passed and "C=2048: 128 params" in built.detail and "C=144: refused (sge: groups=64" in built.detail
     (built,) = [c for c in run_checks("sge", {"groups": 7}, timing=False) if c.name.startswith("constructs")]
     assert built.passed is False and built.detail.count("refused") == 4
+
+
+def test_on_narrow_stages_the_paper_placement_takes_the_most_groups_that_divide_and_says_so(caplog):
+    """The default model's 16- and 32-channel stages cannot hold 64 groups: 16 and 32 there, logged and
+    recorded (row label 'sge (groups by stage 16/32/64/64)'); an explicit groups is the run's own."""
+    from attn_bench.models.labels import block_label
+
+    narrow = {"channels": [16, 32, 64, 128]}  # model=resnet18_tiny, the default
+    with caplog.at_level("INFO", logger="attn_bench"):
+        model, placement = build_placed("resnet18", "sge", 10, placement="paper", timm_kwargs=narrow)
+    assert "its paper's groups=64 cannot be built in every stage of resnet18; 16-channel stage 1: groups=16" in caplog.text
+    assert placement["stage_args"] == {"groups": {"1": 16, "2": 32, "3": 64, "4": 64}}
+    assert [m.groups for m in model.modules() if isinstance(m, SpatialGroupEnhance)] == [16] * 2 + [32] * 2 + [64] * 4
+    assert block_label({"attn": "sge"}, None, placement) == "sge (groups by stage 16/32/64/64)"
+    _, own = build_placed("resnet18", "sge", 10, placement="paper", timm_kwargs=narrow, attn_args={"groups": 8})
+    assert own["args"] == {"groups": 8} and "stage_args" not in own
+    with torch.device("meta"):
+        _, resnet50 = build_placed("resnet50", "sge", 10, placement="paper")
+    assert "stage_args" not in resnet50  # every stage takes the paper's 64
