@@ -49,14 +49,22 @@ class Slot:
     env: dict[str, str] = field(default_factory=dict)
 
 
+def _share_of_cores(workers: int, cores: int | None) -> str:
+    return str(max(1, (cores or os.cpu_count() or 1) // workers))
+
+
 def cpu_slots(workers: int, cores: int | None = None) -> list[Slot]:
     """``workers`` CPU slots, each with an equal share of the cores and no GPU."""
-    threads = str(max(1, (cores or os.cpu_count() or 1) // workers))
+    threads = _share_of_cores(workers, cores)
     return [Slot(None, {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads}) for _ in range(workers)]
 
 
-def gpu_slots(devices: Sequence[str | int]) -> list[Slot]:
-    return [Slot(str(d), {"CUDA_VISIBLE_DEVICES": str(d)}) for d in devices]
+def gpu_slots(devices: Sequence[str | int], cores: int | None = None) -> list[Slot]:
+    """A slot per GPU, each job with an equal share of the CPU cores for its intra-op threads (as torchrun
+    does), unless OMP_NUM_THREADS is set: jobs that each start a team of every core's threads share the cores
+    by spinning, and on 2 cores two such jobs ran 7x slower (a CPU-side op, a job run with device=cpu)."""
+    share = {} if "OMP_NUM_THREADS" in os.environ else {"OMP_NUM_THREADS": _share_of_cores(len(devices), cores)}
+    return [Slot(str(d), {"CUDA_VISIBLE_DEVICES": str(d), **share}) for d in devices]
 
 
 def run_queue(jobs: list[Job], slots: list[Slot], command: Callable[[Job], list[str]],

@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from hydra.core.utils import JobReturn, JobStatus
 
@@ -53,7 +54,8 @@ class _SweepLayout:
         # configs inside). Python >= 3.11 leaves the working directory out with PYTHONSAFEPATH.
         os.environ.setdefault("PYTHONSAFEPATH", "1")
         started = time.time()
-        returns = super().launch(placed, initial_job_idx)
+        with _environment(self._job_env(len(placed))):
+            returns = super().launch(placed, initial_job_idx)
         jobs = [self._job(initial_job_idx + i, overrides, sweep_dir / name, ret)
                 for i, (overrides, name, ret) in enumerate(zip(job_overrides, names, returns))]
         finish_sweep(jobs, sweep_dir, time.time() - started)
@@ -76,6 +78,10 @@ class _SweepLayout:
             per_rank_batch(job_cfg.trainer, ranks)
         return specs
 
+    def _job_env(self, jobs: int) -> dict[str, str]:
+        """What the jobs' environment adds (a cluster gives each job its own cores: nothing)."""
+        return {}
+
     @staticmethod
     def _job(index: int, overrides: list[str], run_dir: Path, ret: JobReturn) -> Job:
         job = Job(index=index, overrides=overrides, run_dir=run_dir)
@@ -86,9 +92,29 @@ class _SweepLayout:
         return job
 
 
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` while the jobs are started (they inherit it), then as it was."""
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 if LocalLauncher is not None:
     class AttnBenchLocalLauncher(_SweepLayout, LocalLauncher):
-        pass
+        def _job_env(self, jobs: int) -> dict[str, str]:
+            """submitit's local executor starts every job at once on this machine: each takes an equal share of
+            the cores for its intra-op threads (as gpu_queue's slots do), unless OMP_NUM_THREADS is set."""
+            if "OMP_NUM_THREADS" in os.environ:
+                return {}
+            return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // max(1, jobs)))}
 
     class AttnBenchSlurmLauncher(_SweepLayout, SlurmLauncher):
         pass

@@ -70,6 +70,15 @@ def test_cpu_slots_share_the_cores_and_hide_gpus():
     assert [s.env for s in slots] == [{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "4"}] * 2
 
 
+def test_gpu_slots_share_the_cores_for_intra_op_threads_unless_the_user_set_them(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert [s.env for s in gpu_slots(["0", "3"], cores=16)] == [
+        {"CUDA_VISIBLE_DEVICES": "0", "OMP_NUM_THREADS": "8"}, {"CUDA_VISIBLE_DEVICES": "3", "OMP_NUM_THREADS": "8"}]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert [s.env for s in gpu_slots(["0", "3"], cores=16)] == [{"CUDA_VISIBLE_DEVICES": "0"},
+                                                                {"CUDA_VISIBLE_DEVICES": "3"}]
+
+
 # two epochs of 6 steps, a checkpoint every 2: a job can be killed mid-epoch and resumed bit for bit
 RESUMABLE = [o for o in TINY if not o.startswith("trainer.epochs")] + [
     "trainer.epochs=2", "trainer.checkpoint_every_steps=2", "trainer.deterministic=true", "device=cpu"]
@@ -86,6 +95,7 @@ def test_sweep_runs_every_job_and_a_rerun_resumes_a_killed_one_and_recomputes_no
                             "model.attn=se,seed=1"}
     assert all(m["status"] == "completed" for m in metrics.values())
     assert {m["config"]["model"]["attn"] for m in metrics.values()} == {"none", "se"}
+    assert {m["device"] for m in metrics.values()} == {f"cpu ({max(1, os.cpu_count() // 2)} threads)"}  # a share each
     launch = json.loads((root / "sweep_summary.json").read_text())["launches"][-1]
     assert {j["device"] for j in launch["jobs"]} == {"0", "1"}
     for m in metrics.values():  # the summary shows each job's final top-1, then what to run next
@@ -111,8 +121,10 @@ def test_sweep_runs_every_job_and_a_rerun_resumes_a_killed_one_and_recomputes_no
     straight = metrics["model.attn=se,seed=1"]
     job = root / "model.attn=se,seed=1"
     shutil.rmtree(job)
+    as_in_the_sweep = dict(os.environ, **gpu_slots(["0", "1"])[1].env)  # its thread count: bit-identical sums
     killed = subprocess.run([sys.executable, str(FAULT_AT), "mid_epoch", *RESUMABLE, "model.attn=se", "seed=1",
-                             f"hydra.run.dir='{job}'"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                             f"hydra.run.dir='{job}'"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env=as_in_the_sweep)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     checkpoint = torch.load(job / "last.pt", weights_only=True)
     assert (checkpoint["epoch"], checkpoint["batch"], checkpoint["step"]) == (1, 2, 8)
@@ -209,11 +221,15 @@ def test_the_local_submitit_launcher_keeps_the_sweep_layout_and_summary(tmp_path
     """hydra/launcher=local (and slurm): jobs in the sweep's folder under their swept values, the
     same summary and sweep_summary.json as the default launcher, and a re-run finds them."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    threads_before = os.environ.get("OMP_NUM_THREADS")
     proc = sweep("hydra/launcher=local", "seed=0,1", "hydra.launcher.timeout_min=10")
     assert proc.returncode == 0, proc.stderr[-3000:]
     root = sweep_dir(tmp_path)
     metrics = job_metrics(root)
     assert set(metrics) == {"seed=0", "seed=1"} and all(m["status"] == "completed" for m in metrics.values())
+    share = max(1, os.cpu_count() // 2)  # both jobs at once on this machine: half the cores each
+    assert {m["device"] for m in metrics.values()} == {f"cpu ({share} threads)"}
+    assert os.environ.get("OMP_NUM_THREADS") == threads_before  # the sweep's own environment is as it was
     for m in metrics.values():
         assert f"{m['final']['top1']:.2f}" in proc.stderr
     assert f"attn-bench report {root}" in proc.stderr
