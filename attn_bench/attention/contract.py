@@ -174,6 +174,17 @@ def _widths_check(spec: str, kwargs: dict[str, Any], channels: tuple[int, ...]) 
     return Check(name, bool(built), "; ".join(parts)), tuple(built)
 
 
+def first_width_built(spec: str, kwargs: dict[str, Any]) -> int:
+    """The first of the usual widths the block builds at (one it refuses in its own line is skipped)."""
+    for c in site_channels(spec):
+        try:
+            create_block(spec, c, **kwargs)
+            return c
+        except ConfigError:
+            continue
+    return site_channels(spec)[0]
+
+
 def check_contract(spec: str, kwargs: dict[str, Any], channels: tuple[int, ...]) -> None:
     """Before training: the first broken contract for these slots' channel counts, as one ConfigError."""
     for check in contract_checks(spec, kwargs, channels):

@@ -45,6 +45,7 @@ _BLOCKS: dict[str, str] = {
     "ese": "attn_bench.attention.effective_se:EffectiveSE",
     "scse": "attn_bench.attention.scse:ChannelSpatialSE",
     "nam": "attn_bench.attention.nam:NormalizationAttention",
+    "sa": "attn_bench.attention.shuffle_attention:ShuffleAttention",
 }
 
 

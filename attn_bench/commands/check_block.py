@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from attn_bench.attention.contract import (
-    Check, construct, contract_checks, describe_error, identity_at_init, site_channels,
+    Check, construct, contract_checks, describe_error, first_width_built, identity_at_init,
 )
 from attn_bench.attention.registry import BASELINE, block_identity
 from attn_bench.errors import ConfigError
@@ -31,9 +31,10 @@ LATENCY_CHECK = f"CPU latency on {LATENCY_BACKBONE} at {IMG} px"
 
 
 def _compared(backbone: str, spec: str, kwargs: dict):
-    """(name, model) for no block, SE (the reference) and the block under test, on ``backbone``."""
+    """(name, model) for no block, SE (the reference) and the block under test, on ``backbone``, each built
+    as a run builds it (``placement=paper``: SA's and SGE's groups fitted to ResNet-18's 64-channel stage)."""
     for name, args in ((BASELINE, None), ("se", None), (spec, kwargs or None)):
-        yield name, build_model(backbone, name, 1000, attn_args=args)
+        yield name, build_model(backbone, name, 1000, attn_args=args, placement="paper")
 
 
 def _parse(argv: list[str]) -> tuple[str, dict]:
@@ -91,7 +92,7 @@ def _guarded(name: str, measure, spec: str, kwargs: dict) -> Check:
 def run_checks(spec: str, kwargs: dict, timing: bool = True) -> list[Check]:
     checks = contract_checks(spec, kwargs)
     if all(c.passed is not False for c in checks):
-        c = site_channels(spec)[0]
+        c = first_width_built(spec, kwargs)
         checks.append(identity_at_init(construct(spec, c, kwargs), c))
         checks.append(_guarded(COST_CHECK, _cost, spec, kwargs))
         if timing:

@@ -64,6 +64,11 @@ def _sge_groups(width: int) -> dict[str, Any]:
     return {"groups": max(d for d in range(1, 65) if width % d == 0)}
 
 
+def _sa_groups(width: int) -> dict[str, Any]:
+    """SA's 64 groups, or the most groups up to 64 whose halves divide ``width`` (8 in a 16-channel stage)."""
+    return {"groups": max([d for d in range(1, 65) if width % (2 * d) == 0] or [1])}
+
+
 PRESETS: dict[str, Preset] = {
     BASELINE: Preset("no block anywhere (the backbone as timm builds it, its own SE slots cleared)", "the baseline"),
     "bam": Preset(
@@ -119,6 +124,11 @@ PRESETS: dict[str, Preset] = {
         "resnet_sge.py: SpatialGroupEnhance(64) after bn3 of every Bottleneck (SGE-ResNet50 25.56M); a stage "
         "64 does not divide (16/32 channels) gets the most groups that do, logged",
         fit_width=_sge_groups, decided_by=frozenset({"groups"})),
+    "sa": Preset(
+        "residual, all blocks (after the last BN of the branch), groups=64",
+        "Zhang and Yang, SA-Net; wofmanaf/SA-Net models/sa_resnet.py: sa_layer(C, groups=64) after bn3 of every "
+        "SABottleneck (sa_resnet50 25.56M); a stage whose width 128 does not divide gets the most groups that fit, "
+        "logged", fit_width=_sa_groups, decided_by=frozenset({"groups"})),
     "ese": Preset(
         "residual, all blocks (after the last BN of the branch, before the addition)",
         "Lee and Park, CenterMask (VoVNet-V2); youngwanLEE/vovnet-detectron2 vovnet/vovnet.py: eSEModule after each "

@@ -49,7 +49,7 @@ HOSTS = {
 }
 
 # SGE's official 64 groups divide neither the narrow ResNets' 16 channels nor MobileNetV2's 24
-BLOCK_ARGS = {"sge": {"groups": 8}}
+BLOCK_ARGS = {"sge": {"groups": 8}, "sa": {"groups": 8}}
 
 # Multiplicative parameters that the block's (paper / official) init sets to exactly zero. While
 # they are zero, everything upstream of them gets an exactly-zero gradient:
@@ -66,6 +66,7 @@ ZERO_INIT_WEIGHTS = {
     "triplet": {"hw.bn.weight"},
     "nl": {"bn.weight"},
     "srm": {"cfc"},
+    "sa": {"cweight", "sweight"},  # both gates start at sigmoid(bias)
     "sge": {"weight"},  # while it is 0 every gate is sigmoid(bias); nothing upstream of it has parameters
 }
 ZERO_AT_INIT_UPSTREAM = {
@@ -75,6 +76,7 @@ ZERO_AT_INIT_UPSTREAM = {
     "triplet": {"hw.conv.weight"},
     "nl": {f"{conv}.{p}" for conv in ("theta", "phi", "g", "out") for p in ("weight", "bias")},
     "srm": {"bn.weight"},  # it scales the normalised z = cfc . style, all 0 while cfc is
+    "sa": {"gn.weight", "gn.bias"},  # the GroupNorm feeds the spatial gate only through sweight
     "sge": set(),  # the gate is sigmoid(weight * n + bias): the bias learns at once
 }
 

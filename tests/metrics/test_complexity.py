@@ -14,7 +14,7 @@ TINY_RESNET = {"channels": [16, 32, 64, 128]}
 
 
 def tiny_model(block: str) -> nn.Module:
-    args = {"groups": 8} if block in ("sk", "sge") else None  # SK's G = 32 and SGE's 64 do not divide 16 channels
+    args = {"groups": 8} if block in ("sk", "sge", "sa") else None  # their 32 / 64 / 2 x 64 groups need more than 16
     return build_model("resnet18", block, num_classes=10, stem="small", timm_kwargs=TINY_RESNET, attn_args=args)
 
 
@@ -236,9 +236,19 @@ def _nam():
     return 0, 2 * C * P + weights + C * P + 4 * C * P + C * P  # eval BN, w * BN(x), sigmoid, rescale
 
 
+def _sa():
+    half = C // 2  # the channel and the spatial halves of every group, in all
+    channel = (half * P + half) + half + half + 4 * half + half * P  # mean, cw *, + cb, sigmoid, rescale
+    spatial = 7 * half * P + half * P + half * P + 4 * half * P + half * P  # GroupNorm, sw *, + sb, sigmoid, rescale
+    return 0, channel + spatial  # concatenation and shuffle move data only
+
+
 HAND_COUNTS = {"gc": _gc, "ca": _ca, "gam": _gam, "cbam": _cbam, "bam": _bam, "simam": _simam, "triplet": _triplet,
                "sk": _sk, "nl": _nl, "psa": _psa, "stn": _stn, "srm": _srm,
-               "sge": _sge, "ese": _ese, "scse": _scse, "nam": _nam}
+               "sge": _sge, "ese": _ese, "scse": _scse, "nam": _nam, "sa": _sa}
+
+
+HAND_ARGS = {"sa": {"groups": 8}}  # SA's default 64 groups need 128 channels
 
 
 def test_every_block_has_a_hand_count():
@@ -247,7 +257,7 @@ def test_every_block_has_a_hand_count():
 
 @pytest.mark.parametrize("block", HAND_COUNTS)
 def test_block_alone_matches_hand_count(block):
-    ops = count_ops(create_block(block, C), (H, W), in_chans=C)
+    ops = count_ops(create_block(block, C, **HAND_ARGS.get(block, {})), (H, W), in_chans=C)
     assert ops.uncounted_ops == []
     assert (ops.macs, ops.flops) == HAND_COUNTS[block](), ops.flops_by_op
 
