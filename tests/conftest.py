@@ -119,3 +119,16 @@ def make_imagefolder(root: Path, colour_of=lambda c, i: (40 + 150 * c, 60 + 10 *
                 else:
                     Image.new("RGB", (32, 32), colour_of(c, i)).save(folder / f"{i}.png")
     return root
+
+
+def slot_sees(model: torch.nn.Module, block_path: str, upstream: str, size: int = 64) -> tuple[type, bool]:
+    """One eval forward: the type of the block in ``block_path``'s ``se`` slot, and whether the input it got
+    is exactly the output of that timm block's ``upstream`` module (e.g. ``bn3``: the residual site)."""
+    block, seen = model.get_submodule(block_path), {}
+    handles = [block.get_submodule(upstream).register_forward_hook(lambda m, i, o: seen.update(upstream=o)),
+               block.se.register_forward_hook(lambda m, i, o: seen.update(slot_in=i[0]))]
+    with torch.no_grad():
+        model.eval()(torch.randn(1, 3, size, size))
+    for handle in handles:
+        handle.remove()
+    return type(block.se), torch.equal(seen["upstream"], seen["slot_in"])

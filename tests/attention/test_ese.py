@@ -4,6 +4,8 @@ import torch
 import torch.nn.functional as F
 from timm.layers import EffectiveSEModule
 
+from conftest import slot_sees
+
 from attn_bench.attention import block_defaults, create_block
 from attn_bench.attention.effective_se import EffectiveSE
 from attn_bench.errors import ConfigError
@@ -46,9 +48,4 @@ def test_in_every_bottleneck_of_resnet50_after_bn3():
     assert n_params(model) == 25_557_032 + sum(c * c + c for c in widths) == 45_691_688
     model, placement = build_placed("resnet18", "ese", 10, placement="paper")
     assert (placement["site"], placement["stages"]) == ("residual", "all")
-    seen = {}
-    block = model.layer2[1]
-    block.bn2.register_forward_hook(lambda m, i, o: seen.update(bn=o))
-    block.se.register_forward_hook(lambda m, i, o: seen.update(ese_in=i[0]))
-    model.eval()(torch.randn(1, 3, 64, 64))
-    assert isinstance(block.se, EffectiveSE) and torch.equal(seen["bn"], seen["ese_in"])
+    assert slot_sees(model, "layer2.1", "bn2") == (EffectiveSE, True)

@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+from conftest import slot_sees
+
 from attn_bench.attention import block_defaults
 from attn_bench.attention.nam import NormalizationAttention
 from attn_bench.errors import ConfigError
@@ -60,9 +62,4 @@ def test_on_resnet50_after_bn3_it_adds_two_parameters_per_channel():
     assert n_params(model) == 25_557_032 + 2 * (3 * 256 + 4 * 512 + 6 * 1024 + 3 * 2048) == 25_587_240
     model, placement = build_placed("resnet50", "nam", 10, placement="paper")
     assert placement["site"] == "residual"
-    seen = {}
-    block = model.layer1[0]
-    block.bn3.register_forward_hook(lambda m, i, o: seen.update(bn3=o))
-    block.se.register_forward_hook(lambda m, i, o: seen.update(nam_in=i[0]))
-    model.eval()(torch.randn(1, 3, 64, 64))
-    assert isinstance(block.se, NormalizationAttention) and torch.equal(seen["bn3"], seen["nam_in"])
+    assert slot_sees(model, "layer1.0", "bn3") == (NormalizationAttention, True)

@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+from conftest import slot_sees
+
 from attn_bench.attention import block_defaults
 from attn_bench.attention.shuffle_attention import ShuffleAttention
 from attn_bench.errors import ConfigError
@@ -50,12 +52,7 @@ def test_on_resnet50_it_adds_708_parameters_after_bn3():
     assert n_params(model) == 25_557_032 + 3 * (3 * 256 + 4 * 512 + 6 * 1024 + 3 * 2048) // 64 == 25_557_740
     model, placement = build_placed("resnet50", "sa", 10, placement="paper")
     assert placement["site"] == "residual" and "stage_args" not in placement
-    seen = {}
-    block = model.layer4[1]
-    block.bn3.register_forward_hook(lambda m, i, o: seen.update(bn3=o))
-    block.se.register_forward_hook(lambda m, i, o: seen.update(sa_in=i[0]))
-    model.eval()(torch.randn(1, 3, 64, 64))
-    assert isinstance(block.se, ShuffleAttention) and torch.equal(seen["bn3"], seen["sa_in"])
+    assert slot_sees(model, "layer4.1", "bn3") == (ShuffleAttention, True)
 
 
 def test_groups_whose_halves_do_not_divide_the_width_are_one_line_or_fitted_under_the_paper_placement(caplog):

@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+from conftest import slot_sees
+
 from attn_bench.attention import block_defaults
 from attn_bench.attention.sge import SpatialGroupEnhance
 from attn_bench.errors import ConfigError
@@ -59,12 +61,7 @@ def test_every_block_adds_two_parameters_per_group(backbone, total):
 def test_it_sits_after_bn3_before_the_addition_as_in_resnet_sge():
     model, placement = build_placed("resnet50", "sge", 10, placement="paper")
     assert (placement["site"], placement["stages"], placement["args"]) == ("residual", "all", {})
-    seen = {}
-    block = model.layer3[2]
-    block.bn3.register_forward_hook(lambda m, i, o: seen.update(bn3=o))
-    block.se.register_forward_hook(lambda m, i, o: seen.update(sge_in=i[0]))
-    model.eval()(torch.randn(1, 3, 64, 64))
-    assert isinstance(block.se, SpatialGroupEnhance) and torch.equal(seen["bn3"], seen["sge_in"])
+    assert slot_sees(model, "layer3.2", "bn3") == (SpatialGroupEnhance, True)
 
 
 def test_groups_that_do_not_divide_the_channels_are_one_line():
