@@ -97,6 +97,8 @@ PUBLISHED = (
          source="SGE (Li et al. 2019); implus/PytorchInsight README: SGE-ResNet50 25.56M (groups 64, every bottleneck)"),
     dict(attn="sa", backbone="resnet50", paper_m="25.56",
          source="SA-Net (Zhang & Yang 2021); wofmanaf/SA-Net README: sa_resnet50 25.56 (groups 64, every bottleneck)"),
+    dict(attn="fca", backbone="resnet50", paper_m="28.07",
+         source="FcaNet (Qin et al. 2021), ImageNet table: FcaNet-50 (top-16, r=16, every bottleneck)"),
     dict(attn="ca", backbone="mobilenetv2_100", paper_m="3.95",
          source="Coordinate Attention (Hou et al. 2021), MobileNetV2 table"),
     dict(attn="se", backbone="mobilenetv3_large_100", paper_m="5.4",

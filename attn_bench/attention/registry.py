@@ -46,6 +46,7 @@ _BLOCKS: dict[str, str] = {
     "scse": "attn_bench.attention.scse:ChannelSpatialSE",
     "nam": "attn_bench.attention.nam:NormalizationAttention",
     "sa": "attn_bench.attention.shuffle_attention:ShuffleAttention",
+    "fca": "attn_bench.attention.fca:FrequencyChannelAttention",
 }
 
 

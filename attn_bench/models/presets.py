@@ -129,6 +129,10 @@ PRESETS: dict[str, Preset] = {
         "Zhang and Yang, SA-Net; wofmanaf/SA-Net models/sa_resnet.py: sa_layer(C, groups=64) after bn3 of every "
         "SABottleneck (sa_resnet50 25.56M); a stage whose width 128 does not divide gets the most groups that fit, "
         "logged", fit_width=_sa_groups, decided_by=frozenset({"groups"})),
+    "fca": Preset(
+        "residual, all blocks (after the last BN of the branch), top-16 frequencies, a DCT the size of the map",
+        "Qin et al., FcaNet; cfzd/FcaNet model/fcanet.py: MultiSpectralAttentionLayer(C, c2wh[planes], ..., "
+        "'top16') after bn3 of every FcaBottleneck, its DCT 56/28/14/7 at 224 px (FcaNet-50 28.07M)"),
     "ese": Preset(
         "residual, all blocks (after the last BN of the branch, before the addition)",
         "Lee and Park, CenterMask (VoVNet-V2); youngwanLEE/vovnet-detectron2 vovnet/vovnet.py: eSEModule after each "

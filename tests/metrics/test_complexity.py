@@ -243,9 +243,17 @@ def _sa():
     return 0, channel + spatial  # concatenation and shuffle move data only
 
 
+def _fca():
+    macs = 2 * C * (C // 16)  # the two bias-free FCs
+    # the 6x5 map pooled (adaptive) up to the 7x7 DCT: windows of 1+2+2+2+2+2+1 = 12 rows by 1+2+2+1+2+2+1 = 11
+    # columns summed, one divide per output; then the DCT: a multiply and an add per position
+    pool = C * (12 * 11) + C * 7 * 7
+    return macs, 2 * macs + pool + 2 * C * 49 + C // 16 + 4 * C + C * P  # DCT, relu, sigmoid, rescale
+
+
 HAND_COUNTS = {"gc": _gc, "ca": _ca, "gam": _gam, "cbam": _cbam, "bam": _bam, "simam": _simam, "triplet": _triplet,
                "sk": _sk, "nl": _nl, "psa": _psa, "stn": _stn, "srm": _srm,
-               "sge": _sge, "ese": _ese, "scse": _scse, "nam": _nam, "sa": _sa}
+               "sge": _sge, "ese": _ese, "scse": _scse, "nam": _nam, "sa": _sa, "fca": _fca}
 
 
 HAND_ARGS = {"sa": {"groups": 8}}  # SA's default 64 groups need 128 channels
