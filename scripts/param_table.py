@@ -132,6 +132,8 @@ PUBLISHED = (
          source="scSE (Roy et al. 2018): segmentation FCNs only (U-Net, SD-Net, QuickNAT), no classifier"),
     dict(attn="nam", backbone="resnet50",
          source="NAM (Liu et al. 2021): its ImageNet table could not be read here; +2C per bottleneck (its BN)"),
+    dict(attn="cc", backbone="resnet50",
+         source="CCNet (Huang et al. 2019): segmentation only (its head on the last stage), no classifier"),
     dict(attn="stn", backbone="resnet50", source="STN (Jaderberg et al. 2015): task-specific networks, no ResNet"),
     dict(attn="gam", backbone="resnet50",
          source="GAM (Liu et al. 2021): r=16 from its text (\"as BAM\"); its tables could not be read here",

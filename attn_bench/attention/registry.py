@@ -47,6 +47,7 @@ _BLOCKS: dict[str, str] = {
     "nam": "attn_bench.attention.nam:NormalizationAttention",
     "sa": "attn_bench.attention.shuffle_attention:ShuffleAttention",
     "fca": "attn_bench.attention.fca:FrequencyChannelAttention",
+    "cc": "attn_bench.attention.criss_cross:CrissCrossAttention",
 }
 
 

@@ -82,7 +82,7 @@ ZERO_COST_OPS = frozenset({
     "lift_fresh_copy",
     # allocation and filling
     "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "zeros", "zeros_like",
-    "new_zeros", "ones", "ones_like", "new_ones", "full", "full_like", "fill_", "zero_",
+    "new_zeros", "ones", "ones_like", "new_ones", "full", "full_like", "fill_", "zero_", "eye",
 })
 
 # Matrix-product ops of PyTorch's own registry: their FLOPs are 2 per MAC.
@@ -95,7 +95,7 @@ MAC_OPS = frozenset({
 ELEMENTWISE_COST = {
     1: ("add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "neg", "pow", "pow_", "square",
         "exp", "log", "sqrt", "rsqrt", "reciprocal", "abs", "tanh", "erf", "maximum", "minimum", "clamp_min",
-        "clamp_min_", "clamp_max", "clamp_max_", "where", "relu", "relu_", "threshold"),
+        "clamp_min_", "clamp_max", "clamp_max_", "where", "masked_fill", "masked_fill_", "relu", "relu_", "threshold"),
     2: ("hardtanh", "hardtanh_", "clamp", "clamp_", "leaky_relu", "leaky_relu_"),
     4: ("sigmoid", "sigmoid_", "hardsigmoid", "hardsigmoid_"),
     5: ("hardswish", "hardswish_", "silu", "silu_", "gelu", "gelu_", "_softmax", "_log_softmax"),

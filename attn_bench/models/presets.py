@@ -112,6 +112,11 @@ PRESETS: dict[str, Preset] = {
         "trunk, after every other block of ResNet stages 2-3 (5 blocks in ResNet-50)",
         "Wang et al., Non-local Neural Networks, Sec. 4: 5 blocks, every other residual block of res3/res4",
         site="trunk", stages=(2, 3), position="alternate"),
+    "cc": Preset(
+        "trunk, after the last block of ResNet stage 4 (where CCNet's head takes the features), recurrence 2",
+        "Huang et al., CCNet: the RCCA module on the last stage's output in its segmentation head "
+        "(speedinghzl/CCNet networks/ccnet.py, --recurrence 2); no classification network published",
+        site="trunk", stages=(4,), position="last"),
     "psa": Preset(
         "mid on bottlenecks (after the 3x3 conv); residual elsewhere (no published classification placement)",
         "Liu et al., Polarized Self-Attention: \"after the first 3x3 convolution in every residual block\"; "

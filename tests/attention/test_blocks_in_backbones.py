@@ -67,6 +67,7 @@ ZERO_INIT_WEIGHTS = {
     "nl": {"bn.weight"},
     "srm": {"cfc"},
     "sa": {"cweight", "sweight"},  # both gates start at sigmoid(bias)
+    "cc": {"gamma"},  # the block starts as the identity
     "sge": {"weight"},  # while it is 0 every gate is sigmoid(bias); nothing upstream of it has parameters
 }
 ZERO_AT_INIT_UPSTREAM = {
@@ -77,6 +78,7 @@ ZERO_AT_INIT_UPSTREAM = {
     "nl": {f"{conv}.{p}" for conv in ("theta", "phi", "g", "out") for p in ("weight", "bias")},
     "srm": {"bn.weight"},  # it scales the normalised z = cfc . style, all 0 while cfc is
     "sa": {"gn.weight", "gn.bias"},  # the GroupNorm feeds the spatial gate only through sweight
+    "cc": {f"{conv}.{p}" for conv in ("query", "key", "value") for p in ("weight", "bias")},
     "sge": set(),  # the gate is sigmoid(weight * n + bias): the bias learns at once
 }
 

@@ -251,9 +251,16 @@ def _fca():
     return macs, 2 * macs + pool + 2 * C * 49 + C // 16 + 4 * C + C * P  # DCT, relu, sigmoid, rescale
 
 
+def _cc():
+    ci, passes = C // 8, 2  # recurrence 2, the same weights twice
+    macs = passes * (2 * C * ci * P + C * C * P + ci * P * (H + W) + C * P * (H + W))  # q, k, v; energies; outputs
+    # each position's own column entry masked, softmax over H + W, out_H + out_W, gamma *, + x
+    return macs, 2 * macs + passes * (P * H + 5 * P * (H + W) + C * P + C * P + C * P)
+
+
 HAND_COUNTS = {"gc": _gc, "ca": _ca, "gam": _gam, "cbam": _cbam, "bam": _bam, "simam": _simam, "triplet": _triplet,
                "sk": _sk, "nl": _nl, "psa": _psa, "stn": _stn, "srm": _srm,
-               "sge": _sge, "ese": _ese, "scse": _scse, "nam": _nam, "sa": _sa, "fca": _fca}
+               "sge": _sge, "ese": _ese, "scse": _scse, "nam": _nam, "sa": _sa, "fca": _fca, "cc": _cc}
 
 
 HAND_ARGS = {"sa": {"groups": 8}}  # SA's default 64 groups need 128 channels
