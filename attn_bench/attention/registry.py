@@ -48,6 +48,7 @@ _BLOCKS: dict[str, str] = {
     "sa": "attn_bench.attention.shuffle_attention:ShuffleAttention",
     "fca": "attn_bench.attention.fca:FrequencyChannelAttention",
     "cc": "attn_bench.attention.criss_cross:CrissCrossAttention",
+    "splat": "attn_bench.attention.split_attention:SplitAttention",
 }
 
 

@@ -13,7 +13,8 @@ from attn_bench.errors import ConfigError
 from attn_bench.models.cifar_resnets import CIFAR_RESNETS, shortcut_choices
 from attn_bench.models.preact_resnets import PREACT_NETS
 
-RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d")
+# resnet50d: the deep-stem, average-pool-shortcut ResNet-50 that ResNeSt-50 is built on (ImageNet stem only)
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet50d", "resnet101", "resnet152", "resnext50_32x4d")
 MOBILENETS = (
     "mobilenetv2_050",
     "mobilenetv2_100",

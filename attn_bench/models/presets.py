@@ -108,6 +108,12 @@ PRESETS: dict[str, Preset] = {
         "conv (replaces each block's 3x3 conv; SKNet-50 = ResNeXt-50 + SK; other backbones: not a published network)",
         "Li et al., SKNet, Table 1: the SK unit replaces the 3x3 conv of every block of ResNeXt-50 (32x4d)",
         site="conv", networks=("resnext50_32x4d",)),
+    "splat": Preset(
+        "conv (replaces each block's 3x3 conv; ResNeSt-50 = resnet50d + split attention; other backbones: not a "
+        "published network)",
+        "Zhang et al., ResNeSt: radix 2, cardinality 1, avd; zhanghang1989/ResNeSt resnet.py Bottleneck, as timm's "
+        "resnest50d (27.48M): the deep-stem, avg-down ResNet-50 (timm resnet50d) with a split-attention conv2",
+        site="conv", networks=("resnet50d",)),
     "nl": Preset(
         "trunk, after every other block of ResNet stages 2-3 (5 blocks in ResNet-50)",
         "Wang et al., Non-local Neural Networks, Sec. 4: 5 blocks, every other residual block of res3/res4",

@@ -59,7 +59,7 @@ def test_every_block_is_fully_counted(block):
     assert ops.uncounted_ops == []
     params = count_params(model)
     replaced = 0
-    if block == "sk":  # at the conv site it replaces each BasicBlock's first 3x3 conv and that conv's BN
+    if block in ("sk", "splat"):  # at the conv site they replace each BasicBlock's first 3x3 conv and its BN
         stages = (baseline.layer1, baseline.layer2, baseline.layer3, baseline.layer4)
         replaced = sum(p.numel() for stage in stages for b in stage for m in (b.conv1, b.bn1) for p in m.parameters())
     assert params["params"] - count_params(baseline)["params"] == params["attn_params"] - replaced
@@ -258,9 +258,18 @@ def _cc():
     return macs, 2 * macs + passes * (P * H + 5 * P * (H + W) + C * P + C * P + C * P)
 
 
+def _splat():
+    radix, attn = 2, 32  # ResNeSt's radix; max(32, C * radix / 4) attention channels
+    macs = radix * C * P * (C // radix * 9) + C * attn + attn * radix * C  # grouped 3x3 conv (2 groups), fc1, fc2
+    conv = 2 * radix * C * P + radix * C * P  # eval BN, ReLU on the radix * C maps
+    split = radix * C * P + (C * P + C)  # the sum of the splits, its mean over positions
+    attention = 2 * attn + attn + 5 * radix * C  # eval BN, ReLU, the softmax over the radix
+    return macs, 2 * macs + conv + split + attention + radix * C * P + radix * C * P  # weighting, sum of the splits
+
+
 HAND_COUNTS = {"gc": _gc, "ca": _ca, "gam": _gam, "cbam": _cbam, "bam": _bam, "simam": _simam, "triplet": _triplet,
                "sk": _sk, "nl": _nl, "psa": _psa, "stn": _stn, "srm": _srm,
-               "sge": _sge, "ese": _ese, "scse": _scse, "nam": _nam, "sa": _sa, "fca": _fca, "cc": _cc}
+               "sge": _sge, "ese": _ese, "scse": _scse, "nam": _nam, "sa": _sa, "fca": _fca, "cc": _cc, "splat": _splat}
 
 
 HAND_ARGS = {"sa": {"groups": 8}}  # SA's default 64 groups need 128 channels
