@@ -33,13 +33,19 @@ class Table:
         return [[str(column.cell(row)) for column in self.columns] for row in self.rows]
 
 
-def print_tables(*tables: Table) -> None:
-    """Print to the terminal; a file or pipe gets wide lines instead of cells wrapped at 80 columns."""
+def wide_console():
+    """rich's Console for stdout; a file or pipe gets wide lines instead of cells wrapped at 80 columns."""
     from rich.console import Console
 
     console = Console()
     if not console.is_terminal:
         console.width = max(console.width, 200)
+    return console
+
+
+def print_tables(*tables: Table) -> None:
+    """Print to the terminal (or, without wrapping, to a file or pipe)."""
+    console = wide_console()
     for table in tables:
         console.print(to_rich(table))
 

@@ -249,3 +249,11 @@ def test_a_mistyped_subcommand_is_answered_without_loading_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stdout.split() == ["2", "False", "False"], proc.stderr[-2000:]
     assert "unknown subcommand 'evl'" in proc.stderr and "eval" in proc.stderr
+
+
+def test_blocks_piped_keeps_each_backbone_on_one_line(capsys, monkeypatch):
+    """Into a pipe or file (not a terminal) the tables are not wrapped at rich's 80-column default."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert main(["blocks"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "resnet110_abn_cifar" in line]
+    assert len(lines) == 1 and "residual, mid, stage_end, trunk, conv, input" in lines[0]

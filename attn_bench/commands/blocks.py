@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import sys
 
-from rich.console import Console
 from rich.table import Table
 
 from attn_bench.attention import block_defaults, block_identity, block_sites, get_block_class, list_blocks
 from attn_bench.attention.registry import is_builtin
 from attn_bench.errors import ConfigError
 from attn_bench.models.presets import preset_for
+from attn_bench.tables import wide_console
 
 
 def _first_line(text: str | None) -> str:
@@ -48,8 +48,9 @@ def main(argv: list[str]) -> int:
         defaults = ", ".join(f"{k}={v!r}" for k, v in block_defaults(name).items())
         where = preset_for(name).where
         table.add_row(name, paper, where, ", ".join(block_sites(name)), defaults)
-    Console().print(table)
-    Console().print(backbone_table())
+    console = wide_console()
+    console.print(table)
+    console.print(backbone_table())
     return 0
 
 

@@ -23,6 +23,7 @@ from attn_bench.errors import ConfigError
 from attn_bench.metrics.complexity import count_ops, count_params
 from attn_bench.metrics.latency import BusyDeviceWarning, TimingPlan, measure_latency
 from attn_bench.models import build_model
+from attn_bench.tables import wide_console
 
 USAGE = "usage: attn-bench check-block SPEC [key=value ...]  (SPEC: a block name, file.py:Class or module:Class)"
 COST_BACKBONE, LATENCY_BACKBONE, IMG = "resnet50", "resnet18", 224
@@ -115,7 +116,7 @@ def main(argv: list[str]) -> int:
     marks = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "info"}
     for check in checks:
         table.add_row(check.name, marks[check.passed], check.detail)
-    Console().print(table)
+    wide_console().print(table)
     failed = [c.name for c in checks if c.passed is False]
     if failed:
         Console(stderr=True).print(f"attn-bench: {spec} failed: {', '.join(failed)}", markup=False, highlight=False)
