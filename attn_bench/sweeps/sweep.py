@@ -11,6 +11,7 @@ from typing import Sequence
 
 from omegaconf import OmegaConf
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from attn_bench.attention.registry import tag_sources
@@ -159,16 +160,26 @@ def _final_top1(job: Job) -> str:
     return "-" if top1 is None else f"{top1:.2f}"
 
 
+def shared_overrides(jobs: list[Job]) -> list[str]:
+    """The overrides every job of a sweep of several has (the sweep's fixed settings), in the first job's order."""
+    if len(jobs) < 2:
+        return []
+    return [o for o in jobs[0].overrides if all(o in job.overrides for job in jobs[1:])]
+
+
 def _print_summary(jobs: list[Job], sweep_dir: Path) -> None:
-    """Every job's outcome and final top-1, then the commands a user wants next."""
-    table = Table(title="sweep summary")
+    """Every job's outcome, final top-1 and own overrides (those all jobs share once, above), then the
+    commands a user wants next."""
+    shared = shared_overrides(jobs)
+    table = Table(title="sweep summary", caption=escape(f"every job: {' '.join(shared)}") if shared else None)
     for column in ("#", "status", "top-1 (%)", "device", "time (s)", "overrides", "reason"):
         table.add_column(column)
     for job in jobs:
         took = f"{job.ended - job.started:.1f}" if job.ended else "-"
         style = {"failed": "red", "skipped": "dim"}.get(job.status, "")
         table.add_row(str(job.index), job.status, _final_top1(job), job.device or "cpu" if job.started else "-", took,
-                      " ".join(job.overrides), job.reason or "", style=style)
+                      escape(" ".join(o for o in job.overrides if o not in shared)), escape(job.reason or ""),
+                      style=style)
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     console.print(table)
     where = shlex.quote(str(sweep_dir))
