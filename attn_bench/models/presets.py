@@ -64,6 +64,11 @@ def _sge_groups(width: int) -> dict[str, Any]:
     return {"groups": max(d for d in range(1, 65) if width % d == 0)}
 
 
+def _sk_groups(width: int) -> dict[str, Any]:
+    """SKNet's G = 32, or the most groups up to 32 that divide the replaced conv's input and output widths."""
+    return {"groups": max(d for d in range(1, 33) if width % d == 0)}
+
+
 def _sa_groups(width: int) -> dict[str, Any]:
     """SA's 64 groups, or the most groups up to 64 whose halves divide ``width`` (8 in a 16-channel stage)."""
     return {"groups": max([d for d in range(1, 65) if width % (2 * d) == 0] or [1])}
@@ -106,8 +111,9 @@ PRESETS: dict[str, Preset] = {
         decided_by=frozenset({"kernel_size", "gamma", "beta"})),
     "sk": Preset(
         "conv (replaces each block's 3x3 conv; SKNet-50 = ResNeXt-50 + SK; other backbones: not a published network)",
-        "Li et al., SKNet, Table 1: the SK unit replaces the 3x3 conv of every block of ResNeXt-50 (32x4d)",
-        site="conv", networks=("resnext50_32x4d",)),
+        "Li et al., SKNet, Table 1: the SK unit replaces the 3x3 conv of every block of ResNeXt-50 (32x4d); a "
+        "stage whose convs 32 groups do not divide (16 channels) gets the most that do, logged",
+        site="conv", networks=("resnext50_32x4d",), fit_width=_sk_groups, decided_by=frozenset({"groups"})),
     "splat": Preset(
         "conv (replaces each block's 3x3 conv; ResNeSt-50 = resnet50d + split attention; other backbones: not a "
         "published network)",
@@ -274,8 +280,9 @@ def _fitted_stage_args(attn: str, preset: Preset, model: nn.Module, backbone: st
     if preset.fit_width is None or set(args) & preset.decided_by:
         return {}
     widths: dict[int, int] = {}
-    for slot in find_slots(model, site):
-        widths[slot.stage] = math.gcd(widths.get(slot.stage, 0), slot.channels)
+    for slot in find_slots(model, site):  # a conv-site unit must fit the replaced conv's output width too
+        width = math.gcd(slot.channels, dict(slot.geometry).get("out_channels", slot.channels))
+        widths[slot.stage] = math.gcd(widths.get(slot.stage, 0), width)
     fitted = {stage: preset.fit_width(width) for stage, width in sorted(widths.items())}
     defaults = {**block_defaults(attn), **preset.args}
     paper = {key: defaults[key] for args in fitted.values() for key in args}

@@ -97,3 +97,20 @@ def test_bad_groups_is_one_line():
     with pytest.raises(ConfigError) as err:
         create_block("sk", 48)
     assert str(err.value).startswith("sk: groups=32 must divide the input (48)") and "\n" not in str(err.value)
+
+
+def test_on_the_default_models_16_channel_convs_the_paper_placement_fits_the_groups_and_says_so(caplog):
+    """32 groups do not divide the default model's 16-channel convs: 16 there, logged and in the row label,
+    so a sweep over every block runs on the default model; SKNet-50 keeps G = 32 everywhere."""
+    from attn_bench.models.labels import block_label
+
+    with caplog.at_level("INFO", logger="attn_bench"):
+        model, placement = build_placed("resnet18", "sk", 10, stem="small", placement="paper",
+                                        timm_kwargs={"channels": [16, 32, 64, 128]})
+    assert placement["stage_args"] == {"groups": {"1": 16, "2": 16, "3": 32, "4": 32}}
+    assert "its paper's groups=32 cannot be built in every stage of resnet18" in caplog.text
+    assert block_label({"attn": "sk"}, None, placement) == "sk (site=conv, not a published network, groups by stage 16/16/32/32)"
+    assert model.layer2[0].conv1.paths[0].conv.groups == 16 and model.layer3[1].conv1.paths[0].conv.groups == 32
+    with torch.device("meta"):
+        _, sknet = build_placed("resnext50_32x4d", "sk", 1000, placement="paper")
+    assert "stage_args" not in sknet
