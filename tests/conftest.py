@@ -100,6 +100,18 @@ TINY_TRAIN = [
     "trainer.batch_size=50",
     "trainer.progress=false",
 ]
+LEARN = ["data.train_size=2000", "trainer.epochs=4", "trainer.scheduler.warmup_epochs=0.5"]  # learns the task
+
+
+@pytest.fixture(scope="session")
+def learned_synthetic(tmp_path_factory):
+    """One default-model run that learns the synthetic task (TINY_TRAIN + LEARN, cost measured), trained once for
+    the session: test_train reads it, visualize copies it as its baseline (20 s each time it was trained)."""
+    from attn_bench.commands.train import run_training
+
+    run_dir = tmp_path_factory.mktemp("synthetic")
+    cfg = _compose_train(TINY_TRAIN + LEARN)
+    return run_dir, run_training(cfg, run_dir), cfg
 
 
 def make_imagefolder(root: Path, colour_of=lambda c, i: (40 + 150 * c, 60 + 10 * i, 90), per_class=6,

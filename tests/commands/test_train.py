@@ -5,6 +5,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from conftest import LEARN
+
 from attn_bench.commands.train import run_training
 
 def default_model_counts(stem=64, widths=(16, 32, 64, 128), classes=10, px=32) -> tuple[int, int]:
@@ -26,16 +28,9 @@ def default_model_counts(stem=64, widths=(16, 32, 64, 128), classes=10, px=32) -
     return params + c_in * classes + classes, macs + c_in * classes
 
 
-LEARN = ["data.train_size=2000", "trainer.epochs=4", "trainer.scheduler.warmup_epochs=0.5"]
-
-
-@pytest.fixture(scope="module")
-def synthetic_run(tmp_path_factory):
-    from conftest import TINY_TRAIN, _compose_train
-
-    run_dir = tmp_path_factory.mktemp("synthetic")
-    cfg = _compose_train(TINY_TRAIN + LEARN)
-    return run_dir, run_training(cfg, run_dir), cfg
+@pytest.fixture
+def synthetic_run(learned_synthetic):
+    return learned_synthetic
 
 
 def test_default_synthetic_data_is_learned_well_above_chance(synthetic_run):
