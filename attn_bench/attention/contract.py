@@ -175,14 +175,17 @@ def _widths_check(spec: str, kwargs: dict[str, Any], channels: tuple[int, ...]) 
 
 
 def first_width_built(spec: str, kwargs: dict[str, Any]) -> int:
-    """The first of the usual widths the block builds at (one it refuses in its own line is skipped)."""
-    for c in site_channels(spec):
-        try:
-            create_block(spec, c, **kwargs)
-            return c
-        except ConfigError:
-            continue
-    return site_channels(spec)[0]
+    """The first of the usual widths the block builds at (one it refuses in its own line is skipped); called
+    once the construction check passed, so there is one."""
+    return next(c for c in site_channels(spec) if _builds(spec, c, kwargs))
+
+
+def _builds(spec: str, channels: int, kwargs: dict[str, Any]) -> bool:
+    try:
+        create_block(spec, channels, **kwargs)
+        return True
+    except ConfigError:
+        return False
 
 
 def check_contract(spec: str, kwargs: dict[str, Any], channels: tuple[int, ...]) -> None:

@@ -59,19 +59,12 @@ def _by_stage(key: str, values: tuple) -> dict[int, dict[str, Any]]:
     return {stage: {key: value} for stage, value in enumerate(values, start=1)}
 
 
-def _sge_groups(width: int) -> dict[str, Any]:
-    """SGE's 64 groups, or the most groups up to 64 that divide ``width`` (16 in a 16-channel stage)."""
-    return {"groups": max(d for d in range(1, 65) if width % d == 0)}
-
-
-def _sk_groups(width: int) -> dict[str, Any]:
-    """SKNet's G = 32, or the most groups up to 32 that divide the replaced conv's input and output widths."""
-    return {"groups": max(d for d in range(1, 33) if width % d == 0)}
-
-
-def _sa_groups(width: int) -> dict[str, Any]:
-    """SA's 64 groups, or the most groups up to 64 whose halves divide ``width`` (8 in a 16-channel stage)."""
-    return {"groups": max([d for d in range(1, 65) if width % (2 * d) == 0] or [1])}
+def _most_groups(paper: int, parts: int = 1) -> Callable[[int], dict[str, Any]]:
+    """``Preset.fit_width`` for a block with ``groups`` of ``parts`` equal parts each: the paper's count, or
+    the most groups below it that fit the width (SGE's 64 -> 16 in a 16-channel stage; SA's halves -> 8)."""
+    def fit(width: int) -> dict[str, Any]:
+        return {"groups": max([d for d in range(1, paper + 1) if width % (parts * d) == 0] or [1])}
+    return fit
 
 
 PRESETS: dict[str, Preset] = {
@@ -113,7 +106,7 @@ PRESETS: dict[str, Preset] = {
         "conv (replaces each block's 3x3 conv; SKNet-50 = ResNeXt-50 + SK; other backbones: not a published network)",
         "Li et al., SKNet, Table 1: the SK unit replaces the 3x3 conv of every block of ResNeXt-50 (32x4d); a "
         "stage whose convs 32 groups do not divide (16 channels) gets the most that do, logged",
-        site="conv", networks=("resnext50_32x4d",), fit_width=_sk_groups, decided_by=frozenset({"groups"})),
+        site="conv", networks=("resnext50_32x4d",), fit_width=_most_groups(32), decided_by=frozenset({"groups"})),
     "splat": Preset(
         "conv (replaces each block's 3x3 conv; ResNeSt-50 = resnet50d + split attention; other backbones: not a "
         "published network)",
@@ -140,12 +133,12 @@ PRESETS: dict[str, Preset] = {
         "Li, Hu and Yang, Spatial Group-wise Enhance; implus/PytorchInsight classification/models/imagenet/"
         "resnet_sge.py: SpatialGroupEnhance(64) after bn3 of every Bottleneck (SGE-ResNet50 25.56M); a stage "
         "64 does not divide (16/32 channels) gets the most groups that do, logged",
-        fit_width=_sge_groups, decided_by=frozenset({"groups"})),
+        fit_width=_most_groups(64), decided_by=frozenset({"groups"})),
     "sa": Preset(
         "residual, all blocks (after the last BN of the branch), groups=64",
         "Zhang and Yang, SA-Net; wofmanaf/SA-Net models/sa_resnet.py: sa_layer(C, groups=64) after bn3 of every "
         "SABottleneck (sa_resnet50 25.56M); a stage whose width 128 does not divide gets the most groups that fit, "
-        "logged", fit_width=_sa_groups, decided_by=frozenset({"groups"})),
+        "logged", fit_width=_most_groups(64, parts=2), decided_by=frozenset({"groups"})),
     "fca": Preset(
         "residual, all blocks (after the last BN of the branch), top-16 frequencies, a DCT the size of the map",
         "Qin et al., FcaNet; cfzd/FcaNet model/fcanet.py: MultiSpectralAttentionLayer(C, c2wh[planes], ..., "

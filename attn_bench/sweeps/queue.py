@@ -50,7 +50,14 @@ class Slot:
 
 
 def _share_of_cores(workers: int, cores: int | None) -> str:
-    return str(max(1, (cores or os.cpu_count() or 1) // workers))
+    return str(max(1, (cores or os.cpu_count() or 1) // max(1, workers)))
+
+
+def thread_share(jobs: int, cores: int | None = None) -> dict[str, str]:
+    """The environment that gives each of ``jobs`` jobs running at once an equal share of the cores for its
+    intra-op threads (as torchrun does), unless OMP_NUM_THREADS is set: jobs that each start a team of every
+    core's threads share the cores by spinning, and on 2 cores two such jobs ran 7x slower."""
+    return {} if "OMP_NUM_THREADS" in os.environ else {"OMP_NUM_THREADS": _share_of_cores(jobs, cores)}
 
 
 def cpu_slots(workers: int, cores: int | None = None) -> list[Slot]:
@@ -60,10 +67,9 @@ def cpu_slots(workers: int, cores: int | None = None) -> list[Slot]:
 
 
 def gpu_slots(devices: Sequence[str | int], cores: int | None = None) -> list[Slot]:
-    """A slot per GPU, each job with an equal share of the CPU cores for its intra-op threads (as torchrun
-    does), unless OMP_NUM_THREADS is set: jobs that each start a team of every core's threads share the cores
-    by spinning, and on 2 cores two such jobs ran 7x slower (a CPU-side op, a job run with device=cpu)."""
-    share = {} if "OMP_NUM_THREADS" in os.environ else {"OMP_NUM_THREADS": _share_of_cores(len(devices), cores)}
+    """A slot per GPU, each job with its share of the CPU cores (``thread_share``: a CPU-side op, a job run
+    with device=cpu)."""
+    share = thread_share(len(devices), cores)
     return [Slot(str(d), {"CUDA_VISIBLE_DEVICES": str(d), **share}) for d in devices]
 
 

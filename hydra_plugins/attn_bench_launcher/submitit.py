@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from attn_bench.commands.train.spec import expect_at_launch, resolve_spec
 from attn_bench.errors import ConfigError, check, fail
 from attn_bench.rundir import is_completed, read_record
-from attn_bench.sweeps.queue import Job
+from attn_bench.sweeps.queue import Job, thread_share
 from attn_bench.sweeps.sweep import check_jobs_differ, check_sweep_dir, finish_sweep, job_dirnames, swept_keys
 from attn_bench.training.validate import per_rank_batch
 
@@ -110,11 +110,9 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 if LocalLauncher is not None:
     class AttnBenchLocalLauncher(_SweepLayout, LocalLauncher):
         def _job_env(self, jobs: int) -> dict[str, str]:
-            """submitit's local executor starts every job at once on this machine: each takes an equal share of
-            the cores for its intra-op threads (as gpu_queue's slots do), unless OMP_NUM_THREADS is set."""
-            if "OMP_NUM_THREADS" in os.environ:
-                return {}
-            return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // max(1, jobs)))}
+            """submitit's local executor starts every job at once on this machine: each takes its share of the
+            cores, as gpu_queue's slots do."""
+            return thread_share(jobs)
 
     class AttnBenchSlurmLauncher(_SweepLayout, SlurmLauncher):
         pass
