@@ -39,9 +39,13 @@ BACKBONES = ("resnet18", "resnet50", "mobilenetv2_100")
 NUM_CLASSES = 1000
 
 
-def _counted_model(backbone: str, attn: str, num_classes: int, placement: str = "uniform", timm_kwargs=None):
-    """(model, placement) of :func:`build_placed` (a CIFAR network with its own stem)."""
-    kwargs = dict(placement=placement, timm_kwargs=timm_kwargs, stem="small" if backbone in CIFAR_NETS else "imagenet")
+def _counted_model(backbone: str, attn: str, num_classes: int, placement: str = "uniform", timm_kwargs=None,
+                   attn_args=None):
+    """(model, placement) of :func:`build_placed` at the paper's input size (224 px; a CIFAR network: 32 px,
+    its own stem)."""
+    cifar = backbone in CIFAR_NETS
+    kwargs = dict(placement=placement, timm_kwargs=timm_kwargs, attn_args=attn_args, img_size=32 if cifar else 224,
+                  stem="small" if cifar else "imagenet")
     # the meta device skips allocating and initialising weights: counts only, and fast even for
     # GAM on ResNet-50 (half a billion parameters)
     try:
@@ -138,6 +142,12 @@ PUBLISHED = (
          source="NAM (Liu et al. 2021): its ImageNet table could not be read here; +2C per bottleneck (its BN)"),
     dict(attn="cc", backbone="resnet50",
          source="CCNet (Huang et al. 2019): segmentation only (its head on the last stage), no classifier"),
+    dict(attn="ge", backbone="resnet50",
+         source="GENet (Hu et al. 2018), abstract: GE-theta- adds \"no additional learnable parameters\" (RN50-GEPF)"),
+    dict(attn="ge", backbone="resnet50", attn_args={"variant": "theta"},
+         source="GENet: its table could not be read here; counted from the official RN50-GEP.prototxt (224 px)"),
+    dict(attn="ge", backbone="resnet50", attn_args={"variant": "theta+"},
+         source="GENet: its table could not be read here; counted from the official RN50-GEPP.prototxt (224 px)"),
     dict(attn="stn", backbone="resnet50", source="STN (Jaderberg et al. 2015): task-specific networks, no ResNet"),
     dict(attn="gam", backbone="resnet50",
          source="GAM (Liu et al. 2021): r=16 from its text (\"as BAM\"); its tables could not be read here",
@@ -155,7 +165,8 @@ def parity_rows() -> list[dict]:
     rows = []
     for paper in PUBLISHED:
         model, placement = _counted_model(paper["backbone"], paper["attn"], paper.get("classes", NUM_CLASSES),
-                                          placement="paper", timm_kwargs=paper.get("timm_kwargs"))
+                                          placement="paper", timm_kwargs=paper.get("timm_kwargs"),
+                                          attn_args=paper.get("attn_args"))
         counts = count_params(model)
         rows.append({"paper_m": None, "paper_added": None, "gap": None, "classes": NUM_CLASSES, "timm_kwargs": {},
                      **paper, "params": counts["params"],

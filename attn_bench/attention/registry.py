@@ -49,6 +49,7 @@ _BLOCKS: dict[str, str] = {
     "fca": "attn_bench.attention.fca:FrequencyChannelAttention",
     "cc": "attn_bench.attention.criss_cross:CrissCrossAttention",
     "splat": "attn_bench.attention.split_attention:SplitAttention",
+    "ge": "attn_bench.attention.gather_excite:GatherExcite",
 }
 
 

@@ -14,14 +14,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from attn_bench.attention import BASELINE
+from attn_bench.attention import BASELINE, block_defaults, is_baseline
 from attn_bench.attention.registry import is_builtin
 from attn_bench.attention.contract import check_contract
 from attn_bench.config import check_known_keys, shipped_keys
 from attn_bench.errors import check as require
 from attn_bench.models.backbones import CIFAR_NETS, check_stem, create_backbone, resolve_stem, use_small_stem
-from attn_bench.models.placement import find_slots, place_attention
-from attn_bench.models.presets import resolve_placement
+from attn_bench.models.placement import find_slots, place_attention, slot_map_sizes
+from attn_bench.models.presets import Placement, resolve_placement
 
 log = logging.getLogger("attn_bench")
 
@@ -47,6 +47,7 @@ def build_placed(
     attn_site: str | None = None,
     placement: str = "uniform",
     timm_kwargs: dict[str, Any] | None = None,
+    img_size: int | None = None,
 ) -> Placed:
     """Build exactly the model the CLI trains (the CLI passes ``placement="paper"``, its default), and
     say where its block went.
@@ -64,6 +65,8 @@ def build_placed(
         placement: ``paper`` (each block where its paper put it, models.presets) or ``uniform``
             (the residual site of every block).
         timm_kwargs: passed to ``timm.create_model``, e.g. ``{"channels": [16, 32, 64, 128]}``.
+        img_size: the input size the network is built for; a block whose constructor takes ``feat_size``
+            (GE's global depthwise gather) gets the map size at its slot from it.
 
     Returns ``Placed(model, placement)``: the placement is the resolved record runs keep.
     """
@@ -73,8 +76,20 @@ def build_placed(
         use_small_stem(model)
     where = resolve_placement(model, backbone, attn, placement, attn_site, attn_stages, attn_position, attn_args)
     record = where.as_record(model)  # before placing: the slots are read from the plain backbone
-    place_attention(model, attn, where.args, where.stages, where.position, where.site, where.only, where.slot_args)
+    slot_args = _with_map_sizes(model, attn, where, img_size, attn_args or {})
+    place_attention(model, attn, where.args, where.stages, where.position, where.site, where.only, slot_args)
     return Placed(model, record)
+
+
+def _with_map_sizes(model: nn.Module, attn: str, where: Placement, img_size: int | None,
+                    attn_args: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``where.slot_args``, with ``feat_size`` (the map at each slot, for ``img_size``) for a block that takes it."""
+    if is_baseline(attn) or img_size is None or "feat_size" not in block_defaults(attn):
+        return where.slot_args
+    require("feat_size" not in attn_args, f"model.attn_args.feat_size: {attn} gets the map size at each slot from "
+                                          f"img_size ({img_size}); leave it out")
+    sizes = slot_map_sizes(model, find_slots(model, where.site), int(img_size))
+    return {path: {**where.slot_args.get(path, {}), "feat_size": list(size)} for path, size in sizes.items()}
 
 
 def build_model(backbone: str, attn: str = "none", num_classes: int = 1000, **options: Any) -> nn.Module:
@@ -94,7 +109,7 @@ def model_from_config(model_cfg: DictConfig, num_classes: int, img_size: int) ->
         attn_args=_container(m.attn_args) or None,
         attn_stages=None if m.attn_stages is None else list(m.attn_stages),
         attn_position=m.attn_position, attn_site=m.attn_site, placement=m.placement,
-        timm_kwargs=_timm_kwargs(m) or None,
+        timm_kwargs=_timm_kwargs(m) or None, img_size=int(img_size),
     )
 
 

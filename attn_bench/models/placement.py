@@ -43,6 +43,7 @@ from dataclasses import dataclass, replace
 from numbers import Integral
 from typing import Any, Iterable, Sequence
 
+import torch
 from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
 from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
@@ -188,6 +189,36 @@ def find_slots(model: nn.Module, site: str = "residual") -> list[Slot]:
         raise ConfigError(f"site '{site}' does not exist in this backbone ({kinds} blocks have none); its sites: "
                           f"{', '.join(available_sites(model))}")
     return [_block_slot(model, s, site) for s in slots]
+
+
+def slot_map_sizes(model: nn.Module, slots: Sequence[Slot], img_size: int) -> dict[str, tuple[int, int]]:
+    """(height, width) of the map each slot's block sees on an ``img_size`` image: one forward of the model
+    (before placing, batch 1, eval mode, on the model's device: free on the meta device)."""
+    sizes: dict[str, tuple[int, int]] = {}
+
+    def keep(path: str, tensor: torch.Tensor) -> None:  # a hook returning a value would replace the tensor
+        sizes.setdefault(path, tuple(tensor.shape[-2:]))
+
+    handles = []
+    for slot in slots:
+        if slot.site in ("conv", "input"):  # the block takes the host module's input
+            host = model.get_submodule(f"{slot.path}.{slot.host}" if slot.path else slot.host)
+            handles.append(host.register_forward_pre_hook(lambda m, args, path=slot.path: keep(path, args[0])))
+            continue
+        where = slot.path if slot.site in ("residual", "stage_end") else f"{slot.path}.{slot.host}"
+        handles.append(model.get_submodule(where).register_forward_hook(
+            lambda m, args, out, path=slot.path: keep(path, out)))
+    weight = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).weight  # the stem's: input channels
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, weight.shape[1], img_size, img_size, device=weight.device, dtype=weight.dtype))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return sizes
 
 
 def _stage_numbers(stages: Any) -> list[int]:

@@ -147,6 +147,11 @@ PRESETS: dict[str, Preset] = {
         "residual, all blocks (after the last BN of the branch, before the addition)",
         "Lee and Park, CenterMask (VoVNet-V2); youngwanLEE/vovnet-detectron2 vovnet/vovnet.py: eSEModule after each "
         "OSA module's aggregation conv, before the identity addition (VoVNets only: no ResNet network published)"),
+    "ge": Preset(
+        "residual, all blocks (after the last BN of the branch), global extent; theta / theta+: a depthwise "
+        "gather the size of each slot's map",
+        "Hu et al., Gather-Excite; hujie-frank/GENet models/RN50-GEPF (theta-), RN50-GEP (theta), RN50-GEPP "
+        "(theta+).prototxt: the gate on conv*_*/1x1_increase/bn of every bottleneck, before the Axpy addition"),
     "stn": Preset(
         "input (before the stem, on the image)",
         "Jaderberg et al., Spatial Transformer Networks: the transformer before the classification network",

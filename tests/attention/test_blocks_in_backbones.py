@@ -82,6 +82,8 @@ ZERO_AT_INIT_UPSTREAM = {
     "sge": set(),  # the gate is sigmoid(weight * n + bias): the bias learns at once
 }
 
+PARAMETER_FREE = {"simam", "ge"}  # ge: its default theta- variant (GENet's RN50-GEPF)
+
 # Parameters whose gradient is zero *by mathematics*, not by accident:
 #   gc conv_attn.bias: adds the same constant to every spatial logit, and softmax is shift
 #       invariant, so it never changes the output (it is in the official ContextBlock too).
@@ -209,8 +211,8 @@ def test_gradients_reach_every_attention_parameter(block, host, mode):
     _perturb_zero_init(timm_block.se, block)
     x = _block_input(timm_block, 4, seed=4)
     grads = _attention_grads(timm_block, x)
-    if block == "simam":
-        assert grads == {}  # parameter-free
+    if block in PARAMETER_FREE:
+        assert grads == {}
         return
     assert grads
     expected_zero = set(ALWAYS_ZERO_GRAD.get(block, ()))

@@ -267,9 +267,14 @@ def _splat():
     return macs, 2 * macs + conv + split + attention + radix * C * P + radix * C * P  # weighting, sum of the splits
 
 
+def _ge():
+    return 0, (C * P + C) + 4 * C + C * P  # theta-, global: the mean, sigmoid, rescale (no parameter, no MAC)
+
+
 HAND_COUNTS = {"gc": _gc, "ca": _ca, "gam": _gam, "cbam": _cbam, "bam": _bam, "simam": _simam, "triplet": _triplet,
                "sk": _sk, "nl": _nl, "psa": _psa, "stn": _stn, "srm": _srm,
-               "sge": _sge, "ese": _ese, "scse": _scse, "nam": _nam, "sa": _sa, "fca": _fca, "cc": _cc, "splat": _splat}
+               "sge": _sge, "ese": _ese, "scse": _scse, "nam": _nam, "sa": _sa, "fca": _fca, "cc": _cc, "splat": _splat,
+               "ge": _ge}
 
 
 HAND_ARGS = {"sa": {"groups": 8}}  # SA's default 64 groups need 128 channels
