@@ -131,6 +131,9 @@ PUBLISHED = (
          source="ResNeSt (Zhang et al. 2020), Table: ResNeSt-50 (radix 2, 1s64d, avd) = timm's resnest50d"),
     dict(attn="splat", backbone="resnet50",
          source="ResNeSt-50's trunk is resnet50d (deep stem, avg-down shortcuts): on resnet50 not a published network"),
+    dict(attn="cot", backbone="resnet50", paper_m="22.2",
+         source="CoTNet (Li et al. 2022), ImageNet table: CoTNet-50 22.2M (as widely quoted; not re-read here) = "
+                "the official cotnet50, a CotLayer for every conv2"),
     dict(attn="nl", backbone="resnet50",
          source="Non-local (Wang et al. 2018): video I3D and Mask R-CNN only, no 2-D classifier"),
     dict(attn="psa", backbone="resnet50", source="PSA (Liu et al. 2021): keypoints and segmentation only"),

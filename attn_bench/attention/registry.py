@@ -50,6 +50,7 @@ _BLOCKS: dict[str, str] = {
     "cc": "attn_bench.attention.criss_cross:CrissCrossAttention",
     "splat": "attn_bench.attention.split_attention:SplitAttention",
     "ge": "attn_bench.attention.gather_excite:GatherExcite",
+    "cot": "attn_bench.attention.contextual_transformer:ContextualTransformer",
 }
 
 

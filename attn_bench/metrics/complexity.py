@@ -79,7 +79,7 @@ ZERO_COST_OPS = frozenset({
     # copies, casts, concatenation and splitting
     "clone", "copy_", "_to_copy", "contiguous", "cat", "stack", "split", "split_with_sizes", "unbind",
     "chunk", "repeat", "flip", "roll", "constant_pad_nd", "index_select", "gather", "lift_fresh",
-    "lift_fresh_copy",
+    "lift_fresh_copy", "im2col",  # im2col: F.unfold, copying each k x k neighbourhood (CoT's aggregation)
     # allocation and filling
     "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "zeros", "zeros_like",
     "new_zeros", "ones", "ones_like", "new_ones", "full", "full_like", "fill_", "zero_", "eye",

@@ -113,6 +113,11 @@ PRESETS: dict[str, Preset] = {
         "Zhang et al., ResNeSt: radix 2, cardinality 1, avd; zhanghang1989/ResNeSt resnet.py Bottleneck, as timm's "
         "resnest50d (27.48M): the deep-stem, avg-down ResNet-50 (timm resnet50d) with a split-attention conv2",
         site="conv", networks=("resnet50d",)),
+    "cot": Preset(
+        "conv (replaces each block's 3x3 conv; CoTNet-50 = resnet50 + CoT units; other backbones: not a published "
+        "network)",
+        "Li et al., CoTNet; JDAI-CV/CoTNet models/cotnet.py: cotnet50 = timm's ResNet-50 whose Bottleneck conv2 is "
+        "a CotLayer(width, 3), after a 3x3 average pool in strided blocks", site="conv", networks=("resnet50",)),
     "nl": Preset(
         "trunk, after every other block of ResNet stages 2-3 (5 blocks in ResNet-50)",
         "Wang et al., Non-local Neural Networks, Sec. 4: 5 blocks, every other residual block of res3/res4",

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from attn_bench.attention import create_block, list_blocks
+from attn_bench.attention import block_sites, create_block, list_blocks
 from attn_bench.metrics.complexity import EXTRA_FORMULAS, count_ops, count_params
 from attn_bench.models.build import build_model
 
@@ -59,11 +59,11 @@ def test_every_block_is_fully_counted(block):
     assert ops.uncounted_ops == []
     params = count_params(model)
     replaced = 0
-    if block in ("sk", "splat"):  # at the conv site they replace each BasicBlock's first 3x3 conv and its BN
+    if block_sites(block)[0] == "conv":  # conv-site units replace each BasicBlock's first 3x3 conv and its BN
         stages = (baseline.layer1, baseline.layer2, baseline.layer3, baseline.layer4)
         replaced = sum(p.numel() for stage in stages for b in stage for m in (b.conv1, b.bn1) for p in m.parameters())
     assert params["params"] - count_params(baseline)["params"] == params["attn_params"] - replaced
-    if block == "sk":  # two grouped (G = 8) branches instead of one dense conv: cheaper than the baseline
+    if block in ("sk", "cot"):  # grouped convs (SK's G = 8, CoT's 4 key groups) and 1x1s instead of a dense 3x3
         assert base_ops.flops / 2 < ops.flops < base_ops.flops
     elif block != "none":
         assert ops.flops > base_ops.flops  # every block, parameter-free SimAM included, costs something
@@ -271,10 +271,21 @@ def _ge():
     return 0, (C * P + C) + 4 * C + C * P  # theta-, global: the mean, sigmoid, rescale (no parameter, no MAC)
 
 
+def _cot():
+    k2, shared, attn = 9, C // 8, max(C * 2 // 4, 32)  # 3x3 neighbourhoods; weights per C/8 channels; fusion width
+    per_position = C * (C // 4) * k2 + 2 * C * (C // 2) + (C // 2) * (k2 * shared) + C * C  # key, embed x2, value
+    macs = P * per_position + C * attn + attn * 2 * C  # + the fusion's two FCs on the pooled vector
+    aggregate = 2 * C * k2 * P  # a multiply per tap, then the sum over the taps (im2col only copies)
+    norms = 7 * k2 * shared * P + 2 * (3 * C * P + C // 2 * P + attn)  # GroupNorm; eval BNs (key, value, y; embed; fusion)
+    acts = 5 * C * P + (C * P + C // 2 * P + attn)  # SiLU on y; ReLUs (key, embed, fusion)
+    fuse = 2 * C * P + (C * P + C) + 5 * 2 * C + 2 * C * P + 2 * C * P  # y + k, its mean, softmax, weighting, sum
+    return macs, 2 * macs + aggregate + norms + acts + fuse
+
+
 HAND_COUNTS = {"gc": _gc, "ca": _ca, "gam": _gam, "cbam": _cbam, "bam": _bam, "simam": _simam, "triplet": _triplet,
                "sk": _sk, "nl": _nl, "psa": _psa, "stn": _stn, "srm": _srm,
                "sge": _sge, "ese": _ese, "scse": _scse, "nam": _nam, "sa": _sa, "fca": _fca, "cc": _cc, "splat": _splat,
-               "ge": _ge}
+               "ge": _ge, "cot": _cot}
 
 
 HAND_ARGS = {"sa": {"groups": 8}}  # SA's default 64 groups need 128 channels
