@@ -151,6 +151,8 @@ PUBLISHED = (
          source="GENet: its table could not be read here; counted from the official RN50-GEP.prototxt (224 px)"),
     dict(attn="ge", backbone="resnet50", attn_args={"variant": "theta+"},
          source="GENet: its table could not be read here; counted from the official RN50-GEPP.prototxt (224 px)"),
+    dict(attn="gct", backbone="resnet50",
+         source="GCT (Yang et al. 2020): its table could not be read here; before each of ResNet-50's 53 convs, 3C each"),
     dict(attn="stn", backbone="resnet50", source="STN (Jaderberg et al. 2015): task-specific networks, no ResNet"),
     dict(attn="gam", backbone="resnet50",
          source="GAM (Liu et al. 2021): r=16 from its text (\"as BAM\"); its tables could not be read here",

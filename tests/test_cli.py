@@ -92,15 +92,15 @@ def test_blocks_command_lists_every_block_with_its_defaults(capsys, monkeypatch)
     assert main(["blocks"]) == 0
     out = capsys.readouterr().out
     for name in ("none", "se", "eca", "gc", "ca", "gam", "cbam", "bam", "simam", "triplet", "sk", "nl", "psa", "stn",
-                 "srm", "sge", "ese", "scse", "nam", "sa", "fca", "cc", "splat", "ge", "cot"):
+                 "srm", "sge", "ese", "scse", "nam", "sa", "fca", "cc", "splat", "ge", "cot", "gct"):
         assert f" {name} " in out
     assert "rd_ratio" in out and "kernel_size" in out
     assert "input, stage_end, trunk" in out  # stn's sites
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
             for line in out.splitlines() if line.count("│") == 5}  # the backbone table's rows
-    assert rows["resnet56_cifar"] == ["9 / 9 / 9", "BasicBlock", "residual, mid, stage_end, trunk, conv, input"]
-    assert rows["resnet50"] == ["3 / 4 / 6 / 3", "Bottleneck", "residual, mid, stage_end, trunk, conv, input"]
-    assert rows["mobilenetv2_100"][2] == "residual, mid, stage_end, input"  # no trunk, no 3x3 conv to replace
+    assert rows["resnet56_cifar"] == ["9 / 9 / 9", "BasicBlock", "residual, mid, stage_end, trunk, conv, input, convs"]
+    assert rows["resnet50"] == ["3 / 4 / 6 / 3", "Bottleneck", "residual, mid, stage_end, trunk, conv, input, convs"]
+    assert rows["mobilenetv2_100"][2] == "residual, mid, stage_end, input, convs"  # no trunk, no 3x3 conv to replace
 
 
 def test_sweep_choice_syntax_is_checked_too(capsys):

@@ -51,6 +51,7 @@ _BLOCKS: dict[str, str] = {
     "splat": "attn_bench.attention.split_attention:SplitAttention",
     "ge": "attn_bench.attention.gather_excite:GatherExcite",
     "cot": "attn_bench.attention.contextual_transformer:ContextualTransformer",
+    "gct": "attn_bench.attention.gated_channel:GatedChannelTransformation",
 }
 
 

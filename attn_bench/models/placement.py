@@ -16,12 +16,16 @@ which of the site's slots get one (mmcv's plugin ``position`` / ``stages``). Sit
 * ``conv``: *replaces* the 3x3 conv of a ResNet block (Bottleneck: ``conv2``, with its BN and ReLU;
   BasicBlock: the first 3x3 ``conv1``, timm's rule for SK-ResNet-18/34), as SKNet's SK unit does.
   The block gets the conv's geometry as ``out_channels``, ``stride`` and ``dilation``;
-* ``input``: before the stem, on the image itself (a spatial transformer).
+* ``input``: before the stem, on the image itself (a spatial transformer);
+* ``convs``: before every convolution of the network, each with its own block: the stem's (on the
+  image), every conv of every block and the shortcut's projection (GCT's "before each convolutional
+  layer"); a conv outside the stages (the stem, MobileNet's head conv) is in stage 0. A block's own
+  modules (MobileNetV3's stock SE) are not convolutions of the network.
 
 A block says where it can work with a class attribute ``attn_sites`` (first = its own site, where
 ``placement=uniform`` puts it when it cannot go to ``residual``); without one, the feature-map
-sites ``residual``, ``mid``, ``stage_end`` and ``trunk``. Only a block that declares ``conv`` or
-``input`` goes there.
+sites ``residual``, ``mid``, ``stage_end`` and ``trunk``. Only a block that declares ``conv``,
+``input`` or ``convs`` goes there.
 
 The residual site:
 
@@ -56,7 +60,7 @@ POSITIONS = ("every", "last", "alternate")
 _PLACED_ATTR = "attn_bench_slots"
 
 
-SITES = ("residual", "mid", "stage_end", "trunk", "conv", "input")
+SITES = ("residual", "mid", "stage_end", "trunk", "conv", "input", "convs")
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ class Slot:
         prefix = f"{self.path}." if self.path else ""
         return {"residual": f"{prefix}se", "mid": f"{prefix}{self.host}.attn", "stage_end": f"{prefix}attn",
                 "trunk": f"{prefix}{self.host}.attn", "conv": f"{prefix}{self.host}",
-                "input": f"{prefix}{self.host}.attn"}[self.site]
+                "input": f"{prefix}{self.host}.attn", "convs": f"{prefix}{self.host}.attn"}[self.site]
 
 
 # The sites inside every block: for each timm block type, the attribute the site is at (a backbone has
@@ -172,6 +176,20 @@ def _block_slot(model: nn.Module, slot: Slot, site: str) -> Slot:
     return replace(slot, site=site, host=host, channels=conv.in_channels, geometry=geometry)
 
 
+def _conv_input_slots(model: nn.Module, blocks: list[Slot]) -> list[Slot]:
+    """The ``convs`` site: a slot before each Conv2d of the network, in the stage and position of its block
+    (stage 0 outside the blocks), none inside a block's ``se`` (MobileNetV3's SE belongs to the slot)."""
+    slots = []
+    for name, conv in model.named_modules():
+        if not isinstance(conv, nn.Conv2d) or ".se." in f".{name}.":
+            continue
+        parent, _, attr = name.rpartition(".")
+        block = next((b for b in blocks if name.startswith(f"{b.path}.")), None)
+        stage, index, last = (block.stage, block.index, block.is_last) if block else (0, 0, True)
+        slots.append(Slot(parent, stage, index, last, conv.in_channels, "convs", attr))
+    return slots
+
+
 def find_slots(model: nn.Module, site: str = "residual") -> list[Slot]:
     """Every slot of ``site`` in ``model``, in forward order."""
     if site not in SITES:
@@ -180,6 +198,8 @@ def find_slots(model: nn.Module, site: str = "residual") -> list[Slot]:
     if site == "input":
         stem = getattr(model, _stem_attr(model))
         return [Slot("", 0, 0, True, stem.in_channels, "input", _stem_attr(model))]
+    if site == "convs":
+        return _conv_input_slots(model, slots)
     if site == "stage_end":
         return [replace(s, path=s.path.rpartition(".")[0], site="stage_end",
                         channels=_out_channels(model.get_submodule(s.path))) for s in slots if s.is_last]
@@ -201,7 +221,7 @@ def slot_map_sizes(model: nn.Module, slots: Sequence[Slot], img_size: int) -> di
 
     handles = []
     for slot in slots:
-        if slot.site in ("conv", "input"):  # the block takes the host module's input
+        if slot.site in ("conv", "input", "convs"):  # the block takes the host module's input
             host = model.get_submodule(f"{slot.path}.{slot.host}" if slot.path else slot.host)
             handles.append(host.register_forward_pre_hook(lambda m, args, path=slot.path: keep(path, args[0])))
             continue
@@ -264,7 +284,7 @@ def _insert(model: nn.Module, slot: Slot, module: nn.Module) -> None:
     elif slot.site in ("mid", "trunk"):  # after the host's module: the conv's output, or the trunk after its ReLU
         name = "act" if slot.site == "trunk" else "conv"
         setattr(host, slot.host, nn.Sequential(OrderedDict([(name, getattr(host, slot.host)), ("attn", module)])))
-    elif slot.site == "input":  # before the stem conv, on the image
+    elif slot.site in ("input", "convs"):  # before the conv: the stem's on the image (input), or each one
         setattr(host, slot.host, nn.Sequential(OrderedDict(attn=module, conv=getattr(host, slot.host))))
     else:  # stage_end: a child of the stage's Sequential runs after its blocks
         host.add_module("attn", module)

@@ -157,6 +157,11 @@ PRESETS: dict[str, Preset] = {
         "gather the size of each slot's map",
         "Hu et al., Gather-Excite; hujie-frank/GENet models/RN50-GEPF (theta-), RN50-GEP (theta), RN50-GEPP "
         "(theta+).prototxt: the gate on conv*_*/1x1_increase/bn of every bottleneck, before the Axpy addition"),
+    "gct": Preset(
+        "convs: before every convolution (the stem's on the image, each block's, the shortcut's projection)",
+        "Yang et al., GCT, CVPR 2020; z-x-yang/GCT PyTorch/resnet.py: GCT(in_channels) before the stem conv, conv1-3 "
+        "of every Bottleneck and its downsample conv (the TensorFlow code: before each convolutional layer)",
+        site="convs"),
     "stn": Preset(
         "input (before the stem, on the image)",
         "Jaderberg et al., Spatial Transformer Networks: the transformer before the classification network",

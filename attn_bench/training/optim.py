@@ -1,5 +1,5 @@
-"""Optimiser and schedule from timm: weight decay skips norm and bias parameters (unless
-``trainer.optimizer.decay_norm_and_bias``); the schedule (``trainer.scheduler.name``) is timm's
+"""Optimiser and schedule from timm: weight decay skips norm and bias parameters and those an attention
+block names in its ``no_weight_decay()`` (unless ``trainer.optimizer.decay_norm_and_bias``); the schedule (``trainer.scheduler.name``) is timm's
 cosine, tanh or poly decay, or step decay at ``decay_epochs`` (``multistep``), after a linear warm-up.
 
 A block may ask for its own learning rate: an ``lr_scale`` attribute (the spatial transformer's
@@ -31,10 +31,21 @@ def _lr_scales(model: nn.Module) -> dict[int, float]:
     return scales
 
 
-def _param_groups(model: nn.Module, weight_decay: float, skip_norm_and_bias: bool, scales: dict[int, float]):
-    """timm's own weight-decay groups (as create_optimizer_v2 makes them), each split by the blocks' lr scales."""
+def _blocks_no_weight_decay(model: nn.Module) -> set[str]:
+    """The full names of the parameters attention blocks keep out of weight decay (a block's ``no_weight_decay()``,
+    timm's convention for models: GCT's gating bias, as its official optimiser)."""
+    own = {id(p) for block in attention_modules(model) for name, p in block.named_parameters()
+           if name in getattr(block, "no_weight_decay", lambda: set())()}
+    return {name for name, p in model.named_parameters() if id(p) in own}
+
+
+def _param_groups(model: nn.Module, weight_decay: float, skip_norm_and_bias: bool, scales: dict[int, float],
+                  no_decay: set[str]):
+    """timm's own weight-decay groups (as create_optimizer_v2 makes them, with the blocks' ``no_weight_decay``
+    added to the model's), each split by the blocks' lr scales."""
+    excluded = set(getattr(model, "no_weight_decay", lambda: set())()) | no_decay
     groups = param_groups_weight_decay(model, weight_decay, weight_decay_exclude_1d=skip_norm_and_bias,
-                                       no_weight_decay_list=getattr(model, "no_weight_decay", lambda: set())())
+                                       no_weight_decay_list=excluded)
     split = []
     for group in groups:
         by_scale: dict[float, list] = {}
@@ -48,9 +59,10 @@ def _param_groups(model: nn.Module, weight_decay: float, skip_norm_and_bias: boo
 def build_optimizer(model: nn.Module, cfg: DictConfig):
     skip_norm_and_bias = not cfg.get("decay_norm_and_bias", False)
     scales = _lr_scales(model)
+    no_decay = _blocks_no_weight_decay(model) if skip_norm_and_bias else set()  # timm: honoured when filtering
     groups = {}
-    if scales:
-        groups["param_group_fn"] = lambda m: _param_groups(m, cfg.weight_decay, skip_norm_and_bias, scales)
+    if scales or no_decay:
+        groups["param_group_fn"] = lambda m: _param_groups(m, cfg.weight_decay, skip_norm_and_bias, scales, no_decay)
     if cfg.name == "sgd":
         # timm's 'sgd' is nesterov SGD and 'momentum' the classic one.
         opt = "sgd" if cfg.nesterov else "momentum"

@@ -69,6 +69,7 @@ ZERO_INIT_WEIGHTS = {
     "sa": {"cweight", "sweight"},  # both gates start at sigmoid(bias)
     "cc": {"gamma"},  # the block starts as the identity
     "sge": {"weight"},  # while it is 0 every gate is sigmoid(bias); nothing upstream of it has parameters
+    "gct": {"gamma", "beta"},  # gamma * ...: 0, the gate exactly 1 + tanh(beta); beta is GCT's (additive) gate bias
 }
 ZERO_AT_INIT_UPSTREAM = {
     "gc": {"conv_attn.weight", "conv_attn.bias", "mlp_add.fc1.weight", "mlp_add.fc1.bias",
@@ -80,6 +81,7 @@ ZERO_AT_INIT_UPSTREAM = {
     "sa": {"gn.weight", "gn.bias"},  # the GroupNorm feeds the spatial gate only through sweight
     "cc": {f"{conv}.{p}" for conv in ("query", "key", "value") for p in ("weight", "bias")},
     "sge": set(),  # the gate is sigmoid(weight * n + bias): the bias learns at once
+    "gct": {"alpha"},  # it scales the embedding only through gamma's product
 }
 
 PARAMETER_FREE = {"simam", "ge"}  # ge: its default theta- variant (GENet's RN50-GEPF)

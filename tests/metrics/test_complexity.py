@@ -282,10 +282,17 @@ def _cot():
     return macs, 2 * macs + aggregate + norms + acts + fuse
 
 
+def _gct():
+    embed = 2 * C * P + 2 * C + C  # x^2 and its sum over positions; + eps, sqrt; * alpha
+    normalise = C + (C + 1) + 2 + C  # s^2, its mean over the channels, + eps and sqrt (once), gamma / it
+    gate = C + C + C + C  # s * n, + beta, tanh, 1 +
+    return 0, embed + normalise + gate + C * P  # rescale
+
+
 HAND_COUNTS = {"gc": _gc, "ca": _ca, "gam": _gam, "cbam": _cbam, "bam": _bam, "simam": _simam, "triplet": _triplet,
                "sk": _sk, "nl": _nl, "psa": _psa, "stn": _stn, "srm": _srm,
                "sge": _sge, "ese": _ese, "scse": _scse, "nam": _nam, "sa": _sa, "fca": _fca, "cc": _cc, "splat": _splat,
-               "ge": _ge, "cot": _cot}
+               "ge": _ge, "cot": _cot, "gct": _gct}
 
 
 HAND_ARGS = {"sa": {"groups": 8}}  # SA's default 64 groups need 128 channels

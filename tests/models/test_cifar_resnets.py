@@ -143,7 +143,7 @@ def test_papers_stage_numbers_of_imagenet_resnets_become_every_stage_said_in_a_l
         model, placement = build_placed("resnet20_cifar", "gc", 10, stem="small", placement="paper")
     assert placement["stages"] == "all"
     assert "(ImageNet) ResNet stages 2-4 only; using every stage of resnet20_cifar" in caplog.text
-    assert available_sites(model) == ["residual", "mid", "stage_end", "trunk", "conv", "input"]
+    assert available_sites(model) == ["residual", "mid", "stage_end", "trunk", "conv", "input", "convs"]
 
 
 def test_an_imagenet_stem_or_an_unknown_shortcut_is_one_line():
