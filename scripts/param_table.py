@@ -105,6 +105,11 @@ PUBLISHED = (
          source="FcaNet (Qin et al. 2021), ImageNet table: FcaNet-50 (top-16, r=16, every bottleneck)"),
     dict(attn="ca", backbone="mobilenetv2_100", paper_m="3.95",
          source="Coordinate Attention (Hou et al. 2021), MobileNetV2 table"),
+    dict(attn="ema", backbone="mobilenetv2_100", paper_m="3.55",
+         source="EMA (Ouyang et al. 2023); YOLOonMe/EMA-attention-module README: MobileNetV2 + EMA 3.55M (its timm: "
+                "blocks wider than 144)"),
+    dict(attn="ema", backbone="resnet50",
+         source="EMA: no ResNet placement released; its README's CIFAR ResNet-50 (23.71M -> 23.85M) matches none counted"),
     dict(attn="se", backbone="mobilenetv3_large_100", paper_m="5.4",
          source="MobileNetV3 (Howard et al. 2019), Table 3: MobileNetV3-Large 1.0",
          gap="ours is timm's stock network parameter for parameter (5.48 M; 5.46 M without BN); the paper's "

@@ -92,7 +92,7 @@ def test_blocks_command_lists_every_block_with_its_defaults(capsys, monkeypatch)
     assert main(["blocks"]) == 0
     out = capsys.readouterr().out
     for name in ("none", "se", "eca", "gc", "ca", "gam", "cbam", "bam", "simam", "triplet", "sk", "nl", "psa", "stn",
-                 "srm", "sge", "ese", "scse", "nam", "sa", "fca", "cc", "splat", "ge", "cot", "gct"):
+                 "srm", "sge", "ese", "scse", "nam", "sa", "fca", "cc", "splat", "ge", "cot", "gct", "ema"):
         assert f" {name} " in out
     assert "rd_ratio" in out and "kernel_size" in out
     assert "input, stage_end, trunk" in out  # stn's sites

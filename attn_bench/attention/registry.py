@@ -52,6 +52,7 @@ _BLOCKS: dict[str, str] = {
     "ge": "attn_bench.attention.gather_excite:GatherExcite",
     "cot": "attn_bench.attention.contextual_transformer:ContextualTransformer",
     "gct": "attn_bench.attention.gated_channel:GatedChannelTransformation",
+    "ema": "attn_bench.attention.efficient_multiscale:EfficientMultiScaleAttention",
 }
 
 

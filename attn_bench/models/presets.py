@@ -52,6 +52,8 @@ class Preset:
     # the record and the row label say "not a published network", and a line says which backbone is
     fit_width: Callable[[int], dict[str, Any]] | None = None  # a stage's arguments from its width, where the
     # paper's cannot be built at every width (SGE's 64 groups in a 16-channel stage); applied and logged when they differ
+    wider_than: dict[str, int] = field(default_factory=dict)  # timm block class -> the width its slot must exceed
+    # (EMA's official MobileNetV2: InvertedResidual > 144); blocks of other classes are not restricted
     note: Note | None = None
 
 
@@ -59,11 +61,11 @@ def _by_stage(key: str, values: tuple) -> dict[int, dict[str, Any]]:
     return {stage: {key: value} for stage, value in enumerate(values, start=1)}
 
 
-def _most_groups(paper: int, parts: int = 1) -> Callable[[int], dict[str, Any]]:
-    """``Preset.fit_width`` for a block with ``groups`` of ``parts`` equal parts each: the paper's count, or
+def _most_groups(paper: int, parts: int = 1, key: str = "groups") -> Callable[[int], dict[str, Any]]:
+    """``Preset.fit_width`` for a block with ``key`` groups of ``parts`` equal parts each: the paper's count, or
     the most groups below it that fit the width (SGE's 64 -> 16 in a 16-channel stage; SA's halves -> 8)."""
     def fit(width: int) -> dict[str, Any]:
-        return {"groups": max([d for d in range(1, paper + 1) if width % (parts * d) == 0] or [1])}
+        return {key: max([d for d in range(1, paper + 1) if width % (parts * d) == 0] or [1])}
     return fit
 
 
@@ -162,6 +164,14 @@ PRESETS: dict[str, Preset] = {
         "Yang et al., GCT, CVPR 2020; z-x-yang/GCT PyTorch/resnet.py: GCT(in_channels) before the stem conv, conv1-3 "
         "of every Bottleneck and its downsample conv (the TensorFlow code: before each convolutional layer)",
         site="convs"),
+    "ema": Preset(
+        "residual; MobileNets: the blocks whose expanded width exceeds 144 (a depthwise-separable block's 320); "
+        "ResNets: every block (no ResNet placement released)",
+        "Ouyang et al., EMA, ICASSP 2023; YOLOonMe/EMA-attention-module timm/models/efficientnet_blocks.py: "
+        "ema_layer(mid_chs) after bn2 if mid_chs > 144 (InvertedResidual), if in_chs > 320 (DepthwiseSeparableConv): "
+        "MobileNetV2 + EMA 3.55M; a stage whose width 32 groups do not divide gets the most that do, logged",
+        networks=("mobilenetv2_100",), fit_width=_most_groups(32, key="factor"), decided_by=frozenset({"factor"}),
+        wider_than={"InvertedResidual": 144, "DepthwiseSeparableConv": 320}),
     "stn": Preset(
         "input (before the stem, on the image)",
         "Jaderberg et al., Spatial Transformer Networks: the transformer before the classification network",
@@ -186,7 +196,8 @@ class Placement:
     stages: Any = None  # 1-based stage numbers; None: every stage
     position: str = "every"
     args: dict[str, Any] = field(default_factory=dict)
-    only: tuple[str, ...] | None = None  # the slot paths of a stock layout
+    only: tuple[str, ...] | None = None  # the slot paths of a layout (a stock SE layout, a preset's widths)
+    layout: str = "stock SE blocks"  # what ``only`` is, in words
     slot_args: dict[str, dict[str, Any]] = field(default_factory=dict)
     stage_args: dict[int, dict[str, Any]] = field(default_factory=dict)  # recorded; applied through slot_args
     note: str | None = None  # what the row must say about this network (placement=paper off its paper's backbone)
@@ -200,7 +211,7 @@ class Placement:
         record = {"placement": self.placement, "site": self.site, "stages": stages, "position": self.position,
                   "args": dict(self.args)}
         if self.only is not None:
-            record["layout"] = f"stock SE blocks ({len(self.only)} of {len(slots)})"
+            record["layout"] = f"{self.layout} ({len(self.only)} of {len(slots)})"
         if self.note:
             record["note"] = self.note
         if self.stage_args:
@@ -282,13 +293,15 @@ def _paper_stage_args(preset: Preset, backbone: str, site: str, args: dict[str, 
 
 
 def _fitted_stage_args(attn: str, preset: Preset, model: nn.Module, backbone: str, site: str,
-                       args: dict[str, Any]) -> dict[int, dict[str, Any]]:
+                       args: dict[str, Any], only: tuple[str, ...] | None = None) -> dict[int, dict[str, Any]]:
     """Every stage's arguments from its width (``Preset.fit_width``) where some stage cannot take the paper's,
     said in a line; nothing where every stage can, or where the run sets them itself."""
     if preset.fit_width is None or set(args) & preset.decided_by:
         return {}
     widths: dict[int, int] = {}
     for slot in find_slots(model, site):  # a conv-site unit must fit the replaced conv's output width too
+        if only is not None and slot.path not in only:
+            continue
         width = math.gcd(slot.channels, dict(slot.geometry).get("out_channels", slot.channels))
         widths[slot.stage] = math.gcd(widths.get(slot.stage, 0), width)
     fitted = {stage: preset.fit_width(width) for stage, width in sorted(widths.items())}
@@ -323,11 +336,23 @@ def resolve_placement(model: nn.Module, backbone: str, attn: str, placement: str
     resolved_site = site or _paper_site(attn, preset, model, backbone)
     resolved_stages = stages if stages is not None else _paper_stages(attn, preset, model, backbone, resolved_site)
     resolved_args = {**_paper_args(attn, preset, backbone, explicit), **explicit}
+    only = _wide_enough(preset, model, resolved_site) if stages is None and position is None else None
     stage_args = (_paper_stage_args(preset, backbone, resolved_site, explicit)
-                  or _fitted_stage_args(attn, preset, model, backbone, resolved_site, explicit))
+                  or _fitted_stage_args(attn, preset, model, backbone, resolved_site, explicit, only))
     slot_args = {s.path: stage_args[s.stage] for s in find_slots(model, resolved_site) if s.stage in stage_args}
     return Placement(placement, resolved_site, resolved_stages, position or preset.position, resolved_args,
-                     slot_args=slot_args, stage_args=stage_args, note=_unpublished(attn, preset, backbone))
+                     only=only, layout="blocks wider than the paper's thresholds", slot_args=slot_args,
+                     stage_args=stage_args, note=_unpublished(attn, preset, backbone))
+
+
+def _wide_enough(preset: Preset, model: nn.Module, site: str) -> tuple[str, ...] | None:
+    """The slot paths whose blocks pass ``Preset.wider_than``; None where every slot does."""
+    if not preset.wider_than or site != "residual":
+        return None
+    slots = find_slots(model, site)
+    kept = tuple(s.path for s in slots
+                 if s.channels > preset.wider_than.get(type(model.get_submodule(s.path)).__name__, 0))
+    return None if len(kept) == len(slots) else kept
 
 
 def _unpublished(attn: str, preset: Preset, backbone: str) -> str | None:

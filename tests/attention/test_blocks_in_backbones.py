@@ -49,7 +49,7 @@ HOSTS = {
 }
 
 # SGE's official 64 groups divide neither the narrow ResNets' 16 channels nor MobileNetV2's 24
-BLOCK_ARGS = {"sge": {"groups": 8}, "sa": {"groups": 8}}
+BLOCK_ARGS = {"sge": {"groups": 8}, "sa": {"groups": 8}, "ema": {"factor": 8}}
 
 # Multiplicative parameters that the block's (paper / official) init sets to exactly zero. While
 # they are zero, everything upstream of them gets an exactly-zero gradient:

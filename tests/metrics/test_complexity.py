@@ -13,9 +13,13 @@ from attn_bench.models.build import build_model
 TINY_RESNET = {"channels": [16, 32, 64, 128]}
 
 
+# SK's 32, SGE's 64, SA's 2 x 64 and EMA's 32 groups need more than the narrowest stage's 16 channels
+TINY_ARGS = {"sk": {"groups": 8}, "sge": {"groups": 8}, "sa": {"groups": 8}, "ema": {"factor": 8}}
+
+
 def tiny_model(block: str) -> nn.Module:
-    args = {"groups": 8} if block in ("sk", "sge", "sa") else None  # their 32 / 64 / 2 x 64 groups need more than 16
-    return build_model("resnet18", block, num_classes=10, stem="small", timm_kwargs=TINY_RESNET, attn_args=args)
+    return build_model("resnet18", block, num_classes=10, stem="small", timm_kwargs=TINY_RESNET,
+                       attn_args=TINY_ARGS.get(block))
 
 
 # Measured with timm 1.0.31: resnet18 1_814_073_344 MACs / 3_638_006_784 FLOPs,
@@ -289,10 +293,19 @@ def _gct():
     return 0, embed + normalise + gate + C * P  # rescale
 
 
+def _ema():
+    g, c = 32, C // 32  # the factor's groups, their channels
+    macs = g * (c * c * (H + W) + c * c * 9 * P + 2 * c * P)  # the 1x1 on the pooled rows and columns, 3x3, two matmuls
+    pools = (C * P + C * H) + (C * P + C * W) + 2 * (C * P + C)  # the h and w pools; each branch's mean
+    gates = 4 * (C * H + C * W) + 2 * C * P + 7 * C * P  # sigmoids on the h and w gates, both products, GroupNorm
+    cross = 5 * 2 * C + g * P + 4 * g * P + C * P  # the two softmaxes, their maps' sum, its sigmoid, rescale
+    return macs, 2 * macs + pools + gates + cross
+
+
 HAND_COUNTS = {"gc": _gc, "ca": _ca, "gam": _gam, "cbam": _cbam, "bam": _bam, "simam": _simam, "triplet": _triplet,
                "sk": _sk, "nl": _nl, "psa": _psa, "stn": _stn, "srm": _srm,
                "sge": _sge, "ese": _ese, "scse": _scse, "nam": _nam, "sa": _sa, "fca": _fca, "cc": _cc, "splat": _splat,
-               "ge": _ge, "cot": _cot, "gct": _gct}
+               "ge": _ge, "cot": _cot, "gct": _gct, "ema": _ema}
 
 
 HAND_ARGS = {"sa": {"groups": 8}}  # SA's default 64 groups need 128 channels
