@@ -63,3 +63,13 @@ def test_bad_arguments_are_one_line():
         FrequencyChannelAttention(64, freq_sel="low16")
     with pytest.raises(ConfigError, match=r"^fca: channels=24 must be a multiple of the 16 frequencies of top16$"):
         FrequencyChannelAttention(24)
+
+
+def test_the_basis_for_a_probe_on_the_meta_device_is_made_there_not_in_memory():
+    """The build-time probe runs a 1,024-px image on the meta device: the 1022 x 1022 DCT is a shape there
+    (it was 16.7 million Python cosines, 20 s of every FcaNet run, before the basis was built with tensors)."""
+    fca = FrequencyChannelAttention(64)
+    with torch.device("meta"):
+        x = torch.empty(1, 64, 1024, 1024)
+    filters = fca.filters(x, fca.dct_size(1024, 1024))
+    assert filters.device.type == "meta" and filters.shape == (64, 1022, 1022)
