@@ -8,6 +8,8 @@ schedulers multiply into every learning rate they set, so the ratio holds under 
 (scaling the gradient would not: Adam normalises it away)."""
 from __future__ import annotations
 
+import logging
+
 from omegaconf import DictConfig
 from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler, MultiStepLRScheduler, PolyLRScheduler, TanhLRScheduler
@@ -15,6 +17,8 @@ from timm.scheduler.scheduler import Scheduler
 from torch import nn
 
 from attn_bench.models import attention_modules
+
+log = logging.getLogger("attn_bench")
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = {"cosine": CosineLRScheduler, "tanh": TanhLRScheduler, "poly": PolyLRScheduler,
@@ -54,6 +58,23 @@ def _param_groups(model: nn.Module, weight_decay: float, skip_norm_and_bias: boo
         split += [{**group, "params": params, **({"lr_scale": scale} if scale != 1.0 else {})}
                   for scale, params in by_scale.items()]
     return split
+
+
+LR_BASE_SCALES = ("auto", "linear", "sqrt")
+
+
+def resolve_lr(t: DictConfig) -> None:
+    """``trainer.optimizer.lr`` from ``lr_base`` where that is set (timm's ``--lr-base`` rule on the global
+    batch: linear, or sqrt for adaptive optimizers under ``auto``), written into the config so that the run
+    records, trains with and resumes with that one number; said in a line. Nothing where ``lr_base`` is null."""
+    o = t.optimizer
+    if o.get("lr_base") is None:
+        return
+    scale = o.lr_base_scale if o.lr_base_scale != "auto" else ("sqrt" if o.name == "adamw" else "linear")
+    ratio = t.batch_size / o.lr_base_size
+    o.lr = float(o.lr_base * (ratio ** 0.5 if scale == "sqrt" else ratio))
+    log.info("trainer.optimizer.lr = %g: lr_base %g x (batch %d / %d)%s (timm's --lr-base rule; it replaces lr)",
+             o.lr, o.lr_base, t.batch_size, o.lr_base_size, "^0.5" if scale == "sqrt" else "")
 
 
 def build_optimizer(model: nn.Module, cfg: DictConfig):

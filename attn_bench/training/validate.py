@@ -7,7 +7,7 @@ from attn_bench.config import check_known_keys, shipped_keys
 from attn_bench.errors import check as require
 from attn_bench.errors import check_number
 from attn_bench.precision import resolve_precision
-from attn_bench.training.optim import OPTIMIZERS, SCHEDULERS
+from attn_bench.training.optim import LR_BASE_SCALES, OPTIMIZERS, SCHEDULERS
 
 
 def _choice(value, choices, what: str) -> None:
@@ -34,6 +34,16 @@ def _check_types(t: DictConfig) -> None:
 CLIP_MODES = ("norm", "value", "agc")  # timm's dispatch_clip_grad
 
 
+def _check_lr_base(o: DictConfig) -> None:
+    if o.get("lr_base") is not None:
+        check_number(o.lr_base, "trainer.optimizer.lr_base")
+        require(o.lr_base > 0, f"trainer.optimizer.lr_base must be positive (null = use lr), got {o.lr_base}")
+    size = o.get("lr_base_size", 256)
+    check_number(size, "trainer.optimizer.lr_base_size", integer=True)
+    require(size > 0, f"trainer.optimizer.lr_base_size must be a positive integer, got {size}")
+    _choice(o.get("lr_base_scale", "auto"), LR_BASE_SCALES, "trainer.optimizer.lr_base_scale")
+
+
 def mixup_on(t: DictConfig) -> bool:
     return t.mixup.mixup_alpha > 0 or t.mixup.cutmix_alpha > 0
 
@@ -57,6 +67,7 @@ def check(t: DictConfig) -> None:
     require(t.epochs > 0, f"trainer.epochs must be a positive integer, got {t.epochs}")
     require(t.batch_size > 0, f"trainer.batch_size must be a positive integer, got {t.batch_size}")
     require(t.optimizer.lr > 0, f"trainer.optimizer.lr must be positive, got {t.optimizer.lr}")
+    _check_lr_base(t.optimizer)
     require(t.optimizer.weight_decay >= 0, f"trainer.optimizer.weight_decay must be >= 0, got {t.optimizer.weight_decay}")
     require(0 <= t.label_smoothing < 1, f"trainer.label_smoothing must be in [0, 1), got {t.label_smoothing}")
     if t.clip_grad is not None:

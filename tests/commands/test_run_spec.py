@@ -292,7 +292,7 @@ def test_repeated_stages_and_repeated_sweep_jobs_are_refused(compose_train):
 
 
 def test_a_run_recorded_before_a_key_existed_is_the_same_run_with_its_default(compose_train, tmp_path):
-    """model.drop_path_rate and trainer.clip_grad / clip_mode came later: a finished run's config without
+    """model.drop_path_rate, trainer.clip_grad / clip_mode and the lr_base keys came later: a finished run's config without
     them is the run today's defaults describe (its rerun is skipped, not refused); another value differs."""
     from attn_bench.rundir import ADDED_KEYS, spec_difference
 
@@ -300,7 +300,11 @@ def test_a_run_recorded_before_a_key_existed_is_the_same_run_with_its_default(co
     today = OmegaConf.to_container(cfg, resolve=True)
     older = json.loads(json.dumps(today))
     del older["model"]["drop_path_rate"], older["trainer"]["clip_grad"], older["trainer"]["clip_mode"]
-    assert set(ADDED_KEYS) == {"model.drop_path_rate", "trainer.clip_grad", "trainer.clip_mode"}
+    for key in ("lr_base", "lr_base_size", "lr_base_scale"):
+        del older["trainer"]["optimizer"][key]
+    assert set(ADDED_KEYS) == {"model.drop_path_rate", "trainer.clip_grad", "trainer.clip_mode",
+                               "trainer.optimizer.lr_base", "trainer.optimizer.lr_base_size",
+                               "trainer.optimizer.lr_base_scale"}
     assert spec_difference({"config": older}, {"config": today}) is None
     changed = OmegaConf.to_container(compose_train(TINY + ["model.drop_path_rate=0.1"]), resolve=True)
     found = spec_difference({"config": older}, {"config": changed})

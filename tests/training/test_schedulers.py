@@ -1,6 +1,8 @@
 """``trainer.scheduler.name`` picks timm's schedule; all warm up the same way and end at min_lr."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -105,3 +107,43 @@ def test_the_abn_recipe_composes_to_its_official_settings_and_schedule(compose_t
             used.append((optimizer.param_groups[0]["lr"], lr))
             scheduler.step_update(step)
     assert all(ours == pytest.approx(official) for ours, official in used)
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["trainer.optimizer.lr_base=0.1", "trainer.batch_size=64"], 0.1 * 64 / 256),  # sgd: linear
+    (["trainer.optimizer.lr_base=0.1", "trainer.batch_size=64", "trainer.optimizer.name=adamw"], 0.1 * 0.5),  # sqrt
+    (["trainer.optimizer.lr_base=0.1", "trainer.batch_size=64", "trainer.optimizer.lr_base_scale=sqrt"], 0.05),
+    (["trainer.optimizer.lr_base=0.2", "trainer.batch_size=512", "trainer.optimizer.lr_base_size=128"], 0.8),
+    (["trainer.optimizer.lr=0.03"], 0.03),  # lr_base null: lr as given
+])
+def test_lr_base_sets_the_lr_the_run_records_and_the_optimiser_starts_from(compose_train, overrides, expected, caplog):
+    """timm's --lr-base rule: lr = lr_base x global batch / lr_base_size (sqrt of the ratio for adaptive
+    optimizers under 'auto'), resolved once into the run's config, so metrics.json, HParams and the optimiser
+    all hold that one number."""
+    import logging
+
+    from attn_bench.commands.train.spec import resolve_spec
+    from attn_bench.models import build_model
+    from attn_bench.training.optim import build_optimizer
+
+    cfg = compose_train(overrides)
+    with caplog.at_level(logging.INFO, logger="attn_bench"):
+        spec = resolve_spec(cfg)
+    assert spec["config"]["trainer"]["optimizer"]["lr"] == pytest.approx(expected)
+    assert ("lr_base" in caplog.text) == any("lr_base=" in o for o in overrides)
+    optimizer = build_optimizer(build_model("resnet18", "none", 10), cfg.trainer.optimizer)
+    assert [g["lr"] for g in optimizer.param_groups] == [pytest.approx(expected)] * len(optimizer.param_groups)
+    assert resolve_spec(cfg)["config"] == spec["config"]  # resolving again (a resume, a launcher) changes nothing
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.optimizer.lr_base=-1", "trainer.optimizer.lr_base must be positive (null = use lr), got -1"),
+    ("trainer.optimizer.lr_base_size=0", "trainer.optimizer.lr_base_size must be a positive integer, got 0"),
+    ("trainer.optimizer.lr_base_scale=cube", "unknown trainer.optimizer.lr_base_scale 'cube'; valid choices: auto, linear, sqrt"),
+])
+def test_bad_lr_base_settings_are_one_line(compose_train, override, message):
+    from attn_bench.commands.train.spec import resolve_spec
+    from attn_bench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        resolve_spec(compose_train([override]))

@@ -19,6 +19,7 @@ from attn_bench.commands.train.checks import validate_config
 from attn_bench.io import atomic_write_json, read_json
 from attn_bench.models.pretrained import pretrained_identity
 from attn_bench.rundir import LAUNCH_FILE, spec_difference
+from attn_bench.training.optim import resolve_lr
 
 # what a sweep decides for its jobs at launch (the data is fingerprinted where it is, and the device
 # is the job's: a login node has no GPU)
@@ -29,6 +30,7 @@ def resolve_spec(cfg: DictConfig, device: torch.device | None = None) -> dict[st
     """Every check a job runs before it builds anything, and what the run is: config, block (its
     source's hash decided here, once), placement, pretrained weights, device type."""
     placement = validate_config(cfg)
+    resolve_lr(cfg.trainer)  # lr_base -> lr, before the config becomes the run's identity
     spec = {"config": OmegaConf.to_container(cfg, resolve=True), "block": block_identity(cfg.model.attn),
             "placement": placement, "pretrained": pretrained_identity(cfg.model)}
     if device is not None:
