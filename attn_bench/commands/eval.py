@@ -5,7 +5,9 @@ default: the report uses the final epoch) or ``best.pt``; it is evaluated, with 
 precision and memory format, on the run's evaluation split or on another dataset with the same
 classes (``data=imagefolder data.root=... data.eval_splits=[val]``, ``data.img_size=...``). Prints
 a table and writes ``eval_<dataset>_<split>.json`` (``..._best.json`` for best.pt) into the run
-directory. Evaluating the run's own data reproduces its recorded final top-1 exactly.
+directory, with each class's top-1 and the confusion matrix, drawn beside it as ``confusion_<...>.png``
+and ``.pdf``. ``--tta flip`` averages the logits of each image and its mirror image (``..._flip``).
+Evaluating the run's own data reproduces its recorded final top-1 exactly.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from attn_bench.errors import ConfigError, check
 from attn_bench.rundir import BEST_CKPT, CONFIG_FILE, LAST_CKPT
 
 CHECKPOINTS = {"last": LAST_CKPT, "best": BEST_CKPT}
+TTA = ("none", "flip")
 _ABSENT = object()  # OmegaConf.select's default for a key the run's data node lacks (None is a value)
 
 
@@ -37,6 +40,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--ema", action="store_true",
                         help="evaluate the checkpoint's EMA weights (a run with trainer.ema.enabled=true)")
+    parser.add_argument("--tta", choices=TTA, default="none",
+                        help="test-time augmentation: flip averages the logits of each image and its mirror image")
     parser.add_argument("--trust-block", action="store_true",
                         help="use the run's own block as its file is now, where it differs from the recorded source")
     return parser.parse_intermixed_args(argv)
@@ -90,8 +95,8 @@ def _unfinished(run_dir: Path, checkpoint: dict) -> str:
     return f"_unfinished_e{int(checkpoint['epoch'])}b{int(checkpoint.get('batch', 0))}"
 
 
-def evaluate_run(target: Path, overrides: list[str] = (), ckpt: str | None = None,
-                 device: str = "auto", trust_block: bool = False, ema: bool = False) -> tuple[dict, Path]:
+def evaluate_run(target: Path, overrides: list[str] = (), ckpt: str | None = None, device: str = "auto",
+                 trust_block: bool = False, ema: bool = False, tta: str = "none") -> tuple[dict, Path]:
     """(the evaluation's record, the JSON file written)."""
     import torch
 
@@ -116,20 +121,40 @@ def evaluate_run(target: Path, overrides: list[str] = (), ckpt: str | None = Non
         model = model.to(memory_format=torch.channels_last)
     loader = build_eval_loader(data, int(run_cfg.trainer.batch_size), dev, channels_last=channels_last)
     unfinished = _unfinished(run_dir, checkpoint)
-    stats = evaluate(model, loader, dev, lambda: precision.autocast(dev))
+    num_classes = int(run_cfg.data.num_classes)
+    stats = evaluate(model, loader, dev, lambda: precision.autocast(dev), num_classes=num_classes, flip=tta == "flip")
     split = eval_split_name(data)
     record = {
         "run_dir": str(run_dir), "checkpoint": str(path), "epoch": int(checkpoint["epoch"]),
         "dataset": str(data.name), "split": split, "data": OmegaConf.to_container(data, resolve=True),
         "device": str(dev), "precision": str(run_cfg.trainer.precision),
         "top1": stats["eval_top1"], "top5": stats["eval_top5"], "loss": stats["eval_loss"],
-        "images": stats["eval_images"], "finished": not unfinished, "weights": "ema" if ema else "raw",
+        "images": stats["eval_images"], "finished": not unfinished, "weights": "ema" if ema else "raw", "tta": tta,
+        "per_class_top1": stats["eval_per_class_top1"], "confusion": stats["eval_confusion"],
     }
     suffix = "" if path.name == CHECKPOINTS["last"] else f"_{path.stem}"  # best.pt: eval_<data>_<split>_best.json
-    suffix += "_ema" if ema else ""
+    suffix += ("_ema" if ema else "") + ("" if tta == "none" else f"_{tta}")
     out = run_dir / f"eval_{data.name}_{split}{suffix}{unfinished}.json"
     atomic_write_json(out, record)
+    record["figures"] = _draw_confusion(record, run_dir / f"confusion_{data.name}_{split}{suffix}{unfinished}")
     return record, out
+
+
+def _draw_confusion(record: dict, stem: Path) -> list[str]:
+    """The confusion matrix's figure; none, said in a line, without matplotlib (the ``report`` extra)."""
+    try:
+        from attn_bench.commands.figures import confusion_figure
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("attn-bench eval: matplotlib is not installed (pip install 'attn-bench[report]'): no confusion figure",
+              file=sys.stderr)
+        return []
+    weights = "EMA weights, " if record["weights"] == "ema" else ""
+    tta = "" if record["tta"] == "none" else f", TTA {record['tta']}"
+    name = Path(record["run_dir"]).name
+    title = (f"{name if len(name) <= 48 else name[:47] + '…'}\n{record['dataset']} {record['split']}, epoch {record['epoch']}, "
+             f"{weights}top-1 {record['top1']:.2f} %{tta}")
+    return [str(p) for p in confusion_figure(record["confusion"], title, stem)]
 
 
 def main(argv: list[str]) -> int:
@@ -137,7 +162,8 @@ def main(argv: list[str]) -> int:
     from rich.table import Table
 
     args = _parse(argv)
-    record, out = evaluate_run(args.target, args.overrides, args.ckpt, args.device, args.trust_block, args.ema)
+    record, out = evaluate_run(args.target, args.overrides, args.ckpt, args.device, args.trust_block, args.ema,
+                               args.tta)
     if not record["finished"]:
         print(f"attn-bench eval: {record['run_dir']} is not a finished run (its checkpoint is from epoch "
               f"{record['epoch']}): this evaluates an unfinished network, written as {out.name}", file=sys.stderr)
@@ -148,5 +174,5 @@ def main(argv: list[str]) -> int:
                         ("device", record["device"])):
         table.add_row(name, value)
     Console().print(table)
-    print(f"wrote {out}")
+    print(f"wrote {out}" + "".join(f"\n      {figure}" for figure in record["figures"]))
     return 0

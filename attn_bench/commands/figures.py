@@ -15,3 +15,32 @@ def save_pdf(fig, path: Path, **savefig_kwargs) -> Path:
 
     with matplotlib.rc_context(PDF_FONTS):  # read when the PDF is written; nothing global is left changed
         return atomic_write_with(path, lambda f: fig.savefig(f, format="pdf", **savefig_kwargs))
+
+
+PNG_DPI = 300
+TICKS_UP_TO = 20  # classes; beyond, the axes are left without per-class tick labels
+
+
+def confusion_figure(counts: list[list[int]], title: str, stem: Path) -> list[Path]:
+    """The confusion matrix as ``stem``.png (300 dpi) and .pdf: each row (a true class) normalised to the share
+    of its images, a colour scale from 0 to 1. Needs matplotlib (the ``report`` extra)."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    matrix = np.asarray(counts, dtype=float)
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    k = len(counts)
+    fig = Figure(figsize=(3.5, 3.1), layout="constrained")  # one column of a two-column paper
+    ax = fig.add_subplot()
+    image = ax.imshow(shares, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    bar = fig.colorbar(image, ax=ax, shrink=0.85)
+    bar.set_label("share of the true class", fontsize=8)
+    bar.ax.tick_params(labelsize=8)
+    ax.set(xlabel="predicted class", ylabel="true class")
+    if k <= TICKS_UP_TO:
+        ax.set_xticks(range(k)), ax.set_yticks(range(k))
+    ax.set_title(title, fontsize=8)
+    for item in [ax.xaxis.label, ax.yaxis.label, *ax.get_xticklabels(), *ax.get_yticklabels()]:
+        item.set_fontsize(8)
+    png = atomic_write_with(stem.with_suffix(".png"), lambda f: fig.savefig(f, format="png", dpi=PNG_DPI))
+    return [png, save_pdf(fig, stem.with_suffix(".pdf"))]

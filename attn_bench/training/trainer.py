@@ -65,21 +65,37 @@ def top_k_correct(logits: torch.Tensor, target: torch.Tensor, ks: tuple[int, ...
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device, autocast=contextlib.nullcontext) -> dict[str, float]:
+def evaluate(model: nn.Module, loader, device: torch.device, autocast=contextlib.nullcontext,
+             num_classes: int | None = None, flip: bool = False) -> dict[str, Any]:
     """Loss, top-1 and top-5 over ``loader`` (summed over ranks under DDP); what the trainer records
-    each epoch and ``attn-bench eval`` recomputes."""
+    each epoch and ``attn-bench eval`` recomputes. ``num_classes``: also the confusion matrix
+    (``eval_confusion``, rows the true class, columns the top-1 prediction) and each class's top-1;
+    ``flip``: test-time augmentation, the logits averaged over each image and its mirror image."""
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, top-1 and top-5 hits
+    confusion = torch.zeros(num_classes ** 2 if num_classes else 0, dtype=torch.float64, device=device)
     seen = 0
     for x, y in loader:
         with autocast():
             logits = model(x)
+            if flip:
+                logits = (logits.float() + model(x.flip(3)).float()) / 2
         loss = nn.functional.cross_entropy(logits.float(), y, reduction="sum")
         totals += torch.stack([loss.double(), *(c.double() for c in top_k_correct(logits, y, (1, 5)))])
+        if num_classes:  # the same top-1 as top_k_correct's (topk, not argmax: ties break alike)
+            confusion += torch.bincount(y * num_classes + logits.topk(1, dim=1).indices[:, 0],
+                                        minlength=num_classes ** 2).double()
         seen += y.numel()
     loss_sum, correct1, correct5, seen = all_reduce_sum([*totals.tolist(), seen], device)
-    return {"eval_loss": loss_sum / seen, "eval_top1": 100.0 * correct1 / seen,
-            "eval_top5": 100.0 * correct5 / seen, "eval_images": int(seen)}
+    stats: dict[str, Any] = {"eval_loss": loss_sum / seen, "eval_top1": 100.0 * correct1 / seen,
+                             "eval_top5": 100.0 * correct5 / seen, "eval_images": int(seen)}
+    if num_classes:
+        counts = torch.tensor(all_reduce_sum(confusion.tolist(), device)).view(num_classes, num_classes)
+        rows = counts.sum(1)
+        stats["eval_confusion"] = counts.long().tolist()
+        stats["eval_per_class_top1"] = [100.0 * float(counts[c, c] / rows[c]) if rows[c] else None
+                                        for c in range(num_classes)]
+    return stats
 
 
 class Trainer:

@@ -3,6 +3,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from attn_bench.cli import main
 from attn_bench.commands.train import run_training
@@ -101,3 +102,50 @@ def test_eval_ema_scores_the_ema_weights_exactly_as_training_did(runs, tmp_path,
     assert main(["eval", str(runs / "none"), "--ema"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds no EMA weights" in err[0]
+
+
+class _ReadsItsAnswer(torch.nn.Module):
+    """Logits = the image's first column of pixels (C = classes channels): the test decides every prediction,
+    and a mirrored image reads the last column instead."""
+
+    def forward(self, x):
+        return x[:, :, 0, 0]
+
+
+def test_the_confusion_matrix_and_per_class_top1_count_each_prediction_and_flip_averages_the_mirror():
+    from attn_bench.training.trainer import evaluate
+
+    k = 3
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    predicted = torch.tensor([0, 1, 1, 1, 0, 2])  # class 0: one of two right; class 1: both; class 2: one
+    x = torch.zeros(6, k, 1, 2)
+    x[torch.arange(6), predicted, 0, 0] = 1.0
+    mirrored = torch.tensor([0, 0, 1, 1, 2, 2])  # the last column says the true class, more loudly
+    x[torch.arange(6), mirrored, 0, 1] = 3.0
+    loader = [(x[:4], labels[:4]), (x[4:], labels[4:])]
+    stats = evaluate(_ReadsItsAnswer(), loader, torch.device("cpu"), num_classes=k)
+    assert stats["eval_confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]  # rows: true class, columns: predicted
+    assert stats["eval_per_class_top1"] == [50.0, 100.0, 50.0] and stats["eval_top1"] == pytest.approx(400 / 6)
+    flipped = evaluate(_ReadsItsAnswer(), loader, torch.device("cpu"), num_classes=k, flip=True)
+    assert flipped["eval_confusion"] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]] and flipped["eval_top1"] == 100.0
+    assert "eval_confusion" not in evaluate(_ReadsItsAnswer(), loader, torch.device("cpu"))  # the trainer's call
+
+
+def test_eval_writes_per_class_top1_the_confusion_matrix_and_its_figure_and_tta_gets_its_own_file(runs, capsys):
+    pytest.importorskip("matplotlib")
+    assert main(["eval", str(runs / "se")]) == 0
+    plain = json.loads((runs / "se" / "eval_synthetic_test.json").read_text())
+    confusion = plain["confusion"]
+    assert len(confusion) == 10 and sum(map(sum, confusion)) == plain["images"] == 500
+    assert sum(confusion[c][c] for c in range(10)) == pytest.approx(plain["top1"] * 500 / 100)
+    assert plain["per_class_top1"] == [pytest.approx(100 * confusion[c][c] / sum(confusion[c])) for c in range(10)]
+    assert plain["tta"] == "none"
+    for suffix in (".png", ".pdf"):
+        assert (runs / "se" / f"confusion_synthetic_test{suffix}").stat().st_size > 1000
+    pdf = (runs / "se" / "confusion_synthetic_test.pdf").read_bytes()
+    assert b"/Type3" not in pdf and b"/FontFile2" in pdf  # TrueType embedded, as journals' PDF checks want
+    assert "confusion_synthetic_test.png" in capsys.readouterr().out
+    assert main(["eval", str(runs / "se"), "--tta", "flip"]) == 0
+    flipped = json.loads((runs / "se" / "eval_synthetic_test_flip.json").read_text())
+    assert flipped["tta"] == "flip" and flipped["images"] == 500 and flipped["confusion"] != confusion
+    assert (runs / "se" / "confusion_synthetic_test_flip.png").exists()
