@@ -82,7 +82,8 @@ class Difference:
 # a record that lacks one is read as having it (else every older result would look like another config).
 ADDED_KEYS = {"model.drop_path_rate": 0.0, "trainer.clip_grad": None, "trainer.clip_mode": "norm",
               "trainer.optimizer.lr_base": None, "trainer.optimizer.lr_base_size": 256,
-              "trainer.optimizer.lr_base_scale": "auto"}
+              "trainer.optimizer.lr_base_scale": "auto", "trainer.scheduler.step_epochs": 30,
+              "trainer.scheduler.patience_epochs": 10}
 
 
 def _config_difference(old: dict[str, Any], new: dict[str, Any]) -> Difference | None:

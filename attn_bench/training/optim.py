@@ -1,6 +1,7 @@
 """Optimiser and schedule from timm: weight decay skips norm and bias parameters and those an attention
-block names in its ``no_weight_decay()`` (unless ``trainer.optimizer.decay_norm_and_bias``); the schedule (``trainer.scheduler.name``) is timm's
-cosine, tanh or poly decay, or step decay at ``decay_epochs`` (``multistep``), after a linear warm-up.
+block names in its ``no_weight_decay()`` (unless ``trainer.optimizer.decay_norm_and_bias``); the schedule
+(``trainer.scheduler.name``) is timm's cosine, tanh or poly decay, step decay every ``step_epochs`` (``step``) or at ``decay_epochs`` (``multistep``), or a
+decay when the eval top-1 stops rising (``plateau``), after a linear warm-up.
 
 A block may ask for its own learning rate: an ``lr_scale`` attribute (the spatial transformer's
 ``loc_lr_mult``) puts its parameters in a parameter group with timm's ``lr_scale``, which timm's
@@ -9,10 +10,12 @@ schedulers multiply into every learning rate they set, so the ratio holds under 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from omegaconf import DictConfig
 from timm.optim import create_optimizer_v2, param_groups_weight_decay
-from timm.scheduler import CosineLRScheduler, MultiStepLRScheduler, PolyLRScheduler, TanhLRScheduler
+import torch
+from timm.scheduler import CosineLRScheduler, MultiStepLRScheduler, PolyLRScheduler, StepLRScheduler, TanhLRScheduler
 from timm.scheduler.scheduler import Scheduler
 from torch import nn
 
@@ -21,8 +24,41 @@ from attn_bench.models import attention_modules
 log = logging.getLogger("attn_bench")
 
 OPTIMIZERS = ("sgd", "adamw")
+
+
+class PlateauOnTop1:
+    """The lr multiplied by ``decay_rate`` when the epoch's eval top-1 has not risen for ``patience`` epochs
+    (torch's ``ReduceLROnPlateau``, mode max, as timm's ``plateau`` with its top-1 metric), after the same linear
+    warm-up by update as the other schedules; timm's scheduler interface (``step_update``, state dict).
+    timm's own ``PlateauLRScheduler`` is deprecated and does not save its patience and cooldown counters, so a
+    resumed run would restart them; this one saves all of torch's state, and a resume is exact."""
+
+    def __init__(self, optimizer, decay_rate: float, patience: int, min_lr: float, warmup: int, warmup_lr: float):
+        self.optimizer, self.warmup, self.warmup_lr = optimizer, warmup, warmup_lr
+        self.base = [group["lr"] for group in optimizer.param_groups]
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=decay_rate,
+                                                                  patience=patience, min_lr=min_lr)
+
+    def step_update(self, num_updates: int, metric: float | None = None) -> None:
+        if num_updates > self.warmup:
+            return  # the plateau decides from here on
+        for group, base in zip(self.optimizer.param_groups, self.base):
+            lr = self.warmup_lr + (base - self.warmup_lr) * num_updates / self.warmup if self.warmup else base
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # as timm's update_groups
+
+    def step_epoch(self, metric: float) -> None:
+        """After each epoch's evaluation, with its top-1."""
+        self.plateau.step(metric)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"plateau": self.plateau.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.plateau.load_state_dict(state["plateau"])
+
+
 SCHEDULERS = {"cosine": CosineLRScheduler, "tanh": TanhLRScheduler, "poly": PolyLRScheduler,
-              "multistep": MultiStepLRScheduler}
+              "multistep": MultiStepLRScheduler, "step": StepLRScheduler, "plateau": PlateauOnTop1}
 
 
 def _lr_scales(model: nn.Module) -> dict[int, float]:
@@ -93,10 +129,17 @@ def build_optimizer(model: nn.Module, cfg: DictConfig):
                                filter_bias_and_bn=skip_norm_and_bias, **groups)
 
 
-def build_scheduler(optimizer, cfg: DictConfig, epochs: int, steps_per_epoch: int) -> Scheduler:
+def build_scheduler(optimizer, cfg: DictConfig, epochs: int, steps_per_epoch: int) -> Scheduler | PlateauOnTop1:
     """``cfg.name`` decay to ``min_lr`` over all updates after a linear warm-up (both in optimizer steps)."""
     total = epochs * steps_per_epoch
     warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total - 1)
+    if cfg.name == "plateau":
+        return _from_the_start(PlateauOnTop1(optimizer, cfg.decay_rate, int(cfg.patience_epochs), cfg.min_lr, warmup,
+                                             cfg.warmup_lr))
+    if cfg.name == "step":  # the lr drops every step_epochs epochs, counted from the start (warm-up included)
+        return _from_the_start(StepLRScheduler(
+            optimizer, decay_t=int(round(cfg.step_epochs * steps_per_epoch)), decay_rate=cfg.decay_rate,
+            warmup_t=warmup, warmup_lr_init=cfg.warmup_lr, warmup_prefix=False, t_in_epochs=False))
     if cfg.name == "multistep":  # the lr drops once decay_epochs[i] epochs are done (timm counts from the next update)
         return _from_the_start(MultiStepLRScheduler(
             optimizer, decay_t=[int(round(e * steps_per_epoch)) + 1 for e in cfg.decay_epochs],
@@ -113,7 +156,7 @@ def build_scheduler(optimizer, cfg: DictConfig, epochs: int, steps_per_epoch: in
     ))
 
 
-def _from_the_start(scheduler: Scheduler) -> Scheduler:
+def _from_the_start(scheduler):
     """The learning rates of update 0 set in every group now (timm sets them only after each update, and
     without a warm-up not at all before the first), so a group's ``lr_scale`` holds from the first step."""
     scheduler.step_update(0)

@@ -309,6 +309,8 @@ class Trainer:
                       **train_stats, **eval_stats}
             self._check_finite(record, raw_model)
             state.history.append(record)
+            if hasattr(self.scheduler, "step_epoch"):  # plateau: the next epoch's lr from this one's top-1
+                self.scheduler.step_epoch(record["eval_top1"])
             for key, tag in EPOCH_SCALARS.items():  # x = optimizer step, like the per-step scalars
                 self.on_log(tag, record[key], state.step)
             log.info(

@@ -60,9 +60,17 @@ def check(t: DictConfig) -> None:
         epochs = list(t.scheduler.decay_epochs or [])
         require(bool(epochs) and all(isinstance(e, (int, float)) and 0 < e for e in epochs) and epochs == sorted(epochs),
                 f"trainer.scheduler.decay_epochs must be increasing positive epochs, got {epochs}")
+    if t.scheduler.name in ("step", "plateau", "multistep"):
         check_number(t.scheduler.decay_rate, "trainer.scheduler.decay_rate")
         require(0 < t.scheduler.decay_rate <= 1,
                 f"trainer.scheduler.decay_rate must be in (0, 1], got {t.scheduler.decay_rate}")
+    if t.scheduler.name == "step":
+        check_number(t.scheduler.step_epochs, "trainer.scheduler.step_epochs")
+        require(t.scheduler.step_epochs > 0, f"trainer.scheduler.step_epochs must be positive, got {t.scheduler.step_epochs}")
+    if t.scheduler.name == "plateau":
+        check_number(t.scheduler.patience_epochs, "trainer.scheduler.patience_epochs", integer=True)
+        require(t.scheduler.patience_epochs >= 0,
+                f"trainer.scheduler.patience_epochs must be >= 0, got {t.scheduler.patience_epochs}")
     resolve_precision(t.precision)
     require(t.epochs > 0, f"trainer.epochs must be a positive integer, got {t.epochs}")
     require(t.batch_size > 0, f"trainer.batch_size must be a positive integer, got {t.batch_size}")

@@ -352,3 +352,25 @@ def test_ctrl_c_is_recorded_as_interrupted_and_the_same_command_resumes_it(unint
     resumed = run_training(_compose_train(overrides), tmp_path / "run")
     assert resumed["resumed_from"] == [{"epoch": 1, "batch": 3, "step": 18}]
     _assert_same_run(straight_dir, straight, tmp_path / "run", resumed)
+
+
+def test_the_plateau_schedule_follows_the_eval_top1_and_a_stopped_run_resumes_it_exactly(tmp_path, monkeypatch):
+    """trainer.scheduler.name=plateau: after each epoch the lr is multiplied by decay_rate when the epoch's eval
+    top-1 did not beat the best so far (patience 0); its counters are in the checkpoint, so a run stopped in
+    epoch 2 ends with the same lrs, metrics and weights (without the restored best, epoch 2 would count as a gain)."""
+    overrides = TINY_TRAIN + DETERMINISTIC + ["trainer.scheduler.name=plateau", "trainer.scheduler.patience_epochs=0",
+                                              "trainer.scheduler.decay_rate=0.5", "trainer.optimizer.lr=0.001",
+                                              "trainer.scheduler.warmup_epochs=0"]  # top-1 10.0, 9.5, 10.0 here
+    straight_dir = tmp_path / "straight"
+    straight = run_training(_compose_train(overrides), straight_dir)
+    history, best = straight["history"], float("-inf")
+    for before, after in zip(history, history[1:]):
+        gained = before["eval_top1"] > best * (1 + 1e-4)  # torch's ReduceLROnPlateau, mode max, threshold rel 1e-4
+        best = max(best, before["eval_top1"])
+        assert after["lr"] == pytest.approx(before["lr"] * (1 if gained else 0.5))
+    assert len({h["lr"] for h in history}) > 1, "no plateau in this run: the test would not test the decay"
+    run_dir = tmp_path / "stopped"
+    _stop_at_step(20, overrides, run_dir, monkeypatch)  # in epoch 2: its decision needs epoch 1's best, restored
+    resumed = run_training(_compose_train(overrides), run_dir)
+    _assert_same_run(straight_dir, straight, run_dir, resumed)
+    assert [h["lr"] for h in resumed["history"]] == [h["lr"] for h in history]

@@ -302,9 +302,12 @@ def test_a_run_recorded_before_a_key_existed_is_the_same_run_with_its_default(co
     del older["model"]["drop_path_rate"], older["trainer"]["clip_grad"], older["trainer"]["clip_mode"]
     for key in ("lr_base", "lr_base_size", "lr_base_scale"):
         del older["trainer"]["optimizer"][key]
+    for key in ("step_epochs", "patience_epochs"):
+        del older["trainer"]["scheduler"][key]
     assert set(ADDED_KEYS) == {"model.drop_path_rate", "trainer.clip_grad", "trainer.clip_mode",
                                "trainer.optimizer.lr_base", "trainer.optimizer.lr_base_size",
-                               "trainer.optimizer.lr_base_scale"}
+                               "trainer.optimizer.lr_base_scale", "trainer.scheduler.step_epochs",
+                               "trainer.scheduler.patience_epochs"}
     assert spec_difference({"config": older}, {"config": today}) is None
     changed = OmegaConf.to_container(compose_train(TINY + ["model.drop_path_rate=0.1"]), resolve=True)
     found = spec_difference({"config": older}, {"config": changed})

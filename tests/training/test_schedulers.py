@@ -13,7 +13,7 @@ from attn_bench.training.optim import SCHEDULERS, build_scheduler
 def lrs(name: str) -> list[float]:
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     cfg = OmegaConf.create(dict(name=name, warmup_epochs=1, warmup_lr=0.0, min_lr=0.001, decay_epochs=[2, 3, 4],
-                                decay_rate=0.1))
+                                decay_rate=0.1, step_epochs=2, patience_epochs=0))
     scheduler = build_scheduler(optimizer, cfg, epochs=5, steps_per_epoch=10)
     out = []
     for step in range(1, 51):
@@ -22,7 +22,7 @@ def lrs(name: str) -> list[float]:
     return out
 
 
-@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+@pytest.mark.parametrize("name", sorted(set(SCHEDULERS) - {"plateau"}))  # plateau decays on the metric (below)
 def test_every_schedule_warms_up_then_decays_to_min_lr(name):
     values = lrs(name)
     assert values[9] == pytest.approx(0.1) and values[4] == pytest.approx(0.05)
@@ -31,7 +31,7 @@ def test_every_schedule_warms_up_then_decays_to_min_lr(name):
 
 
 def test_the_name_changes_the_schedule():
-    curves = {name: lrs(name)[25] for name in SCHEDULERS}
+    curves = {name: lrs(name)[35] for name in SCHEDULERS}
     assert len({round(v, 6) for v in curves.values()}) == len(SCHEDULERS)
 
 
@@ -147,3 +147,60 @@ def test_bad_lr_base_settings_are_one_line(compose_train, override, message):
 
     with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
         resolve_spec(compose_train([override]))
+
+
+def test_step_drops_the_lr_every_step_epochs_from_the_start():
+    values = lrs("step")  # step_epochs=2, decay_rate 0.1, 10 updates per epoch, 1 warm-up epoch
+    assert values[4] == pytest.approx(0.05) and values[9] == pytest.approx(0.1)  # warm-up, then the base lr
+    assert values[18] == pytest.approx(0.1) and values[19] == pytest.approx(0.01)  # epoch 3's updates: x 0.1
+    assert values[38] == pytest.approx(0.01) and values[39] == pytest.approx(0.001)  # epoch 5's: x 0.01
+    assert lrs("multistep")[19] == values[19]  # the same epoch boundary as multistep's
+
+
+def test_plateau_decays_when_the_top1_stops_rising_after_patience_epochs_and_its_state_resumes():
+    def schedule(patience):
+        param = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.SGD([{"params": [param]}, {"params": [torch.nn.Parameter(torch.zeros(1))],
+                                                           "lr_scale": 0.5}], lr=0.1)
+        cfg = OmegaConf.create(dict(name="plateau", warmup_epochs=1, warmup_lr=0.0, min_lr=0.0, decay_rate=0.1,
+                                    patience_epochs=patience))
+        return optimizer, build_scheduler(optimizer, cfg, epochs=6, steps_per_epoch=10)
+
+    optimizer, scheduler = schedule(patience=1)
+    assert [g["lr"] for g in optimizer.param_groups] == [0.0, 0.0]  # the warm-up's start
+    seen = []
+    for epoch, top1 in enumerate([10.0, 20.0, 20.0, 20.0, 30.0, 30.0]):
+        for step in range(epoch * 10 + 1, epoch * 10 + 11):
+            scheduler.step_update(step)
+        seen.append([g["lr"] for g in optimizer.param_groups])
+        scheduler.step_epoch(top1)
+        if epoch == 2:  # a checkpoint here: a fresh scheduler given its state goes on identically
+            state, lrs_now = scheduler.state_dict(), [g["lr"] for g in optimizer.param_groups]
+    # epoch 3 (20 = no gain, 1st bad epoch): same; epoch 4 (2nd bad > patience 1): x 0.1; 30 resets the count
+    assert seen == [[0.1, 0.05], [0.1, 0.05], [0.1, 0.05], [0.1, 0.05], [pytest.approx(0.01), pytest.approx(0.005)],
+                    [pytest.approx(0.01), pytest.approx(0.005)]]
+    assert [g["lr"] for g in optimizer.param_groups] == [pytest.approx(0.01), pytest.approx(0.005)]
+    fresh_optimizer, fresh = schedule(patience=1)
+    fresh.load_state_dict(state)
+    for group, lr in zip(fresh_optimizer.param_groups, lrs_now):  # the optimizer's own state dict holds its lrs
+        group["lr"] = lr
+    for epoch, top1 in ((3, 20.0), (4, 30.0), (5, 30.0)):
+        for step in range(epoch * 10 + 1, epoch * 10 + 11):
+            fresh.step_update(step)
+        fresh.step_epoch(top1)
+    assert [g["lr"] for g in fresh_optimizer.param_groups] == [pytest.approx(0.01), pytest.approx(0.005)]
+    assert fresh.state_dict()["plateau"]["num_bad_epochs"] == scheduler.state_dict()["plateau"]["num_bad_epochs"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.scheduler.step_epochs=0", "trainer.scheduler.step_epochs must be positive, got 0"),
+    ("trainer.scheduler.patience_epochs=-1", "trainer.scheduler.patience_epochs must be >= 0, got -1"),
+    ("trainer.scheduler.decay_rate=2", "trainer.scheduler.decay_rate must be in (0, 1], got 2"),
+])
+def test_bad_step_and_plateau_settings_are_one_line(compose_train, override, message):
+    from attn_bench.commands.train.spec import resolve_spec
+    from attn_bench.errors import ConfigError
+
+    name = "plateau" if "patience" in override else "step"
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        resolve_spec(compose_train([f"trainer.scheduler.name={name}", override]))
