@@ -284,6 +284,7 @@ class RunRecord:
     placement: dict[str, Any] | None = None  # models.presets.Placement.as_record: where the block went
     pretrained: dict[str, Any] | None = None  # models.pretrained.pretrained_identity: the weights it started from
     skipped_files: int | None = None  # unreadable images left out (data.skip_corrupt=true)
+    images: dict[str, int] | None = None  # the images each split had: {"train": n, "test": m}
     cost: dict[str, Any] | None = None
     reason: str | None = None  # failed runs
     failed_at: dict[str, int] | None = None

@@ -117,6 +117,25 @@ def test_hparams_row_reads_back_with_tensorboard(synthetic_run):
     assert hparams["timm_kwargs"].string_value == "{'channels': [16, 32, 64, 128]}"
     assert hparams["attn_args"].string_value == "{}" and hparams["img_size"].number_value == 32
     assert events.Scalars("hparam/top1")[-1].value == pytest.approx(metrics["final"]["top1"], abs=1e-3)
+    # what the issue asked the row to carry: the splits' image counts, the recipe, the block's own arguments
+    assert (hparams["train_images"].number_value, hparams["test_images"].number_value) == (2000, 500)
+    assert metrics["images"] == {"train": 2000, "test": 500}
+    assert hparams["scheduler"].string_value == "cosine" and hparams["mixup_alpha"].number_value == 0
+    assert hparams["attn_effective_args"].string_value == "{}"  # the baseline has none
+    assert events.Scalars("hparam/attn_params")[-1].value == 0
+
+
+def test_the_hparams_row_names_a_blocks_effective_arguments_defaults_included(synthetic_run):
+    from attn_bench.commands.train.records import hparams
+    from attn_bench.rundir import RunRecord
+
+    _, metrics, cfg = synthetic_run
+    record = RunRecord.from_dict({**metrics, "placement": {**metrics["placement"], "args": {"gate_layer": "hard_sigmoid"}}})
+    se = cfg.copy()
+    se.model.attn = "se"
+    values, _ = hparams(se, record)
+    assert values["attn_args"] == "{'gate_layer': 'hard_sigmoid'}"  # what placement resolved
+    assert "'rd_ratio': 0.0625" in values["attn_effective_args"] and "'gate_layer': 'hard_sigmoid'" in values["attn_effective_args"]
 
 
 def test_cost_figures_are_recorded_in_metrics(synthetic_run):
@@ -317,7 +336,8 @@ def test_hparams_record_the_resolved_placement_not_the_config_values():
     cfg = compose("train", ["model=resnet50", "model.attn=eca"])
     placement = build_placed("resnet50", "eca", placement="paper").placement
     record = SimpleNamespace(placement=placement, block=None, final={"top1": 1.0, "top5": 2.0}, best={"top1": 1.0},
-                             params=1, train_img_per_s=1.0, peak_memory_mb=1.0, final_ema=None, cost=None)
+                             params=1, attn_params=80, train_img_per_s=1.0, peak_memory_mb=1.0, final_ema=None, cost=None,
+                             images=None)
     values, _ = hparams(cfg, record)
     assert values["attn_stage_args"] == "{'kernel_size': {'1': 3, '2': 5, '3': 5, '4': 7}}"
     assert values["attn_stages"] == "all" and values["attn_position"] == "every"

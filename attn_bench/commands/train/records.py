@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from attn_bench.attention import block_defaults, is_baseline
 from attn_bench.attention.user import hash_tag
 from attn_bench.metrics.complexity import count_params
 from attn_bench.rundir import RunRecord
@@ -21,7 +22,10 @@ HPARAM_KEYS = {  # every setting that tells two runs of a sweep apart
     "batch_size": "trainer.batch_size", "optimizer": "trainer.optimizer.name", "lr": "trainer.optimizer.lr",
     "weight_decay": "trainer.optimizer.weight_decay", "precision": "trainer.precision", "ema": "trainer.ema.enabled", "ema_decay": "trainer.ema.decay", "seed": "seed",
     "label_smoothing": "trainer.label_smoothing", "clip_grad": "trainer.clip_grad", "clip_mode": "trainer.clip_mode",
-    "drop_path_rate": "model.drop_path_rate",
+    "drop_path_rate": "model.drop_path_rate", "scheduler": "trainer.scheduler.name",
+    "warmup_epochs": "trainer.scheduler.warmup_epochs", "lr_base": "trainer.optimizer.lr_base",
+    "augment": "data.augment", "random_erasing": "data.random_erasing", "crop_padding": "data.crop_padding",
+    "mixup_alpha": "trainer.mixup.mixup_alpha", "cutmix_alpha": "trainer.mixup.cutmix_alpha",
 }
 
 
@@ -76,14 +80,23 @@ def failed_record(cfg: DictConfig, run_dir, reason: str, step: int, epoch: int, 
     return RunRecord(status=status, reason=reason, failed_at={"epoch": epoch, "step": step}, **_identity(cfg, run_dir))
 
 
+def _effective_args(attn: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The block's arguments as it was built: its defaults (SE's ``rd_ratio``) under the resolved ones; the
+    baseline has none. Per-stage and per-slot values are the placement's ``stage_args`` (recorded beside)."""
+    return {} if is_baseline(attn) else {**block_defaults(attn), **args}
+
+
 def hparams(cfg: DictConfig, record: RunRecord) -> tuple[dict[str, Any], dict[str, float]]:
     """The HParams row: the run's settings, and its results as ``hparam/...`` metrics."""
     values = {name: OmegaConf.select(cfg, key) for name, key in HPARAM_KEYS.items()}
     values = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in values.items()}
+    if record.images:  # what the splits held (a subset, a size, skipped files): the numbers, not the settings
+        values.update(train_images=record.images["train"], test_images=record.images["test"])
     if record.placement:  # where the block went, as resolved (placement=paper fills in the paper's choice)
         where = record.placement
         values.update(placement=where["placement"], attn_site=where["site"], attn_stages=str(where["stages"]),
-                      attn_position=where["position"], attn_args=str(where["args"]))
+                      attn_position=where["position"], attn_args=str(where["args"]),
+                      attn_effective_args=str(_effective_args(cfg.model.attn, where["args"])))
         if where.get("stage_args"):  # per-stage arguments of a released network (ECA-Net50's kernel sizes)
             values["attn_stage_args"] = str(where["stage_args"])
         if where.get("note"):  # "not a published network" (SK units in a ResNet)
@@ -92,6 +105,7 @@ def hparams(cfg: DictConfig, record: RunRecord) -> tuple[dict[str, Any], dict[st
         values["attn"] += hash_tag(record.block["source_sha256"])
     results = {"hparam/top1": record.final["top1"], "hparam/top5": record.final["top5"],
                "hparam/best_top1": record.best["top1"], "hparam/params_m": record.params / 1e6,
+               "hparam/attn_params": record.attn_params,
                "hparam/train_img_per_s": record.train_img_per_s, "hparam/peak_memory_mb": record.peak_memory_mb}
     if record.final_ema:
         results.update({"hparam/top1_ema": record.final_ema["top1"], "hparam/best_top1_ema": record.best_ema["top1"]})

@@ -153,6 +153,7 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device, p
         record = completed_record(cfg, state, raw_model, placement, device, dist, run_dir)
         record.data, record.block, record.pretrained = spec["data"], spec["block"], spec["pretrained"]
         record.skipped_files = train_loader.skipped + eval_loader.skipped
+        record.images = {"train": int(train_loader.size), "test": int(eval_loader.size)}
         if cfg.measure_cost and dist.is_main:
             record.cost = _measure_cost(cfg, raw_model, device, precision)
         logger.hparams(*hparams(cfg, record))
