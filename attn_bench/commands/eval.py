@@ -22,7 +22,8 @@ from attn_bench.errors import ConfigError, check
 from attn_bench.rundir import BEST_CKPT, CONFIG_FILE, LAST_CKPT
 
 CHECKPOINTS = {"last": LAST_CKPT, "best": BEST_CKPT}
-TTA = ("none", "flip")
+TTA = ("off", "flip")
+NO_TTA = TTA[0]
 _ABSENT = object()  # OmegaConf.select's default for a key the run's data node lacks (None is a value)
 
 
@@ -40,7 +41,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--ema", action="store_true",
                         help="evaluate the checkpoint's EMA weights (a run with trainer.ema.enabled=true)")
-    parser.add_argument("--tta", choices=TTA, default="none",
+    parser.add_argument("--tta", choices=TTA, default=NO_TTA,
                         help="test-time augmentation: flip averages the logits of each image and its mirror image")
     parser.add_argument("--trust-block", action="store_true",
                         help="use the run's own block as its file is now, where it differs from the recorded source")
@@ -96,7 +97,7 @@ def _unfinished(run_dir: Path, checkpoint: dict) -> str:
 
 
 def evaluate_run(target: Path, overrides: list[str] = (), ckpt: str | None = None, device: str = "auto",
-                 trust_block: bool = False, ema: bool = False, tta: str = "none") -> tuple[dict, Path]:
+                 trust_block: bool = False, ema: bool = False, tta: str = NO_TTA) -> tuple[dict, Path]:
     """(the evaluation's record, the JSON file written)."""
     import torch
 
@@ -133,7 +134,7 @@ def evaluate_run(target: Path, overrides: list[str] = (), ckpt: str | None = Non
         "per_class_top1": stats["eval_per_class_top1"], "confusion": stats["eval_confusion"],
     }
     suffix = "" if path.name == CHECKPOINTS["last"] else f"_{path.stem}"  # best.pt: eval_<data>_<split>_best.json
-    suffix += ("_ema" if ema else "") + ("" if tta == "none" else f"_{tta}")
+    suffix += ("_ema" if ema else "") + ("" if tta == NO_TTA else f"_{tta}")
     out = run_dir / f"eval_{data.name}_{split}{suffix}{unfinished}.json"
     atomic_write_json(out, record)
     record["figures"] = _draw_confusion(record, run_dir / f"confusion_{data.name}_{split}{suffix}{unfinished}")
@@ -150,7 +151,7 @@ def _draw_confusion(record: dict, stem: Path) -> list[str]:
               file=sys.stderr)
         return []
     weights = "EMA weights, " if record["weights"] == "ema" else ""
-    tta = "" if record["tta"] == "none" else f", TTA {record['tta']}"
+    tta = "" if record["tta"] == NO_TTA else f", TTA {record['tta']}"
     name = Path(record["run_dir"]).name
     title = (f"{name if len(name) <= 48 else name[:47] + '…'}\n{record['dataset']} {record['split']}, epoch {record['epoch']}, "
              f"{weights}top-1 {record['top1']:.2f} %{tta}")

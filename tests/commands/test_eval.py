@@ -139,7 +139,7 @@ def test_eval_writes_per_class_top1_the_confusion_matrix_and_its_figure_and_tta_
     assert len(confusion) == 10 and sum(map(sum, confusion)) == plain["images"] == 500
     assert sum(confusion[c][c] for c in range(10)) == pytest.approx(plain["top1"] * 500 / 100)
     assert plain["per_class_top1"] == [pytest.approx(100 * confusion[c][c] / sum(confusion[c])) for c in range(10)]
-    assert plain["tta"] == "none"
+    assert plain["tta"] == "off"
     for suffix in (".png", ".pdf"):
         assert (runs / "se" / f"confusion_synthetic_test{suffix}").stat().st_size > 1000
     pdf = (runs / "se" / "confusion_synthetic_test.pdf").read_bytes()

@@ -377,6 +377,7 @@ def test_gradient_clipping_holds_at_every_update(mode, limit, compose_train, tmp
     from types import SimpleNamespace
 
     record = SimpleNamespace(placement=None, block=None, final={"top1": 1.0, "top5": 1.0}, best={"top1": 1.0},
-                             params=1, train_img_per_s=1.0, peak_memory_mb=1.0, final_ema=None, cost=None)
+                             params=1, attn_params=0, train_img_per_s=1.0, peak_memory_mb=1.0, final_ema=None,
+                             cost=None, images=None)
     values, _ = hparams(compose_train(small + [f"trainer.clip_grad={limit}", f"trainer.clip_mode={mode}"]), record)
     assert (values["clip_grad"], values["clip_mode"]) == (limit, mode)

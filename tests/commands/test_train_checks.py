@@ -12,7 +12,7 @@ from attn_bench.errors import ConfigError
     (["model.attn_position=first"], "first"),
     (["data.loader=bogus"], "unknown data.loader 'bogus'"),
     (["model.attn=se", "+model.attn_args.foo=1"], "attention 'se' has no argument(s) foo"),
-    (["trainer.scheduler.name=step"], "unknown scheduler 'step'; valid choices: cosine, tanh, poly"),
+    (["trainer.scheduler.name=onecycle"], "unknown scheduler 'onecycle'; valid choices: cosine, tanh, poly, multistep, step, plateau"),
     (["trainer.precision=fp8"], "unknown trainer.precision 'fp8'; valid choices: fp32, bf16, fp16"),
     (["model.stem=imagenet", "model=resnet50", "data.img_size=32"], None),  # 32 px >= stride 32: fine
     (["model.stem=imagenet", "model=resnet50", "data=imagefolder", "data.root=x", "data.num_classes=2",

@@ -332,8 +332,8 @@ def test_sk_off_resnext_is_labelled_not_a_published_network(caplog):
     from conftest import _compose_train
 
     record = SimpleNamespace(placement=placement, block=None, final={"top1": 1.0, "top5": 2.0},
-                             best={"top1": 1.0}, params=1, train_img_per_s=1.0, peak_memory_mb=1.0, final_ema=None,
-                             cost=None)
+                             best={"top1": 1.0}, params=1, attn_params=1, train_img_per_s=1.0, peak_memory_mb=1.0,
+                             final_ema=None, cost=None, images=None)
     values, _ = hparams(_compose_train(["model.attn=sk"]), record)
     assert values["attn_note"] == "not a published network"
     record.cost = {"gmacs": 1.0, "latency_ms": 1689.0, "throughput_img_per_s": 10.0, "latency_busy": True}
