@@ -29,18 +29,25 @@ def register() -> None:
     from hydra.core.plugins import Plugins
     from omegaconf import OmegaConf
 
-    from attn_bench.attention.registry import tag_sources
     from attn_bench.commands import completion
-    from attn_bench.rundir import dirname_for
     from hydra_plugins.attn_bench_launcher import submitit
     from hydra_plugins.attn_bench_launcher.gpu_queue import GpuQueueLauncher
 
-    OmegaConf.register_new_resolver("ab_dirname", lambda overrides: dirname_for(tag_sources(overrides)), replace=True)
+    OmegaConf.register_new_resolver("ab_dirname", _run_dirname, replace=True)
     completion.install(SUBCOMMANDS)
     Plugins.instance().register(GpuQueueLauncher)
     if submitit.LocalLauncher is not None:  # the optional submitit launchers, with attn-bench's sweep layout
         Plugins.instance().register(submitit.AttnBenchLocalLauncher)
         Plugins.instance().register(submitit.AttnBenchSlurmLauncher)
+
+
+def _run_dirname(overrides: str) -> str:
+    """``ab_dirname``: a run's directory name (imported on first use: the registry brings torch, which
+    ``--help`` and completion do not need)."""
+    from attn_bench.attention.registry import tag_sources
+    from attn_bench.rundir import dirname_for
+
+    return dirname_for(tag_sources(overrides))
 
 
 def unknown_subcommand(word: str) -> str:

@@ -9,7 +9,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 
 from attn_bench.errors import ConfigError
 
@@ -93,6 +92,8 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     # Serialised in memory first: torch's zip writer turns a full disk into "unexpected pos"; a plain
     # write raises the OSError (ENOSPC) that names the cause.
+    import torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return _atomic_write(path, lambda f: f.write(buffer.getbuffer()), "wb")

@@ -251,6 +251,23 @@ def test_a_mistyped_subcommand_is_answered_without_loading_torch():
     assert "unknown subcommand 'evl'" in proc.stderr and "eval" in proc.stderr
 
 
+@pytest.mark.parametrize("argv, env, expect", [
+    (["--help"], {}, "== Configuration groups =="),
+    (["-sc", "query=bash"], {"COMP_LINE": "attn-bench model.attn=s"}, "model.attn=se"),  # TAB completion
+    (["model.atn=se"], {}, "did you mean 'model.attn'"),  # a key typo
+])
+def test_help_completion_and_key_errors_answer_without_loading_torch(argv, env, expect):
+    """--help, completion and every error about config keys compose configs only: no torch or timm import
+    (measured: --help 3.75 s -> 0.51 s on a 2-core Xeon where `import torch` takes 1.41 s)."""
+    code = ("import sys\nfrom attn_bench.cli import main\ntry:\n    code = main(sys.argv[1:])\n"
+            "except SystemExit as stop:\n    code = stop.code\n"
+            "print('\\nMODULES', 'torch' in sys.modules, 'timm' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env})
+    assert proc.stdout.split("MODULES")[-1].split() == ["False", "False"], proc.stderr[-2000:]
+    assert expect in proc.stdout + proc.stderr
+
+
 def test_blocks_piped_keeps_each_backbone_on_one_line(capsys, monkeypatch):
     """Into a pipe or file (not a terminal) the tables are not wrapped at rich's 80-column default."""
     monkeypatch.delenv("COLUMNS", raising=False)

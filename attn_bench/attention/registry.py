@@ -13,14 +13,15 @@ import importlib
 import inspect
 import logging
 import re
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from attn_bench.attention import user
 from attn_bench.attention.sites import FEATURE_SITES
 from attn_bench.config import unescape_override
 from attn_bench.errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported with the first block, not with the names (--help, completion)
+    from torch import nn
 
 BASELINE = "none"
 log = logging.getLogger("attn_bench")

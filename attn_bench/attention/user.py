@@ -22,10 +22,12 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from attn_bench.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 ENTRY_POINT_GROUP = "attn_bench.blocks"
 _MODULE_PREFIX = "attn_bench_user_blocks"
@@ -174,12 +176,16 @@ def _import_module(module: str, spec: str) -> ModuleType:
 
 
 def _module_blocks(module: ModuleType) -> list[str]:
+    from torch import nn
+
     return sorted(name for name, value in vars(module).items()
                   if inspect.isclass(value) and issubclass(value, nn.Module) and value.__module__ == module.__name__)
 
 
 def load_class(spec: str) -> type[nn.Module]:
     """The class a ``file.py:Class`` or ``module:Class`` spec names, or a one-line ConfigError."""
+    from torch import nn
+
     where, class_name = _split(spec)
     module = _exec_file(_file_path(where, spec), spec) if is_file_spec(where) else _import_module(where, spec)
     cls = module

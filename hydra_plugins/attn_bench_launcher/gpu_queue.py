@@ -20,9 +20,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from attn_bench.commands.train.spec import expect_at_launch, resolve_spec
 from attn_bench.errors import ConfigError, check, fail
-from attn_bench.data.identity import dataset_identity
 from attn_bench.rundir import check_same_run, is_completed, read_record
 from attn_bench.sweeps.queue import Job
 from attn_bench.sweeps.sweep import check_jobs_differ, check_sweep_dir, job_dirnames, run_sweep, search_path, swept_keys
@@ -56,6 +54,9 @@ class GpuQueueLauncher(Launcher):
         holds this job on this data (else it would be skipped with another run's numbers), and leave
         each job to run what was checked here (its block's source as hashed now): a mistake in one
         stops the sweep before any job runs."""
+        from attn_bench.commands.train.spec import expect_at_launch, resolve_spec  # torch, timm: when a sweep runs
+        from attn_bench.data.identity import dataset_identity
+
         identities: dict[str, dict] = {}
         try:
             check(self.cpu_workers >= 1, f"hydra.launcher.cpu_workers must be at least 1, got {self.cpu_workers}")

@@ -20,12 +20,10 @@ from hydra.core.utils import JobReturn, JobStatus
 
 from omegaconf import OmegaConf
 
-from attn_bench.commands.train.spec import expect_at_launch, resolve_spec
 from attn_bench.errors import ConfigError, check, fail
 from attn_bench.rundir import is_completed, read_record
 from attn_bench.sweeps.queue import Job, thread_share
 from attn_bench.sweeps.sweep import check_jobs_differ, check_sweep_dir, finish_sweep, job_dirnames, swept_keys
-from attn_bench.training.validate import per_rank_batch
 
 try:  # an optional dependency (the `slurm` extra)
     from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
@@ -35,6 +33,8 @@ except ImportError:  # pragma: no cover - without it these launchers do not exis
 
 class _SweepLayout:
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from attn_bench.commands.train.spec import expect_at_launch  # torch, timm: when a sweep runs
+
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
         job_overrides = [list(overrides) for overrides in job_overrides]
         names = job_dirnames(job_overrides, swept_keys(self.config))
@@ -70,6 +70,9 @@ class _SweepLayout:
         check(gpus == 0 or tasks <= gpus,
               f"hydra.launcher.tasks_per_node={tasks} is more than hydra.launcher.gpus_per_node={gpus}: each task "
               f"is one rank on one GPU; request as many GPUs per node as tasks")
+        from attn_bench.commands.train.spec import resolve_spec
+        from attn_bench.training.validate import per_rank_batch
+
         ranks = tasks * int(self.params.get("nodes") or 1)
         specs = []
         for overrides in job_overrides:

@@ -14,7 +14,6 @@ from rich.console import Console
 from attn_bench.config import (CONFIG_GROUPS, CONFIG_MODULE, check_override_keys, group_options, unescape_override,
                                user_config_dirs)
 from attn_bench.errors import ConfigError, fail
-from attn_bench.models.labels import backbone_label, block_label
 from attn_bench.rundir import OUTPUTS_ENV, RunRecord, outputs_root
 
 
@@ -59,6 +58,8 @@ def print_config_tree(cfg) -> None:
 def print_run_summary(record: RunRecord) -> None:
     """What the run measured, as one table (the same figures are in metrics.json)."""
     from rich.table import Table
+
+    from attn_bench.models.labels import backbone_label, block_label  # the models package brings timm
 
     config, cost = record.config, record.cost or {}
     model = config["model"]
@@ -126,8 +127,6 @@ def main(argv: list[str]) -> int:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from attn_bench.commands.train.run import run_training
-
     check_modes(argv)
     check_overrides(argv)
     check_override_keys(argv)
@@ -135,6 +134,8 @@ def main(argv: list[str]) -> int:
 
     @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")
     def train(cfg) -> float | None:
+        from attn_bench.commands.train.run import run_training  # torch and timm: only when a run starts
+
         hc = HydraConfig.get()
         if hc.mode != RunMode.MULTIRUN and cfg.print_config and int(os.environ.get("RANK", 0)) == 0:
             print_config_tree(cfg)
