@@ -46,7 +46,7 @@ SPEC_PARTS = ("config", "data", "block", "placement", "pretrained", "device")
 # (the device and data.root included: a different GPU or folder is a different measurement).
 NO_EFFECT_KEYS = frozenset({"trainer.progress", "trainer.log_every_steps", "trainer.checkpoint_every_steps",
                             "trainer.checkpoint_every_minutes",
-                            "data.download", "data.cache_dir", "measure_cost"})
+                            "data.download", "data.cache_dir", "measure_cost", "print_config"})
 
 
 def dirname_for(overrides: str) -> str:

@@ -66,7 +66,7 @@ def job_command(job: Job, searchpath: Sequence[str] = ()) -> list[str]:
     (``--config-dir``, ``hydra.searchpath``), so that the job composes the config the sweep checked."""
     extra = [f"hydra.searchpath=[{','.join(repr(str(p)) for p in searchpath)}]"] if searchpath else []
     return [sys.executable, "-c", JOB_BOOTSTRAP, *job.overrides, f"hydra.run.dir='{job.run_dir}'",
-            "trainer.progress=false", *extra]
+            "trainer.progress=false", "print_config=false", *extra]  # no bar, no config tree in job.log
 
 
 def search_path(hydra_cfg) -> list[str]:

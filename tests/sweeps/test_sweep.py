@@ -96,6 +96,9 @@ def test_sweep_runs_every_job_and_a_rerun_resumes_a_killed_one_and_recomputes_no
     assert all(m["status"] == "completed" for m in metrics.values())
     assert {m["config"]["model"]["attn"] for m in metrics.values()} == {"none", "se"}
     assert {m["device"] for m in metrics.values()} == {f"cpu ({max(1, os.cpu_count() // 2)} threads)"}  # a share each
+    for name in metrics:  # a job's log: its training, not the config tree a single run starts with
+        log_text = (root / name / "job.log").read_text()
+        assert "config (resolved)" not in log_text and "epoch 1/" in log_text, name
     launch = json.loads((root / "sweep_summary.json").read_text())["launches"][-1]
     assert {j["device"] for j in launch["jobs"]} == {"0", "1"}
     for m in metrics.values():  # the summary shows each job's final top-1, then what to run next
