@@ -18,6 +18,15 @@ def save_pdf(fig, path: Path, **savefig_kwargs) -> Path:
 
 
 PNG_DPI = 300
+
+
+def save_png_and_pdf(fig, stem: Path, **savefig_kwargs) -> list[Path]:
+    """``stem``.png at 300 dpi (slides, the README) and ``stem``.pdf (papers), both written atomically."""
+    png = atomic_write_with(stem.with_suffix(".png"),
+                            lambda f: fig.savefig(f, format="png", dpi=PNG_DPI, **savefig_kwargs))
+    return [png, save_pdf(fig, stem.with_suffix(".pdf"), **savefig_kwargs)]
+
+
 TICKS_UP_TO = 20  # classes; beyond, the axes are left without per-class tick labels
 
 
@@ -42,5 +51,4 @@ def confusion_figure(counts: list[list[int]], title: str, stem: Path) -> list[Pa
     ax.set_title(title, fontsize=8)
     for item in [ax.xaxis.label, ax.yaxis.label, *ax.get_xticklabels(), *ax.get_yticklabels()]:
         item.set_fontsize(8)
-    png = atomic_write_with(stem.with_suffix(".png"), lambda f: fig.savefig(f, format="png", dpi=PNG_DPI))
-    return [png, save_pdf(fig, stem.with_suffix(".pdf"))]
+    return save_png_and_pdf(fig, stem)

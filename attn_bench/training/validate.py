@@ -48,6 +48,25 @@ def mixup_on(t: DictConfig) -> bool:
     return t.mixup.mixup_alpha > 0 or t.mixup.cutmix_alpha > 0
 
 
+def _check_scheduler(s: DictConfig) -> None:
+    """The keys the chosen schedule reads (multistep's epochs, step's period, plateau's patience, their decay)."""
+    if s.name == "multistep":
+        epochs = list(s.decay_epochs or [])
+        require(bool(epochs) and all(isinstance(e, (int, float)) and 0 < e for e in epochs) and epochs == sorted(epochs),
+                f"trainer.scheduler.decay_epochs must be increasing positive epochs, got {epochs}")
+    if s.name in ("step", "plateau", "multistep"):
+        check_number(s.decay_rate, "trainer.scheduler.decay_rate")
+        require(0 < s.decay_rate <= 1,
+                f"trainer.scheduler.decay_rate must be in (0, 1], got {s.decay_rate}")
+    if s.name == "step":
+        check_number(s.step_epochs, "trainer.scheduler.step_epochs")
+        require(s.step_epochs > 0, f"trainer.scheduler.step_epochs must be positive, got {s.step_epochs}")
+    if s.name == "plateau":
+        check_number(s.patience_epochs, "trainer.scheduler.patience_epochs", integer=True)
+        require(s.patience_epochs >= 0,
+                f"trainer.scheduler.patience_epochs must be >= 0, got {s.patience_epochs}")
+
+
 def check(t: DictConfig) -> None:
     """Every mistake a ``trainer`` node can hold that shows without a device or data."""
     check_known_keys(t, "trainer", shipped_keys("trainer/quick.yaml"))  # every recipe starts from quick
@@ -56,21 +75,7 @@ def check(t: DictConfig) -> None:
     _choice(t.scheduler.name, SCHEDULERS, "scheduler")
     require(isinstance(t.optimizer.get("decay_norm_and_bias", False), bool),
             f"trainer.optimizer.decay_norm_and_bias must be true or false, got {t.optimizer.get('decay_norm_and_bias')!r}")
-    if t.scheduler.name == "multistep":
-        epochs = list(t.scheduler.decay_epochs or [])
-        require(bool(epochs) and all(isinstance(e, (int, float)) and 0 < e for e in epochs) and epochs == sorted(epochs),
-                f"trainer.scheduler.decay_epochs must be increasing positive epochs, got {epochs}")
-    if t.scheduler.name in ("step", "plateau", "multistep"):
-        check_number(t.scheduler.decay_rate, "trainer.scheduler.decay_rate")
-        require(0 < t.scheduler.decay_rate <= 1,
-                f"trainer.scheduler.decay_rate must be in (0, 1], got {t.scheduler.decay_rate}")
-    if t.scheduler.name == "step":
-        check_number(t.scheduler.step_epochs, "trainer.scheduler.step_epochs")
-        require(t.scheduler.step_epochs > 0, f"trainer.scheduler.step_epochs must be positive, got {t.scheduler.step_epochs}")
-    if t.scheduler.name == "plateau":
-        check_number(t.scheduler.patience_epochs, "trainer.scheduler.patience_epochs", integer=True)
-        require(t.scheduler.patience_epochs >= 0,
-                f"trainer.scheduler.patience_epochs must be >= 0, got {t.scheduler.patience_epochs}")
+    _check_scheduler(t.scheduler)
     resolve_precision(t.precision)
     require(t.epochs > 0, f"trainer.epochs must be a positive integer, got {t.epochs}")
     require(t.batch_size > 0, f"trainer.batch_size must be a positive integer, got {t.batch_size}")

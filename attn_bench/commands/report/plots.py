@@ -12,9 +12,8 @@ from typing import Any
 
 from rich.console import Console
 
-from attn_bench.commands.figures import save_pdf
+from attn_bench.commands.figures import save_png_and_pdf
 from attn_bench.commands.report.rows import context
-from attn_bench.io import atomic_write_with
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 COST_AXES = {"gmacs": "GMACs (batch 1)", "latency_ms": "latency (ms, batch 1)"}
@@ -29,15 +28,13 @@ def _std(value: float) -> float:
     return 0.0 if value != value else value  # NaN (one seed) -> no error bar
 
 
-PNG_DPI = 300
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", ":", "-.")
 
 
 def _save(fig, path: Path) -> Path:
     """A 300-dpi PNG for slides and the README, and the same figure as a vector PDF for papers."""
-    save_pdf(fig, path.with_suffix(".pdf"), bbox_inches="tight")
-    return atomic_write_with(path, lambda f: fig.savefig(f, format="png", dpi=PNG_DPI, bbox_inches="tight"))
+    return save_png_and_pdf(fig, path.with_suffix(""), bbox_inches="tight")[0]
 
 
 def _plain_axes(ax) -> None:

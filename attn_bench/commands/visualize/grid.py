@@ -9,10 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attn_bench.commands.figures import save_pdf
-from attn_bench.io import atomic_write_with
+from attn_bench.commands.figures import save_png_and_pdf
 
-PNG_DPI = 300
 CELL_IN = 1.1  # inches per image: 8 images fit a two-column figure (~9 in)
 
 
@@ -56,9 +54,7 @@ def draw(raw: torch.Tensor, labels: torch.Tensor, names: list[str], rows: list[R
 
 
 def save(fig, stem: Path) -> list[Path]:
-    png = atomic_write_with(stem.with_suffix(".png"), lambda f: fig.savefig(f, format="png", dpi=PNG_DPI))
-    pdf = save_pdf(fig, stem.with_suffix(".pdf"))
-    return [png, pdf]
+    return save_png_and_pdf(fig, stem)
 
 
 def as_array(fig) -> np.ndarray:
