@@ -83,7 +83,7 @@ class Difference:
 ADDED_KEYS = {"model.drop_path_rate": 0.0, "trainer.clip_grad": None, "trainer.clip_mode": "norm",
               "trainer.optimizer.lr_base": None, "trainer.optimizer.lr_base_size": 256,
               "trainer.optimizer.lr_base_scale": "auto", "trainer.scheduler.step_epochs": 30,
-              "trainer.scheduler.patience_epochs": 10}
+              "trainer.scheduler.patience_epochs": 10, "trainer.accumulate_steps": 1}
 
 
 def _config_difference(old: dict[str, Any], new: dict[str, Any]) -> Difference | None:

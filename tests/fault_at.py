@@ -73,7 +73,7 @@ def _patch(point: str) -> None:
         watch = Trainer._watch_divergence
 
         def watch_poisoned(self, loss):
-            if os.environ.get("RANK") == "1" and int(self._step_counter) == 4:  # the counter before step 5
+            if os.environ.get("RANK") == "1" and int(self._step_counter) == 5:  # step 5 (its update's number)
                 loss = loss * float("nan")
             watch(self, loss)
 

@@ -57,7 +57,7 @@ def test_unknown_names_list_the_valid_choices(args, fragments, capsys):
     ("data=imagefolder", "missing value(s) for data.num_classes, data.root"),
     ("trainer.optimizer.lr=abc", "trainer.optimizer.lr must be a number, got 'abc'"),
     ("trainer.optimizer.lr=inf", "trainer.optimizer.lr must be a finite number, got inf"),
-    ("+trainer.swa=true", "unknown key trainer.swa: nothing reads it; valid keys under trainer: batch_size"),
+    ("+trainer.swa=true", "unknown key trainer.swa: nothing reads it; valid keys under trainer: accumulate_steps, batch_size"),
     ("trainer.optimizer.weight_decay=nan", "trainer.optimizer.weight_decay must be a finite number, got nan"),
     ("data.img_size=64", "synthetic images are 32x32; data.img_size=64 is not supported"),
     ("data.eval_subset_per_class=0", "data.eval_subset_per_class must be a positive integer or null"),

@@ -107,10 +107,11 @@ def resolve_lr(t: DictConfig) -> None:
     if o.get("lr_base") is None:
         return
     scale = o.lr_base_scale if o.lr_base_scale != "auto" else ("sqrt" if o.name == "adamw" else "linear")
-    ratio = t.batch_size / o.lr_base_size
+    update_batch = t.batch_size * int(t.get("accumulate_steps", 1))  # timm: batch x ranks x grad-accum steps
+    ratio = update_batch / o.lr_base_size
     o.lr = float(o.lr_base * (ratio ** 0.5 if scale == "sqrt" else ratio))
     log.info("trainer.optimizer.lr = %g: lr_base %g x (batch %d / %d)%s (timm's --lr-base rule; it replaces lr)",
-             o.lr, o.lr_base, t.batch_size, o.lr_base_size, "^0.5" if scale == "sqrt" else "")
+             o.lr, o.lr_base, update_batch, o.lr_base_size, "^0.5" if scale == "sqrt" else "")
 
 
 def build_optimizer(model: nn.Module, cfg: DictConfig):

@@ -121,7 +121,8 @@ class Trainer:
             self.criterion = SoftTargetCrossEntropy()
         self.precision = precision  # resolved once by the run, with its device checked
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision.grad_scaler)
-        self.steps_per_epoch = len(train_loader)
+        self.steps_per_epoch = len(train_loader)  # batches; the updates are ceil(batches / accumulate_steps)
+        self.accumulate = int(cfg.get("accumulate_steps", 1))
 
     # --- state ------------------------------------------------------------------------------
 
@@ -165,20 +166,49 @@ class Trainer:
     def _autocast(self):
         return self.precision.autocast(self.device)
 
+    def _accumulation(self, batch: int) -> tuple[int, bool]:
+        """(micro-batches in the update that batch ``batch`` of the epoch belongs to, whether it is that
+        update's last). Updates group ``accumulate_steps`` batches from the epoch's first; the epoch's
+        last update takes the remainder, its loss divided by that count (timm's train.py)."""
+        k, batches = self.accumulate, self.steps_per_epoch
+        group_start = batch - batch % k
+        size = min(k, batches - group_start)
+        return size, batch == group_start + size - 1
+
+    def update_boundary(self, batch: int) -> bool:
+        """Whether ``batch`` batches done in an epoch ends an update (no gradient is half-accumulated):
+        the only places a checkpoint is written, so that a resumed run redoes whole updates."""
+        return batch % self.accumulate == 0 or batch == self.steps_per_epoch
+
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, state: TrainState) -> tuple[torch.Tensor, torch.Tensor]:
-        """One update. Returns the loss and the number correct as device tensors: reading them here
-        would stall a GPU every step, so the loop reads them only at its sync points."""
+        """One batch: forward and backward, and the update when it completes one (``accumulate_steps``).
+        Returns the loss and the number correct as device tensors: reading them here would stall a GPU
+        every step, so the loop reads them only at its sync points."""
+        size, update = self._accumulation(state.batch)
+        first = state.batch % self.accumulate == 0
         target = y
         if self.mixup is not None:
-            # timm draws lambda from numpy's global RNG: seeded from (seed, step), so that a resumed run
-            # mixes exactly as an uninterrupted one
-            np.random.seed((self.seed * 1_000_003 + state.step) % 2**32)
+            # timm draws lambda from numpy's global RNG: seeded from (seed, batch of the run), so that a
+            # resumed run mixes exactly as an uninterrupted one (the batch of the run is the step unaccumulated)
+            np.random.seed((self.seed * 1_000_003 + state.epoch * self.steps_per_epoch + state.batch) % 2**32)
             x, target = self.mixup(x, y)
-        with self._autocast():
-            logits = self.model(x)
-            loss = self.criterion(logits, target)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        if first:
+            self.optimizer.zero_grad(set_to_none=True)
+        no_sync = getattr(self.model, "no_sync", None)  # DDP: all-reduce once, at the update's batch
+        with no_sync() if no_sync is not None and not update else contextlib.nullcontext():
+            with self._autocast():
+                logits = self.model(x)
+                loss = self.criterion(logits, target)
+            self.scaler.scale(loss / size if size > 1 else loss).backward()
+        if first:
+            self._step_counter += 1  # divergence is reported at the update this batch belongs to
+        loss = loss.detach().float()
+        self._watch_divergence(loss)
+        if update:
+            self._update(state)
+        return loss, (logits.detach().argmax(1) == y).sum()
+
+    def _update(self, state: TrainState) -> None:
         if self.cfg.clip_grad is not None:  # on the true gradients: unscaled first (fp16), as timm's train.py does
             self.scaler.unscale_(self.optimizer)
             dispatch_clip_grad(self.model.parameters(), value=float(self.cfg.clip_grad), mode=self.cfg.clip_mode)
@@ -188,9 +218,6 @@ class Trainer:
         self.scheduler.step_update(state.step)
         if self.ema is not None:
             self.ema.update(self.model, step=state.step)  # zips state dicts in order: DDP/compile wrappers are fine
-        loss = loss.detach().float()
-        self._watch_divergence(loss)
-        return loss, (logits.detach().argmax(1) == y).sum()
 
     def watch_divergence_from(self, step: int) -> None:
         """Start remembering the first non-finite loss (each epoch, from its first step)."""
@@ -200,7 +227,6 @@ class Trainer:
 
     def _watch_divergence(self, loss: torch.Tensor) -> None:
         """Remember, on the device, the first step whose loss was not finite (0 while all are)."""
-        self._step_counter += 1
         first = (self._first_bad_step == 0) & ~torch.isfinite(loss)
         self._first_bad_step = torch.where(first, self._step_counter, self._first_bad_step)
         self._first_bad_loss = torch.where(first, loss, self._first_bad_loss)
@@ -245,7 +271,8 @@ class Trainer:
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         task = self.progress.start_epoch(state.epoch + 1, self.steps_per_epoch, state.batch) if self.progress else None
         every, log_every = int(self.cfg.checkpoint_every_steps), int(self.cfg.log_every_steps)
-        sync_every = min(log_every, max(1, self.steps_per_epoch // 50))  # progress bar ~50 updates per epoch
+        updates = -(-self.steps_per_epoch // self.accumulate)
+        sync_every = min(log_every, max(1, updates // 50))  # progress bar ~50 updates per epoch
         unsynced, tick = 0, time.perf_counter()
         for x, y in self.train_loader.iterate(start_batch=state.batch):
             loss, batch_correct = self._train_step(x, y, state)
@@ -254,6 +281,8 @@ class Trainer:
             stats["seen"] += y.numel()
             state.batch += 1
             unsynced += 1
+            if not self.update_boundary(state.batch):  # mid-update: nothing to log or save yet
+                continue
             save = every and state.step % every == 0 and state.batch < self.steps_per_epoch
             if not (save or state.step % sync_every == 0 or state.step % log_every == 0
                     or state.batch == self.steps_per_epoch):

@@ -15,7 +15,7 @@ def _choice(value, choices, what: str) -> None:
 
 
 def _check_types(t: DictConfig) -> None:
-    for key in ("epochs", "batch_size", "log_every_steps", "checkpoint_every_steps"):
+    for key in ("epochs", "batch_size", "accumulate_steps", "log_every_steps", "checkpoint_every_steps"):
         check_number(t[key], f"trainer.{key}", integer=True)
     for key in ("lr", "weight_decay", "momentum"):
         if key in t.optimizer:
@@ -83,6 +83,7 @@ def check(t: DictConfig) -> None:
     _check_lr_base(t.optimizer)
     require(t.optimizer.weight_decay >= 0, f"trainer.optimizer.weight_decay must be >= 0, got {t.optimizer.weight_decay}")
     require(0 <= t.label_smoothing < 1, f"trainer.label_smoothing must be in [0, 1), got {t.label_smoothing}")
+    require(t.accumulate_steps > 0, f"trainer.accumulate_steps must be a positive integer, got {t.accumulate_steps}")
     if t.clip_grad is not None:
         check_number(t.clip_grad, "trainer.clip_grad")
         require(t.clip_grad > 0, f"trainer.clip_grad must be positive (null = no clipping), got {t.clip_grad}")

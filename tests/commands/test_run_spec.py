@@ -300,6 +300,7 @@ def test_a_run_recorded_before_a_key_existed_is_the_same_run_with_its_default(co
     today = OmegaConf.to_container(cfg, resolve=True)
     older = json.loads(json.dumps(today))
     del older["model"]["drop_path_rate"], older["trainer"]["clip_grad"], older["trainer"]["clip_mode"]
+    del older["trainer"]["accumulate_steps"]
     for key in ("lr_base", "lr_base_size", "lr_base_scale"):
         del older["trainer"]["optimizer"][key]
     for key in ("step_epochs", "patience_epochs"):
@@ -307,7 +308,7 @@ def test_a_run_recorded_before_a_key_existed_is_the_same_run_with_its_default(co
     assert set(ADDED_KEYS) == {"model.drop_path_rate", "trainer.clip_grad", "trainer.clip_mode",
                                "trainer.optimizer.lr_base", "trainer.optimizer.lr_base_size",
                                "trainer.optimizer.lr_base_scale", "trainer.scheduler.step_epochs",
-                               "trainer.scheduler.patience_epochs"}
+                               "trainer.scheduler.patience_epochs", "trainer.accumulate_steps"}
     assert spec_difference({"config": older}, {"config": today}) is None
     changed = OmegaConf.to_container(compose_train(TINY + ["model.drop_path_rate=0.1"]), resolve=True)
     found = spec_difference({"config": older}, {"config": changed})

@@ -14,6 +14,8 @@ from attn_bench.errors import ConfigError
     (["model.attn=se", "+model.attn_args.foo=1"], "attention 'se' has no argument(s) foo"),
     (["trainer.scheduler.name=onecycle"], "unknown scheduler 'onecycle'; valid choices: cosine, tanh, poly, multistep, step, plateau"),
     (["trainer.precision=fp8"], "unknown trainer.precision 'fp8'; valid choices: fp32, bf16, fp16"),
+    (["trainer.accumulate_steps=0"], "trainer.accumulate_steps must be a positive integer, got 0"),
+    (["trainer.accumulate_steps=1.5"], "trainer.accumulate_steps must be an integer, got 1.5"),
     (["model.stem=imagenet", "model=resnet50", "data.img_size=32"], None),  # 32 px >= stride 32: fine
     (["model.stem=imagenet", "model=resnet50", "data=imagefolder", "data.root=x", "data.num_classes=2",
       "data.img_size=16"], "img_size=16 is too small for resnet50 with the imagenet stem"),

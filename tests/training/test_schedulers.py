@@ -114,6 +114,7 @@ def test_the_abn_recipe_composes_to_its_official_settings_and_schedule(compose_t
     (["trainer.optimizer.lr_base=0.1", "trainer.batch_size=64", "trainer.optimizer.name=adamw"], 0.1 * 0.5),  # sqrt
     (["trainer.optimizer.lr_base=0.1", "trainer.batch_size=64", "trainer.optimizer.lr_base_scale=sqrt"], 0.05),
     (["trainer.optimizer.lr_base=0.2", "trainer.batch_size=512", "trainer.optimizer.lr_base_size=128"], 0.8),
+    (["trainer.optimizer.lr_base=0.1", "trainer.batch_size=64", "trainer.accumulate_steps=2"], 0.1 * 128 / 256),
     (["trainer.optimizer.lr=0.03"], 0.03),  # lr_base null: lr as given
 ])
 def test_lr_base_sets_the_lr_the_run_records_and_the_optimiser_starts_from(compose_train, overrides, expected, caplog):

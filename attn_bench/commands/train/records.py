@@ -19,7 +19,7 @@ HPARAM_KEYS = {  # every setting that tells two runs of a sweep apart
     "backbone": "model.backbone", "timm_kwargs": "model.timm_kwargs", "stem": "model.stem", "attn": "model.attn",
     "attn_args": "model.attn_args", "attn_stages": "model.attn_stages", "attn_position": "model.attn_position",
     "img_size": "data.img_size", "dataset": "data.name", "epochs": "trainer.epochs",
-    "batch_size": "trainer.batch_size", "optimizer": "trainer.optimizer.name", "lr": "trainer.optimizer.lr",
+    "batch_size": "trainer.batch_size", "accumulate_steps": "trainer.accumulate_steps", "optimizer": "trainer.optimizer.name", "lr": "trainer.optimizer.lr",
     "weight_decay": "trainer.optimizer.weight_decay", "precision": "trainer.precision", "ema": "trainer.ema.enabled", "ema_decay": "trainer.ema.decay", "seed": "seed",
     "label_smoothing": "trainer.label_smoothing", "clip_grad": "trainer.clip_grad", "clip_mode": "trainer.clip_mode",
     "drop_path_rate": "model.drop_path_rate", "scheduler": "trainer.scheduler.name",

@@ -133,7 +133,8 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device, p
         log.warning("left out %d unreadable image(s) (data.skip_corrupt=true); metrics.json counts them",
                     train_loader.skipped + eval_loader.skipped)
     optimizer = build_optimizer(raw_model, t.optimizer)
-    scheduler = build_scheduler(optimizer, t.scheduler, t.epochs, len(train_loader))
+    updates_per_epoch = -(-len(train_loader) // int(t.accumulate_steps))  # the last takes the remainder
+    scheduler = build_scheduler(optimizer, t.scheduler, t.epochs, updates_per_epoch)
     checkpoint = load_checkpoint(run_dir / LAST_CKPT) if resume else None
     logger = TensorBoardLogger(run_dir, dist.is_main, purge_step=checkpoint["step"] + 1 if resume else None)
     state = TrainState()
