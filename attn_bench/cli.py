@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "blocks": "attn_bench.commands.blocks",
     "check-block": "attn_bench.commands.check_block",
     "eval": "attn_bench.commands.eval",
+    "export": "attn_bench.commands.export",
     "profile": "attn_bench.commands.profile",
     "report": "attn_bench.commands.report",
     "visualize": "attn_bench.commands.visualize",

@@ -128,7 +128,7 @@ def test_a_run_prints_what_it_measured_and_lands_in_its_named_directory(tmp_path
 @pytest.mark.parametrize("line, expected, absent", [
     ("attn-bench model.attn=", {"model.attn=none", "model.attn=se", "model.attn=gam", "model.attn=triplet"}, set()),
     ("attn-bench -m model.attn=none,c", {"model.attn=none,ca", "model.attn=none,cbam"}, {"model.attn=none,se"}),
-    ("attn-bench ", {"blocks", "check-block", "profile", "report", "visualize", "model=", "data="}, set()),
+    ("attn-bench ", {"blocks", "check-block", "export", "profile", "report", "visualize", "model=", "data="}, set()),
     ("attn-bench pro", {"profile"}, {"report"}),
     ("attn-bench data=", {"data=cifar10", "data=synthetic"}, set()),  # Hydra's own completion still works
 ])
@@ -208,7 +208,7 @@ def test_everything_the_help_texts_name_is_accepted(attn_bench_cli, tmp_path):
 
     top = help_text("--help")
     named = re.findall(r"attn-bench ([a-z][a-z-]+)", top.split("Subcommands", 1)[1].split("== Configuration groups")[0])
-    assert set(named) == {"blocks", "check-block", "eval", "profile", "report", "visualize"}  # every one, no other
+    assert set(named) == {"blocks", "check-block", "eval", "export", "profile", "report", "visualize"}  # every one
     groups = re.findall(r"^(\w+): ([\w, ]+)$", top.split("== Configuration groups ==", 1)[1].split("== Config ==")[0],
                         re.M)
     assert {g for g, _ in groups} >= {"data", "model", "trainer", "experiment", "debug"}
@@ -233,7 +233,7 @@ def test_everything_the_help_texts_name_is_accepted(attn_bench_cli, tmp_path):
     (["+trainer.epoch=2"], "unknown key trainer.epoch: nothing reads it; did you mean 'trainer.epochs'?"),
     (["data=imagefolder", "data.rot=/x"], "unknown key 'data.rot'; did you mean 'data.root'?"),  # root is ??? there
     (["evall"], "unknown subcommand 'evall'; did you mean 'eval'? valid subcommands: blocks, check-block, eval, "
-                "profile, report, visualize"),
+                "export, profile, report, visualize"),
 ])
 def test_a_typo_in_a_key_or_a_subcommand_is_one_line_with_the_closest_name(args, line, attn_bench_cli, tmp_path):
     proc = attn_bench_cli(*args)

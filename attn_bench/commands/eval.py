@@ -48,17 +48,18 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_intermixed_args(argv)
 
 
-def _locate(target: Path, ckpt: str | None) -> tuple[Path, Path]:
-    """(run directory, checkpoint file)."""
-    check(target.exists(), f"eval: '{target}' does not exist; give a run directory or a checkpoint in one")
+def locate_checkpoint(target: Path, ckpt: str | None, command: str = "eval") -> tuple[Path, Path]:
+    """(run directory, checkpoint file) of a run directory or a checkpoint file in one (eval, export)."""
+    check(target.exists(), f"{command}: '{target}' does not exist; give a run directory or a checkpoint in one")
     if target.is_file():
-        check(ckpt is None, f"eval: --ckpt picks a checkpoint of a run directory; '{target}' is already a file")
+        check(ckpt is None, f"{command}: --ckpt picks a checkpoint of a run directory; '{target}' is already a file")
         run_dir, path = target.parent, target
     else:
         run_dir, path = target, target / CHECKPOINTS[ckpt or "last"]
-        check(path.exists(), f"eval: {run_dir} has no {path.name} (a run that never finished an epoch, or "
+        check(path.exists(), f"{command}: {run_dir} has no {path.name} (a run that never finished an epoch, or "
                              f"not a run directory)")
-    check((run_dir / CONFIG_FILE).exists(), f"eval: {run_dir} has no {CONFIG_FILE}: not an attn-bench run directory")
+    check((run_dir / CONFIG_FILE).exists(),
+          f"{command}: {run_dir} has no {CONFIG_FILE}: not an attn-bench run directory")
     return run_dir, path
 
 
@@ -109,7 +110,7 @@ def evaluate_run(target: Path, overrides: list[str] = (), ckpt: str | None = Non
     from attn_bench.training.checkpoint import load_run_model
     from attn_bench.training.trainer import evaluate
 
-    run_dir, path = _locate(target, ckpt)
+    run_dir, path = locate_checkpoint(target, ckpt)
     run_cfg = OmegaConf.load(run_dir / CONFIG_FILE)
     data = _data_config(run_cfg, list(overrides))
     dev = resolve_device(device)
