@@ -200,7 +200,7 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path, capsys, make, args, fra
 def test_report_on_real_training_runs(compose_train, tiny_train, tmp_path, capsys):
     from attn_bench.commands.train import run_training
 
-    small = ["data.train_size=500", "data.test_size=200", "trainer.epochs=1"]
+    small = ["data.train_size=200", "data.test_size=100", "trainer.epochs=1"]
     for block in ("none", "se"):
         for seed in (0, 1):  # cost (MACs, timings) from seed 0 only: it takes longer than the training
             overrides = [f"model.attn={block}", f"seed={seed}", f"measure_cost={seed == 0}"]

@@ -13,7 +13,7 @@ from attn_bench.commands.train import run_training
 from conftest import TINY_TRAIN, _compose_train
 
 DETERMINISTIC = ["trainer.deterministic=true", "trainer.epochs=3", "trainer.checkpoint_every_steps=3",
-                 "data.train_size=600", "data.test_size=200", "trainer.batch_size=40", "measure_cost=false",
+                 "data.train_size=300", "data.test_size=100", "trainer.batch_size=20", "measure_cost=false",
                  "device=cpu"]  # bit-identity is claimed on the CPU; a GPU kernel may differ run to run
 
 
@@ -271,7 +271,7 @@ def test_ema_weights_differ_are_what_final_ema_evaluates_and_resume_exactly(tmp_
     cfg = _compose_train(overrides)
     model = model_from_config(cfg.model, 10, 32).model
     model.load_state_dict(ema)
-    stats = evaluate(model, build_eval_loader(cfg.data, 40, torch.device("cpu")), torch.device("cpu"))
+    stats = evaluate(model, build_eval_loader(cfg.data, 20, torch.device("cpu")), torch.device("cpu"))
     assert stats["eval_top1"] == straight["final_ema"]["top1"]  # final_ema is these weights' score
     assert stats["eval_loss"] == pytest.approx(straight["final_ema"]["loss"], rel=1e-12)
     assert straight["final_ema"]["loss"] != straight["final"]["loss"]  # and not the raw weights'
@@ -298,9 +298,9 @@ def test_mixup_and_cutmix_give_soft_targets_and_resume_exactly(tmp_path, monkeyp
     straight_dir = tmp_path / "straight"
     straight = run_training(_compose_train(overrides), straight_dir)
     monkeypatch.undo()
-    assert len(targets) == 45 and targets[0].shape == (40, 10) and targets[0].dtype.is_floating_point
+    assert len(targets) == 45 and targets[0].shape == (20, 10) and targets[0].dtype.is_floating_point
     mixed = [t for t in targets if (t.max(1).values < 0.9 - 1e-6).any()]  # not one-hot-with-smoothing
-    assert mixed and all(torch.allclose(t.sum(1), torch.ones(40)) for t in targets)
+    assert mixed and all(torch.allclose(t.sum(1), torch.ones(20)) for t in targets)
     plain = run_training(_compose_train(TINY_TRAIN + DETERMINISTIC + ["trainer.label_smoothing=0.1"]),
                          tmp_path / "plain")
     assert _results(plain) != _results(straight)  # mixing changed what was learned

@@ -295,7 +295,7 @@ def exited(pid: int, timeout: float) -> bool:
 @pytest.mark.parametrize("how", [signal.SIGKILL, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
 def test_jobs_die_with_the_sweep_and_a_rerun_resumes_cleanly(tmp_path, sweep, how):
     env = dict(os.environ, ATTN_BENCH_OUTPUTS=str(tmp_path / "outputs"))
-    swept = ["model.attn=none,se", *TINY, "data.train_size=1000", "trainer.epochs=2", "hydra.launcher.cpu_workers=2"]
+    swept = ["model.attn=none,se", *TINY, "data.train_size=400", "trainer.epochs=2", "hydra.launcher.cpu_workers=2"]
     parent = subprocess.Popen([sys.executable, "-m", "attn_bench", "-m", *swept], cwd=tmp_path, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     for line in parent.stdout:  # Hydra's log: each job once its process runs (Popen returns after exec)
