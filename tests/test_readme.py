@@ -42,6 +42,8 @@ NOT_HERE = {
     "device=cuda": "needs a GPU",
     "mylab.attention:SRMGate": "a class in the reader's own installed package",
     "experiment=gc_ablation": "the example trains on /datasets/cifar10 (absent); composed below instead",
+    "hydra/sweeper=optuna_top1": "tests/sweeps/test_optuna.py runs it at small size (here its sweep directory "
+                                 "would stand beside the example sweep the later commands read)",
 }
 
 

@@ -101,6 +101,26 @@ def check_modes(argv: list[str]) -> None:
                           f"--shell-completion")
 
 
+OPTUNA_PLUGIN = "hydra_plugins.hydra_optuna_sweeper"
+
+
+def check_sweeper(argv: list[str]) -> None:
+    """``hydra/sweeper=optuna*``: the plugin is installed, and the search maximises what a job returns (its
+    final top-1) rather than the plugin's default, minimise, which would look for the worst setting."""
+    import importlib.util
+
+    sweeper = next((a.partition("=")[2] for a in argv if a.lstrip("+").partition("=")[0] == "hydra/sweeper"), "")
+    if not sweeper.startswith("optuna"):
+        return
+    if importlib.util.find_spec(OPTUNA_PLUGIN) is None:
+        raise ConfigError(f"hydra/sweeper={sweeper} needs Hydra's Optuna sweeper, which is not installed: "
+                          f"pip install 'attn-bench[optuna]'")
+    direction = next((a.partition("=")[2] for a in argv if a.partition("=")[0] == "hydra.sweeper.direction"), None)
+    if sweeper == "optuna" and direction != "maximize":
+        raise ConfigError("hydra/sweeper=optuna minimises what each job returns, and a job returns its final top-1: "
+                          "use hydra/sweeper=optuna_top1 (which maximises it) or add hydra.sweeper.direction=maximize")
+
+
 def check_outputs_root(argv: list[str]) -> None:
     """The folder runs land in (``ATTN_BENCH_OUTPUTS``, default ``outputs``) can take them: one line naming
     it otherwise (Hydra would fail creating the run directory with a traceback). Not checked when the
@@ -128,6 +148,7 @@ def main(argv: list[str]) -> int:
     from hydra.types import RunMode
 
     check_modes(argv)
+    check_sweeper(argv)
     check_overrides(argv)
     check_override_keys(argv)
     check_outputs_root(argv)
