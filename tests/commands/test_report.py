@@ -293,6 +293,52 @@ def test_figures_are_vector_and_300_dpi_with_plain_ticks_and_a_titled_context(tm
     assert ax.xaxis.get_major_formatter().get_offset() == ""  # no "1e-6 + 4.45e-2" above the axis
 
 
+def test_figures_mark_the_baseline_name_the_timing_device_show_mmacs_and_keep_one_column_width(tmp_path):
+    """The cost axis in MMACs (44.50 vs 44.51 reads, 0.04450 vs 0.04451 did not), the baseline a black
+    square labelled "(baseline)" in both plots, the device the latency was timed on in its axis label, and
+    a long title wrapped rather than widening the cropped 6-inch figure (it once made a 2,490-px PNG)."""
+    from PIL import Image
+
+    drawn = []
+    root = tmp_path / "sweep"
+    long_name = dict(backbone="resnet18_with_a_rather_long_name_for_a_backbone_" + "x" * 40)
+    for seed, top1 in enumerate((70.0, 72.0)):
+        completed(root / f"none{seed}", "none", seed, top1, gmacs=0.0445000, **long_name)
+        completed(root / f"se{seed}", "se", seed, top1 + 1, gmacs=0.0445012, **long_name)
+    from matplotlib.figure import Figure
+
+    original_savefig = Figure.savefig
+
+    def keep(self, *args, **kwargs):
+        drawn.append(self)
+        return original_savefig(self, *args, **kwargs)
+
+    Figure.savefig = keep
+    try:
+        assert main(["report", str(root)]) == 0
+    finally:
+        Figure.savefig = original_savefig
+    figures = {}
+    for fig in drawn:
+        (ax,) = fig.axes
+        figures[ax.get_xlabel()] = ax
+    macs = figures["MMACs (batch 1)"]
+    points = sorted((round(float(c.lines[0].get_xdata()[0]), 4), c.lines[0].get_marker(), c.lines[0].get_color())
+                    for c in macs.containers)  # each block's error bar: its point, marker and colour
+    assert [(x, marker) for x, marker, _ in points] == [(44.5, "s"), (44.5012, "o")] and points[0][2] == "black"
+    labels = [t.get_text() for t in macs.texts]
+    assert "none (baseline)" in labels and "se" in labels
+    assert "latency (ms, batch 1, test cpu)" in figures
+    curves = figures["epoch"]
+    legend = [t.get_text() for t in curves.get_legend().get_texts()]
+    assert legend == ["none (baseline) (n=2)", "se (n=2)"]
+    assert curves.lines[0].get_color() == "black"
+    assert "\n" in curves.get_title()  # wrapped
+    for name in ("accuracy_vs_macs", "accuracy_vs_latency", "training_curves"):
+        width, _ = Image.open(root / "report" / f"{name}.png").size
+        assert width <= 6.4 * 300, (name, width)  # 6 in at 300 dpi, plus the crop's margins
+
+
 def _holm_by_hand(p_values: list[float]) -> list[float]:
     """Holm's step-down adjustment, written out: the k-th smallest p times (m - k + 1), kept monotone."""
     order = sorted(range(len(p_values)), key=lambda i: p_values[i])

@@ -16,12 +16,20 @@ from attn_bench.commands.figures import save_png_and_pdf
 from attn_bench.commands.report.rows import context
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
-COST_AXES = {"gmacs": "GMACs (batch 1)", "latency_ms": "latency (ms, batch 1)"}
+COST_AXES = {"gmacs": "MMACs (batch 1)", "latency_ms": "latency (ms, batch 1)"}
+AXIS_SCALE = {"gmacs": 1e3, "latency_ms": 1.0}  # MMACs: 44.50 vs 44.51 reads, 0.04450 vs 0.04451 does not
+TITLE_WIDTH = 78  # characters a line: a longer title would widen the tight-cropped figure beyond its 6 in
 PLOT_NAMES = {"gmacs": "accuracy_vs_macs.png", "latency_ms": "accuracy_vs_latency.png"}
 
 
 def _label(row: dict[str, Any], varying: list[str]) -> str:
-    return "/".join([row[k] for k in varying] + [row["block"]])
+    return "/".join([row[k] for k in varying] + [row["block"]]) + (" (baseline)" if row.get("is_baseline") else "")
+
+
+def _title(ax, text: str) -> None:
+    import textwrap
+
+    ax.set_title("\n".join(textwrap.wrap(text, TITLE_WIDTH)), fontsize=9)
 
 
 def _std(value: float) -> float:
@@ -66,19 +74,25 @@ def accuracy_vs_cost(rows: list[dict[str, Any]], varying: list[str], cost_key: s
     fig = Figure(figsize=(6, 4.5))
     ax = fig.add_subplot()
     busy_key = "latency_busy" if cost_key == "latency_ms" else None
+    scale = AXIS_SCALE[cost_key]
     for row in points:
         busy = bool(busy_key and row.get(busy_key))
-        ax.errorbar(row[cost_key], row["top1_mean"], yerr=_std(row["top1_std"]), fmt="o", capsize=3,
-                    color="black" if row.get("is_baseline") else None, mfc="none" if busy else None)
-        ax.annotate(_label(row, varying) + (" *" if busy else ""), (row[cost_key], row["top1_mean"]),
+        baseline = bool(row.get("is_baseline"))
+        ax.errorbar(row[cost_key] * scale, row["top1_mean"], yerr=_std(row["top1_std"]), fmt="s" if baseline else "o",
+                    capsize=3, color="black" if baseline else None, mfc="none" if busy else None)
+        ax.annotate(_label(row, varying) + (" *" if busy else ""), (row[cost_key] * scale, row["top1_mean"]),
                     textcoords="offset points", xytext=(5, 5), fontsize=8)
-    front = pareto_front([(row[cost_key], row["top1_mean"]) for row in points])
+    front = pareto_front([(row[cost_key] * scale, row["top1_mean"]) for row in points])
     if len(front) > 1:
         ax.step(*zip(*front), where="post", color="grey", linestyle="--", linewidth=1, label="Pareto front")
         ax.legend(fontsize=8, loc="lower right")
     what = COST_AXES[cost_key].split(" (")[0]
-    ax.set(xlabel=COST_AXES[cost_key], ylabel="top-1 (%)", title=f"top-1 vs {what}: {context(rows)}")
-    ax.title.set_fontsize(9)
+    xlabel = COST_AXES[cost_key]
+    devices = sorted({d for row in points for d in row.get("cost_devices", [])})
+    if cost_key == "latency_ms":  # a latency means nothing without the device it was timed on
+        xlabel = xlabel.removesuffix(")") + f", {' / '.join(devices) or 'device not recorded'})"
+    ax.set(xlabel=xlabel, ylabel="top-1 (%)")
+    _title(ax, f"top-1 vs {what}: {context(rows)}")
     if any(busy_key and row.get(busy_key) for row in points):
         fig.text(0.01, -0.03, "hollow, *: timed while the machine was busy", fontsize=7)
     fig.text(0.99, -0.03, "error bars: std over seeds", fontsize=7, ha="right")
@@ -99,11 +113,13 @@ def training_curves(rows: list[dict[str, Any]], varying: list[str], path: Path) 
         epochs, means, stds = zip(*row["curve"])
         # marker and line style as well as colour, so that the curves stay apart in greyscale print
         style = {"marker": MARKERS[i % len(MARKERS)], "linestyle": LINESTYLES[i % len(LINESTYLES)]}
+        if row.get("is_baseline"):
+            style["color"] = "black"
         line, = ax.plot(epochs, means, label=f"{_label(row, varying)} (n={row['n']})", **style)
         low, high = zip(*((m - _std(s), m + _std(s)) for m, s in zip(means, stds)))
         ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.15)
-    ax.set(xlabel="epoch", ylabel="eval top-1 (%)", title=f"eval top-1 per epoch (band: ± std over seeds): {context(rows)}")
-    ax.title.set_fontsize(9)
+    ax.set(xlabel="epoch", ylabel="eval top-1 (%)")
+    _title(ax, f"eval top-1 per epoch (band: ± std over seeds): {context(rows)}")
     _plain_axes(ax)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
