@@ -6,6 +6,7 @@ call :func:`fail`.
 """
 from __future__ import annotations
 
+import argparse
 import difflib
 import math
 
@@ -14,6 +15,14 @@ USAGE_EXIT = 2
 
 class ConfigError(ValueError):
     """A user-facing configuration mistake (bad name, bad value, missing data)."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A subcommand's argument parser whose mistakes are one :class:`ConfigError` line
+    (``<subcommand>: <message>``, exit 2), like every other user mistake, not argparse's usage block."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{self.prog.removeprefix('attn-bench ')}: {message}")
 
 
 def check(condition: bool, message: str) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from attn_bench.errors import ConfigError, check
+from attn_bench.errors import OneLineParser, check
 from attn_bench.rundir import BEST_CKPT, CONFIG_FILE, LAST_CKPT
 
 CHECKPOINTS = {"last": LAST_CKPT, "best": BEST_CKPT}
@@ -27,13 +27,8 @@ NO_TTA = TTA[0]
 _ABSENT = object()  # OmegaConf.select's default for a key the run's data node lacks (None is a value)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line and exit 2, like every other user mistake
-        raise ConfigError(f"eval: {message}")
-
-
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = _Parser(prog="attn-bench eval", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="attn-bench eval", description=__doc__.splitlines()[0])
     parser.add_argument("target", type=Path, help="a run directory, or a checkpoint file inside one")
     parser.add_argument("overrides", nargs="*", help="data=<name> and data.<key>=<value> (another dataset)")
     parser.add_argument("--ckpt", choices=list(CHECKPOINTS), default=None,

@@ -19,20 +19,15 @@ import sys
 import warnings
 from pathlib import Path
 
-from attn_bench.errors import ConfigError, check
+from attn_bench.errors import ConfigError, OneLineParser, check
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 EXAMPLE_BATCH, CHECK_BATCH = 2, 4
 RTOL, ATOL = 1e-4, 1e-5
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line and exit 2, like every other user mistake
-        raise ConfigError(f"export: {message}")
-
-
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = _Parser(prog="attn-bench export", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="attn-bench export", description=__doc__.splitlines()[0])
     parser.add_argument("target", type=Path, help="a run directory, or a checkpoint file inside one")
     parser.add_argument("--format", choices=list(FORMATS), required=True, help="onnx | torchscript")
     parser.add_argument("--ckpt", choices=["last", "best"], default=None,

@@ -24,7 +24,7 @@ from attn_bench.commands.report.render import (
     CSV_FIELDS, csv_record, latex_document, latex_label, markdown_document, problems_table, results_table,
 )
 from attn_bench.commands.report.rows import build_rows, drop_busy_timings, group_of, pooling_warnings, varying_keys
-from attn_bench.errors import ConfigError, check
+from attn_bench.errors import ConfigError, OneLineParser, check
 from attn_bench.io import atomic_write_text
 from attn_bench.models.labels import backbone_label, block_label
 from attn_bench.tables import print_tables, to_csv
@@ -33,13 +33,8 @@ __all__ = ["Problem", "backbone_label", "block_label", "build_rows", "collect_ru
            "pooling_warnings", "run_dirs"]
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line and exit 2, like every other user mistake
-        raise ConfigError(f"report: {message}")
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = _Parser(prog="attn-bench report", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="attn-bench report", description=__doc__.split("\n\n")[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="directories to search for runs (recursively)")
     parser.add_argument("--out", type=Path, help="output directory (default: <first dir>/report)")
     parser.add_argument("--baseline", default=None, help=f"block the deltas are measured against (default: {BASELINE})")

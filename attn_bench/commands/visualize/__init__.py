@@ -25,22 +25,17 @@ from rich.progress import Progress
 
 from attn_bench.attention import is_baseline
 from attn_bench.commands.report.collect import collect_runs
-from attn_bench.errors import ConfigError, check
+from attn_bench.errors import ConfigError, OneLineParser, check
 from attn_bench.models.labels import backbone_label, block_label
 
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line and exit 2, like every other user mistake
-        raise ConfigError(f"visualize: {message}")
-
-
 def _parse(argv: list[str]) -> argparse.Namespace:
     from attn_bench.commands.visualize.cams import METHODS
 
-    parser = _Parser(prog="attn-bench visualize", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="attn-bench visualize", description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories")
     parser.add_argument("--images", type=int, default=8, help="images to draw (class-balanced)")
     parser.add_argument("--method", default="gradcam", choices=list(METHODS))
