@@ -296,7 +296,8 @@ def test_figures_are_vector_and_300_dpi_with_plain_ticks_and_a_titled_context(tm
 def test_figures_mark_the_baseline_name_the_timing_device_show_mmacs_and_keep_one_column_width(tmp_path):
     """The cost axis in MMACs (44.50 vs 44.51 reads, 0.04450 vs 0.04451 did not), the baseline a black
     square labelled "(baseline)" in both plots, the device the latency was timed on in its axis label, and
-    a long title wrapped rather than widening the cropped 6-inch figure (it once made a 2,490-px PNG)."""
+    a long title wrapped rather than widening the cropped one-column (3.5-in) figure (it once made a 2,490-px PNG),
+    and no text below 8 pt at that size."""
     from PIL import Image
 
     drawn = []
@@ -334,9 +335,14 @@ def test_figures_mark_the_baseline_name_the_timing_device_show_mmacs_and_keep_on
     assert legend == ["none (baseline) (n=2)", "se (n=2)"]
     assert curves.lines[0].get_color() == "black"
     assert "\n" in curves.get_title()  # wrapped
+    from matplotlib.text import Text
+
+    for fig in drawn:  # printed at one column, nothing is smaller than 8 pt
+        sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_text().strip()]
+        assert sizes and min(sizes) >= 8, sizes
     for name in ("accuracy_vs_macs", "accuracy_vs_latency", "training_curves"):
         width, _ = Image.open(root / "report" / f"{name}.png").size
-        assert width <= 6.4 * 300, (name, width)  # 6 in at 300 dpi, plus the crop's margins
+        assert width <= 4.0 * 300, (name, width)  # one 3.5-in column at 300 dpi, plus the crop's margins
 
 
 def _holm_by_hand(p_values: list[float]) -> list[float]:

@@ -18,7 +18,8 @@ from attn_bench.commands.report.rows import context
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 COST_AXES = {"gmacs": "MMACs (batch 1)", "latency_ms": "latency (ms, batch 1)"}
 AXIS_SCALE = {"gmacs": 1e3, "latency_ms": 1.0}  # MMACs: 44.50 vs 44.51 reads, 0.04450 vs 0.04451 does not
-TITLE_WIDTH = 78  # characters a line: a longer title would widen the tight-cropped figure beyond its 6 in
+COLUMN_IN = (3.5, 2.9)  # one journal column: printed at this size, no text below 8 pt
+TITLE_WIDTH = 52  # characters a line: a longer title would widen the tight-cropped figure beyond the column
 PLOT_NAMES = {"gmacs": "accuracy_vs_macs.png", "latency_ms": "accuracy_vs_latency.png"}
 
 
@@ -29,7 +30,7 @@ def _label(row: dict[str, Any], varying: list[str]) -> str:
 def _title(ax, text: str) -> None:
     import textwrap
 
-    ax.set_title("\n".join(textwrap.wrap(text, TITLE_WIDTH)), fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(text, TITLE_WIDTH)), fontsize=8)
 
 
 def _std(value: float) -> float:
@@ -71,7 +72,7 @@ def accuracy_vs_cost(rows: list[dict[str, Any]], varying: list[str], cost_key: s
     points = [row for row in rows if row[cost_key] is not None]
     if not points:
         return None
-    fig = Figure(figsize=(6, 4.5))
+    fig = Figure(figsize=COLUMN_IN)
     ax = fig.add_subplot()
     busy_key = "latency_busy" if cost_key == "latency_ms" else None
     scale = AXIS_SCALE[cost_key]
@@ -93,9 +94,10 @@ def accuracy_vs_cost(rows: list[dict[str, Any]], varying: list[str], cost_key: s
         xlabel = xlabel.removesuffix(")") + f", {' / '.join(devices) or 'device not recorded'})"
     ax.set(xlabel=xlabel, ylabel="top-1 (%)")
     _title(ax, f"top-1 vs {what}: {context(rows)}")
+    notes = ["error bars: std over seeds"]
     if any(busy_key and row.get(busy_key) for row in points):
-        fig.text(0.01, -0.03, "hollow, *: timed while the machine was busy", fontsize=7)
-    fig.text(0.99, -0.03, "error bars: std over seeds", fontsize=7, ha="right")
+        notes.append("hollow, *: timed while the machine was busy")
+    fig.text(0.0, -0.1, "\n".join(notes), fontsize=8, va="top")  # below the x label, not over it
     _plain_axes(ax)
     ax.grid(alpha=0.3)
     return _save(fig, path)
@@ -107,7 +109,7 @@ def training_curves(rows: list[dict[str, Any]], varying: list[str], path: Path) 
 
     if not any(row["curve"] for row in rows):
         return None
-    fig = Figure(figsize=(6, 4.5))
+    fig = Figure(figsize=COLUMN_IN)
     ax = fig.add_subplot()
     for i, row in enumerate(r for r in rows if r["curve"]):
         epochs, means, stds = zip(*row["curve"])
