@@ -57,6 +57,11 @@ class TrainState:
         return asdict(self)
 
 
+def updates_per_epoch(batches: int, accumulate_steps: int) -> int:
+    """Optimizer updates in an epoch of ``batches``: one per ``accumulate_steps``, the last taking the remainder."""
+    return -(-batches // accumulate_steps)
+
+
 def top_k_correct(logits: torch.Tensor, target: torch.Tensor, ks: tuple[int, ...]) -> list[torch.Tensor]:
     """Number of samples whose target is among the top k logits, for each k (as device tensors)."""
     k_max = min(max(ks), logits.shape[1])
@@ -271,7 +276,7 @@ class Trainer:
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         task = self.progress.start_epoch(state.epoch + 1, self.steps_per_epoch, state.batch) if self.progress else None
         every, log_every = int(self.cfg.checkpoint_every_steps), int(self.cfg.log_every_steps)
-        updates = -(-self.steps_per_epoch // self.accumulate)
+        updates = updates_per_epoch(self.steps_per_epoch, self.accumulate)
         sync_every = min(log_every, max(1, updates // 50))  # progress bar ~50 updates per epoch
         unsynced, tick = 0, time.perf_counter()
         for x, y in self.train_loader.iterate(start_batch=state.batch):

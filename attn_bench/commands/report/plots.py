@@ -79,9 +79,10 @@ def accuracy_vs_cost(rows: list[dict[str, Any]], varying: list[str], cost_key: s
     for row in points:
         busy = bool(busy_key and row.get(busy_key))
         baseline = bool(row.get("is_baseline"))
-        ax.errorbar(row[cost_key] * scale, row["top1_mean"], yerr=_std(row["top1_std"]), fmt="s" if baseline else "o",
+        x = row[cost_key] * scale
+        ax.errorbar(x, row["top1_mean"], yerr=_std(row["top1_std"]), fmt="s" if baseline else "o",
                     capsize=3, color="black" if baseline else None, mfc="none" if busy else None)
-        ax.annotate(_label(row, varying) + (" *" if busy else ""), (row[cost_key] * scale, row["top1_mean"]),
+        ax.annotate(_label(row, varying) + (" *" if busy else ""), (x, row["top1_mean"]),
                     textcoords="offset points", xytext=(5, 5), fontsize=8)
     front = pareto_front([(row[cost_key] * scale, row["top1_mean"]) for row in points])
     if len(front) > 1:

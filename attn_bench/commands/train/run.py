@@ -34,7 +34,7 @@ from attn_bench.training import preemption
 from attn_bench.training.logger import TensorBoardLogger
 from attn_bench.training.optim import build_optimizer, build_scheduler
 from attn_bench.training.progress import EpochProgress
-from attn_bench.training.trainer import Trainer, TrainingDiverged, TrainState
+from attn_bench.training.trainer import Trainer, TrainingDiverged, TrainState, updates_per_epoch
 from attn_bench.training.validate import check_sizes, per_rank_batch
 
 log = logging.getLogger("attn_bench")
@@ -133,8 +133,8 @@ def _run(cfg: DictConfig, run_dir: Path, dist: DistInfo, device: torch.device, p
         log.warning("left out %d unreadable image(s) (data.skip_corrupt=true); metrics.json counts them",
                     train_loader.skipped + eval_loader.skipped)
     optimizer = build_optimizer(raw_model, t.optimizer)
-    updates_per_epoch = -(-len(train_loader) // int(t.accumulate_steps))  # the last takes the remainder
-    scheduler = build_scheduler(optimizer, t.scheduler, t.epochs, updates_per_epoch)
+    scheduler = build_scheduler(optimizer, t.scheduler, t.epochs,
+                                updates_per_epoch(len(train_loader), int(t.accumulate_steps)))
     checkpoint = load_checkpoint(run_dir / LAST_CKPT) if resume else None
     logger = TensorBoardLogger(run_dir, dist.is_main, purge_step=checkpoint["step"] + 1 if resume else None)
     state = TrainState()
