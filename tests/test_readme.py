@@ -157,6 +157,7 @@ def test_every_command_runs_as_written_at_small_sizes(tmp_path, monkeypatch, cap
             if line.startswith("| ") and "---" not in line][1:]  # the table's rows, below its header
     assert sorted(r.split("@")[0] for r in rows) == ["SRMGate", "cbam", "none", "se"], rows
     assert (sweep / "visualize" / "heatmaps.png").exists() and len(list(tmp_path.rglob("heatmaps.png"))) == 2
+    assert (sweep / "visualize" / "channel_weights.png").exists()  # the sweep has SE
 
 
 def test_the_config_folder_example_composes_with_its_sweep(tmp_path, monkeypatch, capsys):

@@ -8,6 +8,50 @@ from attn_bench.io import atomic_write_with
 
 PDF_FONTS = {"pdf.fonttype": 42, "ps.fonttype": 42}
 
+# Print widths of a two-column paper (IEEE: 3.5 in a column, 7.16 in the text; ACM: 3.33 / 7.0): a figure
+# is drawn at the width it is printed at, so that its 8-pt text stays 8 pt on paper.
+COLUMN_WIDTH_IN = 3.5
+PAGE_WIDTH_IN = 7.0
+FONT_PT = 8  # the smallest text journals accept after scaling
+
+
+def text_width_in(text: str, pt: float = FONT_PT, bold: bool = False) -> float:
+    """How wide ``text`` is printed in matplotlib's default font, in inches (measured, not estimated)."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    font = FontProperties(size=pt, weight="bold" if bold else "normal")
+    return TextToPath().get_text_width_height_descent(text, font, ismath=False)[0] / 72
+
+
+def wrap(text: str, width_in: float, pt: float = FONT_PT, bold: bool = False) -> str:
+    """``text`` broken into lines that fit ``width_in`` inches at ``pt`` points: at spaces; a word wider
+    than a line after ``:@/_,=`` (``my_gate.py:`` | ``MyGate@`` | ``1a2b3c4d``), else where it must."""
+    import re
+
+    def fits(line: str) -> bool:
+        return text_width_in(line, pt, bold) <= width_in
+
+    pieces = []  # (piece, joined to the one before by a space)
+    for word in text.split():
+        parts = [word] if fits(word) else [p for p in re.split(r"(?<=[:@/_,=])", word) if p]
+        spaced = True
+        for part in parts:
+            while len(part) > 1 and not fits(part):  # broken within: the longest head that fits
+                cut = max([i for i in range(1, len(part)) if fits(part[:i])] or [1])
+                pieces.append((part[:cut], spaced))
+                part, spaced = part[cut:], False
+            pieces.append((part, spaced))
+            spaced = False
+    lines: list[str] = []
+    for piece, spaced in pieces:
+        joined = lines and f"{lines[-1]}{' ' if spaced else ''}{piece}"
+        if joined and fits(joined):
+            lines[-1] = joined
+        else:
+            lines.append(piece)
+    return "\n".join(lines)
+
 
 def save_pdf(fig, path: Path, **savefig_kwargs) -> Path:
     """``fig`` as a vector PDF at ``path`` (atomically), fonts embedded as TrueType."""

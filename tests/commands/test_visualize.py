@@ -193,3 +193,102 @@ def test_without_the_viz_extra_it_is_one_line_saying_how_to_install_it(trained, 
     assert main(["visualize", str(trained / "none")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "grad-cam" in err and "attn-bench[viz]" in err
+
+
+CIFAR100_LIKE = ["apple", "aquarium_fish", "automobile", "sweet_pepper", "pickup_truck", "willow_tree", "dog", "lawn_mower"]
+LONG_LABELS = ["none\nseed 0", "eca (kernel_size by stage 3/5/5/7)\nseed 0",
+               "my_gate.py:MyGate@1a2b3c4d (rd_ratio=0.0625, site=pre)\nseed 1"]
+
+
+def _grid(images: int):
+    from attn_bench.commands.visualize import grid
+
+    torch.manual_seed(0)
+    names = CIFAR100_LIKE
+    rows = []
+    for label in LONG_LABELS:  # confident and wrong everywhere: bold titles, the widest
+        probs = torch.full((images, len(names)), 0.01)
+        probs[torch.arange(images), (torch.arange(images) + 2) % len(names)] = 0.93
+        rows.append(grid.Row(label, torch.rand(images, 4, 4), probs))
+    raw = (torch.rand(images, 3, 32, 32) * 255).to(torch.uint8)
+    return grid.draw(raw, torch.arange(images) % len(names), names, rows,
+                     "gradcam on the last stage of resnet18 (num_classes=100), cifar100 test images, 4 epochs "
+                     "(red: wrong prediction)", "GradCAM of the predicted class, scaled to [0, 1] per image")
+
+
+def _texts_legible_apart_and_inside(fig) -> int:
+    """Every text at least 8 pt, no two overlapping, each inside the figure; returns how many were checked."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    for t, box in zip(texts, boxes):
+        assert t.get_fontsize() >= 8, (t.get_text(), t.get_fontsize())
+        assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1, t.get_text()
+    for i in range(len(texts)):
+        for j in range(i + 1, len(texts)):
+            a, b = boxes[i], boxes[j]
+            overlap = min(a.x1, b.x1) - max(a.x0, b.x0), min(a.y1, b.y1) - max(a.y0, b.y0)
+            assert min(overlap) <= 0, (texts[i].get_text(), texts[j].get_text())
+    return len(texts)
+
+
+@pytest.mark.parametrize("images, printed_in", [(2, 3.5), (8, 7.0)])
+def test_heatmap_grids_print_at_a_column_or_the_page_width_with_8_pt_text_apart_and_a_colour_scale(
+        images, printed_in, tmp_path):
+    """CIFAR-100's long class names and long block labels, every prediction wrong (bold): at the width the grid
+    is printed at, no text below 8 pt, none overlapping another or outside the figure, the cropped files no
+    wider than that, and the maps' colour scale (0 to 1) named under them."""
+    from PIL import Image
+
+    from attn_bench.commands.visualize import grid
+
+    fig = _grid(images)
+    assert fig.get_figwidth() == printed_in
+    assert _texts_legible_apart_and_inside(fig) == 1 + images * 4 + 4 + 1 + 3  # title, titles, row labels, scale
+    (bar,) = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert bar.get_xlim() == (0, 1) and "scaled to [0, 1] per image" in bar.get_xlabel().replace("\n", " ")
+    png, pdf = grid.save(fig, tmp_path / "heatmaps")
+    assert Image.open(png).size[0] <= printed_in * 300  # placed at that width, the text is not scaled down
+    assert b"/Type3" not in pdf.read_bytes()
+
+
+@pytest.mark.parametrize("runs, printed_in", [(1, 3.5), (4, 7.0)])
+def test_channel_weight_figures_print_at_a_column_or_the_page_width_with_8_pt_text_apart(runs, printed_in, tmp_path):
+    from PIL import Image
+
+    from attn_bench.commands.visualize import grid
+
+    weights = {f"layer{i}": torch.rand(200) for i in range(1, 5)}
+    fig = grid.channel_weight_figure([(f"se (rd_ratio=0.0625), seed {s}", weights) for s in range(runs)],
+                                     "channel weights per stage over the 8 drawn cifar100 test images")
+    assert fig.get_figwidth() == printed_in
+    _texts_legible_apart_and_inside(fig)
+    png, _ = grid.save(fig, tmp_path / "channel_weights")
+    assert Image.open(png).size[0] <= printed_in * 300
+
+
+def test_more_images_than_a_page_holds_are_drawn_and_say_how_small_their_text_prints(capsys):
+    from attn_bench.commands import visualize
+    from attn_bench.commands.visualize import grid
+
+    assert grid.grid_width(8) == 7.0 and grid.grid_width(12) > 7.0
+    visualize._warn_if_wider_than_a_page(8)
+    assert capsys.readouterr().err == ""
+    visualize._warn_if_wider_than_a_page(12)
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "12 images" in err and "9.7 in wide" in err and "prints at 5.7 pt" in err, err  # 8 pt x 7 / 9.74
+
+
+def test_labels_wrap_at_spaces_and_long_names_after_their_separators():
+    from attn_bench.commands.figures import text_width_in, wrap
+
+    assert wrap("eca (kernel_size by stage 3/5/5/7)", 1.0) == "eca (kernel_size\nby stage 3/5/5/7)"
+    assert wrap("my_gate.py:MyGate@1a2b3c4d", 1.0) == "my_gate.py:\nMyGate@\n1a2b3c4d"
+    assert wrap("dog 97%", 1.0) == "dog 97%"
+    long = wrap("x" * 60, 1.0)
+    assert "".join(long.split("\n")) == "x" * 60 and all(text_width_in(line) <= 1.0 for line in long.split("\n"))

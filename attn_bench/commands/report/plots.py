@@ -12,14 +12,13 @@ from typing import Any
 
 from rich.console import Console
 
-from attn_bench.commands.figures import save_png_and_pdf
+from attn_bench.commands.figures import COLUMN_WIDTH_IN, FONT_PT, save_png_and_pdf, wrap
 from attn_bench.commands.report.rows import context
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 COST_AXES = {"gmacs": "MMACs (batch 1)", "latency_ms": "latency (ms, batch 1)"}
 AXIS_SCALE = {"gmacs": 1e3, "latency_ms": 1.0}  # MMACs: 44.50 vs 44.51 reads, 0.04450 vs 0.04451 does not
-COLUMN_IN = (3.5, 2.9)  # one journal column: printed at this size, no text below 8 pt
-TITLE_WIDTH = 52  # characters a line: a longer title would widen the tight-cropped figure beyond the column
+COLUMN_IN = (COLUMN_WIDTH_IN, 2.9)  # one journal column: printed at this size, no text below 8 pt
 PLOT_NAMES = {"gmacs": "accuracy_vs_macs.png", "latency_ms": "accuracy_vs_latency.png"}
 
 
@@ -28,9 +27,7 @@ def _label(row: dict[str, Any], varying: list[str]) -> str:
 
 
 def _title(ax, text: str) -> None:
-    import textwrap
-
-    ax.set_title("\n".join(textwrap.wrap(text, TITLE_WIDTH)), fontsize=8)
+    ax.set_title(wrap(text, COLUMN_WIDTH_IN - 0.1), fontsize=FONT_PT)  # longer would widen the cropped figure
 
 
 def _std(value: float) -> float:

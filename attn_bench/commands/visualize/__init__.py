@@ -79,6 +79,17 @@ def _tensorboard(run_dir: Path, images: dict) -> None:
             writer.add_image(tag, image, dataformats="HWC")
 
 
+def _warn_if_wider_than_a_page(images: int) -> None:
+    from attn_bench.commands.figures import FONT_PT, PAGE_WIDTH_IN
+    from attn_bench.commands.visualize.grid import grid_width
+
+    width = grid_width(images)
+    if width > PAGE_WIDTH_IN:
+        _err.print(f"visualize: {images} images make the grid {width:.1f} in wide: scaled to a {PAGE_WIDTH_IN:g}-in "
+                   f"page its text prints at {FONT_PT * PAGE_WIDTH_IN / width:.1f} pt (--images 8 or fewer keep "
+                   f"{FONT_PT} pt)")
+
+
 def _require_extras() -> None:
     """grad-cam and matplotlib are the ``viz`` extra: without them, one line saying how to get them."""
     from importlib.util import find_spec
@@ -130,14 +141,16 @@ def main(argv: list[str]) -> int:
     where = "the last stage" if args.layer is None else args.layer
     title = f"{args.method} on {where} of {next(iter(backbones)) if one_backbone else 'each backbone'}, " \
             f"{data['name']} {args.split} images, {epochs} epoch{'s' if epochs != 1 else ''} (red: wrong prediction)"
-    fig = grid.draw(images.raw, images.labels, images.class_names, rows, title)
+    _warn_if_wider_than_a_page(len(images.labels))
+    fig = grid.draw(images.raw, images.labels, images.class_names, rows, title,
+                    f"{cams.METHODS[args.method]} of the predicted class, scaled to [0, 1] per image")
     out = args.out or args.dirs[0] / "visualize"
     written = grid.save(fig, out / "heatmaps")
     images_for_tb = {"visualize/heatmaps": grid.as_array(fig)}
     if own:
         fig = grid.draw(images.raw, images.labels, images.class_names, own,
                         f"the blocks' own spatial maps (last placed module, scaled to [0, 1] per image), "
-                        f"{data['name']} {args.split} images")
+                        f"{data['name']} {args.split} images", "the block's own map, scaled to [0, 1] per image")
         written += grid.save(fig, out / "attention_maps")
         images_for_tb["visualize/attention_maps"] = grid.as_array(fig)
     if channel:
