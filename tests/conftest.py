@@ -144,3 +144,29 @@ def slot_sees(model: torch.nn.Module, block_path: str, upstream: str, size: int 
     for handle in handles:
         handle.remove()
     return type(block.se), torch.equal(seen["upstream"], seen["slot_in"])
+
+
+def assert_legible_at_print_size(fig) -> int:
+    """A figure as printed at its own size: every text at least 8 pt, none outside the figure, no two
+    overlapping (rendered extents). Returns how many texts were checked."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    ticks = {id(label): False for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)
+             for tick in axis.get_major_ticks() + axis.get_minor_ticks() for label in (tick.label1, tick.label2)}
+    ticks.update({id(label): True for ax in fig.axes if ax.axison for axis in (ax.xaxis, ax.yaxis)
+                  for tick in axis._update_ticks() for label in (tick.label1, tick.label2)})  # those drawn
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip() and ticks.get(id(t), True)]
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    for t, box in zip(texts, boxes):
+        assert t.get_fontsize() >= 8, (t.get_text(), t.get_fontsize())
+        assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1, t.get_text()
+    for i in range(len(texts)):
+        for j in range(i + 1, len(texts)):
+            a, b = boxes[i], boxes[j]
+            overlap = min(a.x1, b.x1) - max(a.x0, b.x0), min(a.y1, b.y1) - max(a.y0, b.y0)
+            assert min(overlap) <= 0, (texts[i].get_text(), texts[j].get_text())
+    return len(texts)

@@ -92,7 +92,7 @@ def confusion_figure(counts: list[list[int]], title: str, stem: Path) -> list[Pa
     ax.set(xlabel="predicted class", ylabel="true class")
     if k <= TICKS_UP_TO:
         ax.set_xticks(range(k)), ax.set_yticks(range(k))
-    ax.set_title(title, fontsize=8)
+    ax.set_title(wrap(title, COLUMN_WIDTH_IN - 0.1), fontsize=FONT_PT)
     for item in [ax.xaxis.label, ax.yaxis.label, *ax.get_xticklabels(), *ax.get_yticklabels()]:
         item.set_fontsize(8)
     return save_png_and_pdf(fig, stem)

@@ -120,3 +120,27 @@ def test_sites_a_block_cannot_work_at_are_refused_in_one_line():
         build_model("resnet18", "stn", attn_site="residual")
     with pytest.raises(ConfigError, match=r"^attention 'se' cannot work at site 'input'; its sites: residual, mid, stage_end, trunk$"):
         build_model("resnet18", "se", attn_site="input")
+
+
+def test_a_few_training_steps_reach_every_localisation_parameter_and_stay_finite():
+    """The default run's cover for STN's learning (tests/commands/test_train.py, slow): from the identity start
+    the zero last layer passes gradient on after its first update, so within a few SGD steps at the default
+    recipe's learning rate every localisation parameter moves, the warp leaves the identity, and no loss is NaN."""
+    torch.manual_seed(0)
+    model = build_model("resnet18", "stn", 10, stem="small", attn_site="input",
+                        timm_kwargs={"channels": [16, 32, 64, 128]}).train()
+    stn = next(m for m in model.modules() if isinstance(m, SpatialTransformer))
+    before = {name: p.detach().clone() for name, p in stn.named_parameters()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    for _ in range(4):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        assert torch.isfinite(loss)
+        loss.backward()
+        optimizer.step()
+    moved = {name for name, p in stn.named_parameters() if not torch.equal(p, before[name])}
+    assert moved == set(before), set(before) - moved
+    with torch.no_grad():
+        out = stn.eval()(x[:2])
+    assert not torch.allclose(out, x[:2], atol=1e-4)  # no longer the identity warp

@@ -149,3 +149,29 @@ def test_eval_writes_per_class_top1_the_confusion_matrix_and_its_figure_and_tta_
     flipped = json.loads((runs / "se" / "eval_synthetic_test_flip.json").read_text())
     assert flipped["tta"] == "flip" and flipped["images"] == 500 and flipped["confusion"] != confusion
     assert (runs / "se" / "confusion_synthetic_test_flip.png").exists()
+
+
+@pytest.mark.parametrize("classes", [10, 100])
+def test_the_confusion_figure_prints_at_one_column_with_8_pt_text_and_its_colour_scale(classes, tmp_path):
+    """Ten classes get a tick per class, a hundred none (they would overlap); either way one 3.5-in column,
+    no text below 8 pt, none overlapping or outside, and the scale from 0 to 1 named."""
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+    from matplotlib.figure import Figure
+
+    from conftest import assert_legible_at_print_size
+    from attn_bench.commands.figures import confusion_figure
+
+    drawn = []
+    original = Figure.savefig
+    Figure.savefig = lambda self, *a, **k: (drawn.append(self), original(self, *a, **k))[1]
+    try:
+        counts = [[(7 if i == j else 1) for j in range(classes)] for i in range(classes)]
+        png, _ = confusion_figure(counts, "resnet18 + se, synthetic test images (eval of a long run name)", tmp_path / "c")
+    finally:
+        Figure.savefig = original
+    fig = drawn[0]
+    assert fig.get_figwidth() == 3.5 and Image.open(png).size[0] <= 3.5 * 300
+    assert assert_legible_at_print_size(fig) >= (2 * classes if classes <= 20 else 4)
+    (bar,) = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert bar.get_ylim() == (0, 1) and bar.get_ylabel() == "share of the true class"

@@ -27,7 +27,7 @@ def _label(row: dict[str, Any], varying: list[str]) -> str:
 
 
 def _title(ax, text: str) -> None:
-    ax.set_title(wrap(text, COLUMN_WIDTH_IN - 0.1), fontsize=FONT_PT)  # longer would widen the cropped figure
+    ax.set_title(wrap(text, COLUMN_WIDTH_IN - 0.7), fontsize=FONT_PT)  # centred on the axes, right of the y label
 
 
 def _std(value: float) -> float:
@@ -40,7 +40,7 @@ LINESTYLES = ("-", "--", ":", "-.")
 
 def _save(fig, path: Path) -> Path:
     """A 300-dpi PNG for slides and the README, and the same figure as a vector PDF for papers."""
-    return save_png_and_pdf(fig, path.with_suffix(""), bbox_inches="tight")[0]
+    return save_png_and_pdf(fig, path.with_suffix(""), bbox_inches="tight", pad_inches=0.02)[0]  # never wider
 
 
 def _plain_axes(ax) -> None:
@@ -50,6 +50,9 @@ def _plain_axes(ax) -> None:
         if hasattr(formatter, "set_useOffset"):
             formatter.set_useOffset(False)
             formatter.set_scientific(False)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4))  # "44.50025" at 8 pt: five of them fill a column's axis
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -69,7 +72,7 @@ def accuracy_vs_cost(rows: list[dict[str, Any]], varying: list[str], cost_key: s
     points = [row for row in rows if row[cost_key] is not None]
     if not points:
         return None
-    fig = Figure(figsize=COLUMN_IN)
+    fig = Figure(figsize=COLUMN_IN, layout="constrained")  # everything inside the column, nothing cropped off
     ax = fig.add_subplot()
     busy_key = "latency_busy" if cost_key == "latency_ms" else None
     scale = AXIS_SCALE[cost_key]
@@ -95,7 +98,9 @@ def accuracy_vs_cost(rows: list[dict[str, Any]], varying: list[str], cost_key: s
     notes = ["error bars: std over seeds"]
     if any(busy_key and row.get(busy_key) for row in points):
         notes.append("hollow, *: timed while the machine was busy")
-    fig.text(0.0, -0.1, "\n".join(notes), fontsize=8, va="top")  # below the x label, not over it
+    # under the x label, inside the layout (so inside the column, not cropped off or widening it)
+    ax.annotate("\n".join(notes), (0, 0), xycoords=("axes fraction", ax.xaxis.label), xytext=(0, -3),
+                textcoords="offset points", va="top", fontsize=FONT_PT, annotation_clip=False)
     _plain_axes(ax)
     ax.grid(alpha=0.3)
     return _save(fig, path)
@@ -107,7 +112,7 @@ def training_curves(rows: list[dict[str, Any]], varying: list[str], path: Path) 
 
     if not any(row["curve"] for row in rows):
         return None
-    fig = Figure(figsize=COLUMN_IN)
+    fig = Figure(figsize=COLUMN_IN, layout="constrained")  # everything inside the column, nothing cropped off
     ax = fig.add_subplot()
     for i, row in enumerate(r for r in rows if r["curve"]):
         epochs, means, stds = zip(*row["curve"])
