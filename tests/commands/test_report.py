@@ -144,7 +144,18 @@ def test_backbone_and_dataset_columns_appear_only_when_they_vary(tmp_path, capsy
             for seed in (0, 1):
                 completed(tmp_path / f"{backbone}-{block}-{seed}", block, seed, 70 + offset + gain + seed,
                           backbone=backbone)
-    assert main(["report", str(tmp_path)]) == 0
+    from matplotlib.figure import Figure
+
+    from conftest import assert_legible_at_print_size
+
+    drawn, original = [], Figure.savefig
+    Figure.savefig = lambda self, *a, **k: (drawn.append(self), original(self, *a, **k))[1]
+    try:
+        assert main(["report", str(tmp_path)]) == 0
+    finally:
+        Figure.savefig = original
+    for fig in drawn:  # labels with the backbones' timm arguments: in a legend under the plot, not over it
+        assert fig.get_figwidth() == 3.5 and assert_legible_at_print_size(fig) > 4 and fig.legends
     md = (tmp_path / "report" / "report.md").read_text()
     assert "| backbone | block | n |" in md and "dataset" not in md.split("|---")[0]
     # compared with its own backbone's none; the backbone label carries its timm arguments

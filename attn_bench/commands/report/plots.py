@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
-from attn_bench.commands.figures import COLUMN_WIDTH_IN, FONT_PT, save_png_and_pdf, wrap
+from attn_bench.commands.figures import COLUMN_WIDTH_IN, FONT_PT, save_png_and_pdf, text_width_in, wrap
 from attn_bench.commands.report.rows import context
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -28,6 +28,27 @@ def _label(row: dict[str, Any], varying: list[str]) -> str:
 
 def _title(ax, text: str) -> None:
     ax.set_title(wrap(text, COLUMN_WIDTH_IN - 0.7), fontsize=FONT_PT)  # centred on the axes, right of the y label
+
+
+LINE_IN = FONT_PT * 1.25 / 72
+
+
+def _figure_for(labels: list[str]):
+    """A one-column figure and its labels: where one is wider than half the column (a backbone's timm
+    arguments), the names go, wrapped, in a legend under the plot, the figure taller by its lines, not
+    beside the points or over the lines."""
+    from matplotlib.figure import Figure
+
+    below = any(text_width_in(label) > COLUMN_WIDTH_IN / 2 for label in labels)
+    if below:
+        labels = [wrap(label, COLUMN_WIDTH_IN - 0.6) for label in labels]  # beside the legend's marker
+    lines = sum(label.count("\n") + 1 for label in labels) if below else 0
+    fig = Figure(figsize=(COLUMN_IN[0], COLUMN_IN[1] + lines * LINE_IN), layout="constrained")
+    return fig, labels, below
+
+
+def _legend_below(fig) -> None:
+    fig.legend(loc="outside lower center", fontsize=FONT_PT, frameon=False)
 
 
 def _std(value: float) -> float:
@@ -67,27 +88,30 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 
 def accuracy_vs_cost(rows: list[dict[str, Any]], varying: list[str], cost_key: str, path: Path) -> Path | None:
-    from matplotlib.figure import Figure
-
     points = [row for row in rows if row[cost_key] is not None]
     if not points:
         return None
-    fig = Figure(figsize=COLUMN_IN, layout="constrained")  # everything inside the column, nothing cropped off
-    ax = fig.add_subplot()
     busy_key = "latency_busy" if cost_key == "latency_ms" else None
+    labels = [_label(row, varying) + (" *" if busy_key and row.get(busy_key) else "") for row in points]
+    fig, labels, below = _figure_for(labels)  # inside the column, nothing cropped off
+    ax = fig.add_subplot()
     scale = AXIS_SCALE[cost_key]
-    for row in points:
+    for i, (row, label) in enumerate(zip(points, labels)):
         busy = bool(busy_key and row.get(busy_key))
         baseline = bool(row.get("is_baseline"))
         x = row[cost_key] * scale
-        ax.errorbar(x, row["top1_mean"], yerr=_std(row["top1_std"]), fmt="s" if baseline else "o",
-                    capsize=3, color="black" if baseline else None, mfc="none" if busy else None)
-        ax.annotate(_label(row, varying) + (" *" if busy else ""), (x, row["top1_mean"]),
-                    textcoords="offset points", xytext=(5, 5), fontsize=8)
+        marker = MARKERS[i % len(MARKERS)] if below else "s" if baseline else "o"  # below: each its own
+        ax.errorbar(x, row["top1_mean"], yerr=_std(row["top1_std"]), fmt=marker, capsize=3,
+                    color="black" if baseline else None, mfc="none" if busy else None, label=label if below else None)
+        if not below:
+            ax.annotate(label, (x, row["top1_mean"]), textcoords="offset points", xytext=(5, 5), fontsize=FONT_PT)
     front = pareto_front([(row[cost_key] * scale, row["top1_mean"]) for row in points])
     if len(front) > 1:
         ax.step(*zip(*front), where="post", color="grey", linestyle="--", linewidth=1, label="Pareto front")
-        ax.legend(fontsize=8, loc="lower right")
+        if not below:
+            ax.legend(fontsize=FONT_PT, loc="lower right")
+    if below:
+        _legend_below(fig)
     what = COST_AXES[cost_key].split(" (")[0]
     xlabel = COST_AXES[cost_key]
     devices = sorted({d for row in points for d in row.get("cost_devices", [])})
@@ -107,20 +131,21 @@ def accuracy_vs_cost(rows: list[dict[str, Any]], varying: list[str], cost_key: s
 
 
 def training_curves(rows: list[dict[str, Any]], varying: list[str], path: Path) -> Path | None:
-    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     if not any(row["curve"] for row in rows):
         return None
-    fig = Figure(figsize=COLUMN_IN, layout="constrained")  # everything inside the column, nothing cropped off
+    drawn = [r for r in rows if r["curve"]]
+    labels = [f"{_label(row, varying)} (n={row['n']})" for row in drawn]
+    fig, labels, below = _figure_for(labels)  # inside the column, nothing cropped off
     ax = fig.add_subplot()
-    for i, row in enumerate(r for r in rows if r["curve"]):
+    for i, (row, label) in enumerate(zip(drawn, labels)):
         epochs, means, stds = zip(*row["curve"])
         # marker and line style as well as colour, so that the curves stay apart in greyscale print
         style = {"marker": MARKERS[i % len(MARKERS)], "linestyle": LINESTYLES[i % len(LINESTYLES)]}
         if row.get("is_baseline"):
             style["color"] = "black"
-        line, = ax.plot(epochs, means, label=f"{_label(row, varying)} (n={row['n']})", **style)
+        line, = ax.plot(epochs, means, label=label, **style)
         low, high = zip(*((m - _std(s), m + _std(s)) for m, s in zip(means, stds)))
         ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.15)
     ax.set(xlabel="epoch", ylabel="eval top-1 (%)")
@@ -128,7 +153,7 @@ def training_curves(rows: list[dict[str, Any]], varying: list[str], path: Path) 
     _plain_axes(ax)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend_below(fig) if below else ax.legend(fontsize=FONT_PT)
     return _save(fig, path)
 
 
