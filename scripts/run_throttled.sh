@@ -14,6 +14,7 @@ group=/sys/fs/cgroup/cpu/attn_bench_throttled
 [ -d /sys/fs/cgroup/cpu ] || { echo "run_throttled.sh: no cgroup v1 cpu controller at /sys/fs/cgroup/cpu" >&2; exit 2; }
 mkdir -p "$group"
 echo 10000 > "$group/cpu.cfs_period_us"
-python3 -c "print(int($cpus * 10000))" > "$group/cpu.cfs_quota_us"
+quota=$(python3 -c "print(int($cpus * 10000))")
+echo "$quota" > "$group/cpu.cfs_quota_us"  # python writing to the file directly gets EINVAL on some kernels
 echo $$ > "$group/cgroup.procs"
 exec "$@"

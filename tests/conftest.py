@@ -2,11 +2,20 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
-import torch
+
+# One intra-op thread in every test process and every process a test starts (they inherit the variable): the
+# suite's networks are tiny, so a second thread gains little, and on an oversold VM or under a CPU quota threads
+# that wait for each other spin away the quota (a resume test ran 2x slower with 2 threads under 0.64 CPUs).
+# pytest-xdist uses the cores instead, a test module per worker; equal thread counts everywhere also keep a
+# subprocess run and an in-process run bit-identical.
+os.environ["OMP_NUM_THREADS"] = "1"
+import torch  # noqa: E402
+
 from PIL import Image
 
 from attn_bench.cli import main, register
@@ -17,7 +26,13 @@ register()  # the run-directory resolver and the sweep launcher, as the CLI does
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR10 = REPO.parent / "shared" / "data" / "cifar10-jpeg"
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+torch.set_num_threads(1)
+MAX_WORKERS = 8  # each worker holds torch and a few networks (about 1 GB)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per core, at most MAX_WORKERS."""
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
 
 
 
