@@ -16,6 +16,7 @@ from attn_bench.errors import ConfigError, did_you_mean
 
 CONFIG_MODULE = "attn_bench.configs"
 CONFIG_GROUPS = ("model", "data", "trainer", "experiment", "debug")
+MODEL_FREE_FORM = ("attn_args", "timm_kwargs")  # the block's and timm's own arguments: any key
 
 
 def group_options(group: str, config_dirs: list[Path] = ()) -> list[str]:
@@ -72,6 +73,15 @@ def check_known_keys(node: DictConfig, prefix: str, known: set[str], free_form: 
         hint = did_you_mean(unknown[0], sorted(known | set(free_form)), prefix=f"{prefix}.")
         raise ConfigError(f"unknown key {prefix}.{unknown[0]}{' (and more)' if len(unknown) > 1 else ''}: nothing "
                           f"reads it; {hint}valid keys under {prefix}: {', '.join(sorted(known | set(free_form)))}")
+
+
+def check_unread_keys(cfg: DictConfig) -> None:
+    """The composed run config's keys that nothing reads (``+trainer.epoch=2``), found before torch is imported
+    and before the config is printed: the checks that training.validate, data.spec and models.build repeat."""
+    check_known_keys(cfg.trainer, "trainer", shipped_keys("trainer/quick.yaml"))  # every recipe starts from quick
+    check_known_keys(cfg.model, "model", shipped_keys("_model.yaml"), free_form=MODEL_FREE_FORM)
+    if cfg.data.get("name") in group_options("data"):  # an unknown dataset is the data checks' line
+        check_known_keys(cfg.data, "data", shipped_keys(f"data/{cfg.data.name}.yaml"))
 
 
 def check_override_keys(overrides: list[str]) -> None:

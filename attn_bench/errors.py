@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import math
+import re
 
 USAGE_EXIT = 2
 
@@ -23,6 +24,14 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise ConfigError(f"{self.prog.removeprefix('attn-bench ')}: {message}")
+
+    def format_help(self) -> str:
+        return plain_text(super().format_help())
+
+
+def plain_text(text: str) -> str:
+    """A docstring as a terminal shows it: ``code`` and :func:`name` without their reStructuredText marks."""
+    return re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text).replace("``", "")
 
 
 def check(condition: bool, message: str) -> None:

@@ -33,11 +33,12 @@ class Table:
         return [[str(column.cell(row)) for column in self.columns] for row in self.rows]
 
 
-def wide_console():
-    """rich's Console for stdout; a file or pipe gets wide lines instead of cells wrapped at 80 columns."""
+def wide_console(**options):
+    """rich's Console (stdout, or ``stderr=True`` ...); a file or pipe gets wide lines instead of cells wrapped at
+    80 columns."""
     from rich.console import Console
 
-    console = Console()
+    console = Console(**options)
     if not console.is_terminal:
         console.width = max(console.width, 200)
     return console

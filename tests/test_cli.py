@@ -110,6 +110,7 @@ def test_sweep_choice_syntax_is_checked_too(capsys):
 
 def test_a_run_prints_what_it_measured_and_lands_in_its_named_directory(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ATTN_BENCH_OUTPUTS", str(tmp_path))
+    monkeypatch.delenv("COLUMNS", raising=False)
     args = ["data.train_size=300", "data.test_size=100", "trainer.epochs=1", "trainer.batch_size=50",
             "trainer.progress=false"]
     assert main(args) == 0
@@ -119,6 +120,7 @@ def test_a_run_prints_what_it_measured_and_lands_in_its_named_directory(tmp_path
     run_dir = tmp_path / "runs" / "data.test_size=100,data.train_size=300,trainer.batch_size=50,trainer.epochs=1"
     assert (run_dir / "metrics.json").exists(), sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert "trainer.progress" not in run_dir.name  # keys that do not change results stay out of the name
+    assert any("run directory" in line and str(run_dir) in line for line in out.splitlines())  # piped: unwrapped
     # what to run next, with the real paths
     assert f"next: tensorboard --logdir {run_dir}" in out and f"attn-bench report {tmp_path / 'runs'}" in out
     assert f"attn-bench visualize {run_dir}" in out
@@ -191,6 +193,8 @@ def test_print_config_false_prints_no_tree(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ATTN_BENCH_OUTPUTS", str(tmp_path / "outputs"))
     assert main(["debug=fast", "print_config=false", "trainer.progress=false"]) == 0
     assert "config (resolved)" not in capsys.readouterr().out
+    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()  # printing or not changes no number: not in the name
+    assert run_dir.name == "debug=fast", run_dir.name
 
 
 def test_everything_the_help_texts_name_is_accepted(attn_bench_cli, tmp_path):
@@ -255,6 +259,9 @@ def test_a_mistyped_subcommand_is_answered_without_loading_torch():
     (["--help"], {}, "== Configuration groups =="),
     (["-sc", "query=bash"], {"COMP_LINE": "attn-bench model.attn=s"}, "model.attn=se"),  # TAB completion
     (["model.atn=se"], {}, "did you mean 'model.attn'"),  # a key typo
+    (["+trainer.epoch=2"], {}, "unknown key trainer.epoch: nothing reads it; did you mean 'trainer.epochs'"),
+    *[([sub, "--help"], {}, f"attn-bench {sub}") for sub in ("blocks", "check-block", "eval", "export",
+                                                                    "profile", "report", "visualize")],
 ])
 def test_help_completion_and_key_errors_answer_without_loading_torch(argv, env, expect):
     """--help, completion and every error about config keys compose configs only: no torch or timm import

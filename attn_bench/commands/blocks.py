@@ -8,7 +8,6 @@ from rich.table import Table
 from attn_bench.attention import block_defaults, block_identity, block_sites, get_block_class, list_blocks
 from attn_bench.attention.registry import is_builtin
 from attn_bench.errors import ConfigError
-from attn_bench.models.presets import preset_for
 from attn_bench.tables import wide_console
 
 
@@ -27,6 +26,8 @@ def main(argv: list[str]) -> int:
         return 0
     if argv:
         raise ConfigError(f"blocks takes no arguments, got {' '.join(argv)}; {USAGE}")
+    from attn_bench.models.presets import preset_for  # torch: not for --help
+
     table = Table(title="attention blocks (model.attn=<name>, arguments as +model.attn_args.<arg>=<value>)",
                   caption="sites (model.attn_site): residual | mid | stage_end | trunk | conv | input; "
                           "model.placement=uniform puts every block at the residual site of every block "

@@ -9,21 +9,19 @@ block's arguments (as ``+model.attn_args.key=value`` would give them), values pa
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
-import torch
 import yaml
 from rich.console import Console
 from rich.table import Table
 
-from attn_bench.attention.contract import (
-    Check, construct, contract_checks, describe_error, first_width_built, identity_at_init,
-)
 from attn_bench.attention.registry import BASELINE, block_identity
-from attn_bench.errors import ConfigError
-from attn_bench.metrics.complexity import count_ops, count_params
-from attn_bench.metrics.latency import BusyDeviceWarning, TimingPlan, measure_latency
-from attn_bench.models import build_model
+from attn_bench.errors import ConfigError, plain_text
 from attn_bench.tables import wide_console
+
+if TYPE_CHECKING:
+    from attn_bench.attention.contract import Check
+# the checks need torch and timm, imported where they run: --help and a bad argument answer without them
 
 USAGE = "usage: attn-bench check-block SPEC [key=value ...]  (SPEC: a block name, file.py:Class or module:Class)"
 COST_BACKBONE, LATENCY_BACKBONE, IMG = "resnet50", "resnet18", 224
@@ -34,6 +32,8 @@ LATENCY_CHECK = f"CPU latency on {LATENCY_BACKBONE} at {IMG} px"
 def _compared(backbone: str, spec: str, kwargs: dict):
     """(name, model) for no block, SE (the reference) and the block under test, on ``backbone``, each built
     as a run builds it (``placement=paper``: SA's and SGE's groups fitted to ResNet-18's 64-channel stage)."""
+    from attn_bench.models import build_model
+
     for name, args in ((BASELINE, None), ("se", None), (spec, kwargs or None)):
         yield name, build_model(backbone, name, 1000, attn_args=args, placement="paper")
 
@@ -54,6 +54,9 @@ def _parse(argv: list[str]) -> tuple[str, dict]:
 
 
 def _cost(spec: str, kwargs: dict) -> Check:
+    from attn_bench.attention.contract import Check
+    from attn_bench.metrics.complexity import count_ops, count_params
+
     rows = {name: (count_params(model)["params"], count_ops(model, IMG))
             for name, model in _compared(COST_BACKBONE, spec, kwargs)}
     base_params, base_ops = rows[BASELINE]
@@ -68,6 +71,9 @@ def _cost(spec: str, kwargs: dict) -> Check:
 
 
 def _latency(spec: str, kwargs: dict) -> Check:
+    from attn_bench.attention.contract import Check
+    from attn_bench.metrics.latency import BusyDeviceWarning, TimingPlan, measure_latency
+
     plan = TimingPlan(warmup=2, warmup_s=0.5, min_repeats=5, repeats=20, budget_s=3.0)
     medians, busy = {}, False
     for name, model in _compared(LATENCY_BACKBONE, spec, kwargs):
@@ -84,6 +90,8 @@ def _latency(spec: str, kwargs: dict) -> Check:
 def _guarded(name: str, measure, spec: str, kwargs: dict) -> Check:
     """A measurement on a whole backbone; a block that fails there (other widths and sizes than the
     contract's) fails the check with its error, not the command."""
+    from attn_bench.attention.contract import Check, describe_error
+
     try:
         return measure(spec, kwargs)
     except Exception as err:
@@ -91,6 +99,8 @@ def _guarded(name: str, measure, spec: str, kwargs: dict) -> Check:
 
 
 def run_checks(spec: str, kwargs: dict, timing: bool = True) -> list[Check]:
+    from attn_bench.attention.contract import construct, contract_checks, first_width_built, identity_at_init
+
     checks = contract_checks(spec, kwargs)
     if all(c.passed is not False for c in checks):
         c = first_width_built(spec, kwargs)
@@ -103,9 +113,11 @@ def run_checks(spec: str, kwargs: dict, timing: bool = True) -> list[Check]:
 
 def main(argv: list[str]) -> int:
     if argv[:1] in (["-h"], ["--help"]):
-        print(f"{USAGE}\n\n{__doc__.split(chr(10) * 2)[1].strip()}")
+        print(plain_text(f"{USAGE}\n\n{__doc__.split(chr(10) * 2)[1].strip()}"))
         return 0
     spec, kwargs = _parse(argv)
+    import torch
+
     torch.set_num_threads(max(1, torch.get_num_threads()))
     source = block_identity(spec)  # a bad spec fails here, in one line
     checks = run_checks(spec, kwargs)

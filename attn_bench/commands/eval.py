@@ -155,8 +155,9 @@ def _draw_confusion(record: dict, stem: Path) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    from rich.console import Console
     from rich.table import Table
+
+    from attn_bench.tables import wide_console
 
     args = _parse(argv)
     record, out = evaluate_run(args.target, args.overrides, args.ckpt, args.device, args.trust_block, args.ema,
@@ -170,6 +171,6 @@ def main(argv: list[str]) -> int:
                         ("loss", f"{record['loss']:.4f}"), ("images", f"{record['images']:,}"),
                         ("device", record["device"])):
         table.add_row(name, value)
-    Console().print(table)
+    wide_console().print(table)
     print(f"wrote {out}" + "".join(f"\n      {figure}" for figure in record["figures"]))
     return 0

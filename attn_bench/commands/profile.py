@@ -1,36 +1,41 @@
-"""``attn-bench profile``: what each attention block costs in one backbone.
+"""attn-bench profile: what each attention block costs in one backbone.
 
     attn-bench profile model=resnet50 img_size=224 blocks=[none,se,eca,gc,ca,gam,cbam]
 
-Arguments are Hydra overrides of ``configs/profile.yaml`` (which uses the training ``model``
-group). Every block is built into the backbone exactly as training builds it
-(:func:`attn_bench.models.model_from_config`), then measured with
-:func:`attn_bench.metrics.cost.run_cost_metrics`. The table shows each row relative to the
-``none`` baseline when ``none`` is listed, and is written as CSV, Markdown and JSON to ``out_dir``.
+    attn-bench profile model=resnet18 data=cifar100 blocks=[none,se]
+
+Arguments are Hydra overrides of configs/profile.yaml (which uses the training model group).
+Every block is built into the backbone exactly as training builds it, then counted and timed.
+data= (or dataset=) gives the head the classes of the data the network will train on (cifar10, cifar100,
+synthetic, or an ImageFolder tree's folder, whose class folders are counted) and, for the
+built-in datasets, their image size. The table shows each row relative to the none baseline
+when none is listed, and is written as CSV, Markdown and JSON to out_dir.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from rich.console import Console
 
-from attn_bench import models
+from attn_bench import models  # its names load torch and timm on first use, not --help
 from attn_bench.attention import get_block_class, is_baseline
 from attn_bench.config import CONFIG_MODULE, compose
-from attn_bench.devices import resolve_device
-from attn_bench.errors import check, check_number
+from attn_bench.data.spec import SPECS
+from attn_bench.errors import check, check_number, plain_text
 from attn_bench.io import atomic_write_json, atomic_write_text
-from attn_bench.metrics.cost import run_cost_metrics
-from attn_bench.metrics.latency import BusyDeviceWarning, TimingPlan, resolve_amp
 from attn_bench.models.labels import backbone_label, block_label
 from attn_bench.rundir import outputs_root
 from attn_bench.tables import Column, Table, print_tables, to_csv, to_markdown
+
+if TYPE_CHECKING:
+    from attn_bench.metrics.latency import TimingPlan
 
 CONFIG_NAME = "profile"
 MODEL_ALIASES = ("backbone", "attn_args", "attn_stages", "attn_position", "attn_site", "placement", "stem", "timm_kwargs")
@@ -40,11 +45,16 @@ LEADING_CSV_COLUMNS = ("block", "params", "attn_params", "macs", "flops", "laten
 
 def with_aliases(argv: list[str]) -> list[str]:
     """``backbone=...`` (the earlier flat keys) -> ``++model.backbone=...`` (``++``: a dict value such
-    as ``timm_kwargs={channels:[...]}`` is set into the model's empty dict, as the flat key was)."""
+    as ``timm_kwargs={channels:[...]}`` is set into the model's empty dict, as the flat key was);
+    ``data=...`` (as training spells it, where Hydra reads it as the data group) -> ``dataset=...``."""
     out = []
     for arg in argv:
         key, sep, value = arg.partition("=")
-        out.append(f"++model.{key}={value}" if sep and key in MODEL_ALIASES else arg)
+        if sep and key in MODEL_ALIASES:
+            arg = f"++model.{key}={value}"
+        elif sep and key == "data":
+            arg = f"dataset={value}"
+        out.append(arg)
     return out
 
 
@@ -74,14 +84,53 @@ def build(cfg: DictConfig, block: str) -> models.Placed:
 
 
 def timing_plan(node: DictConfig) -> TimingPlan:
+    from attn_bench.metrics.latency import TimingPlan
+
     return TimingPlan(warmup=node.warmup, warmup_s=node.warmup_s, repeats=node.repeats,
                       min_repeats=node.min_repeats, budget_s=node.budget_s)
 
 
+IMAGENET = (1000, 224)  # classes and image size without data=
+
+
+def _class_folders(folder: Path) -> int:
+    """The class folders ImageFolder would find in the tree's ``train`` split (or in the folder itself)."""
+    check(folder.is_dir(), f"data={folder}: no such folder; give {', '.join(n for n in SPECS if n != 'imagefolder')} "
+                           f"or a folder in ImageFolder layout (<folder>/train/<class>/<images>)")
+    split = folder / "train" if (folder / "train").is_dir() else folder
+    count = sum(1 for entry in split.iterdir() if entry.is_dir())
+    check(count >= 2, f"data={folder}: '{split}' has {count} class folders; ImageFolder layout is "
+                      f"<folder>/train/<class>/<images>, at least two classes")
+    return count
+
+
+def resolve_data(cfg: DictConfig) -> None:
+    """``num_classes`` and ``img_size`` from ``dataset`` (the classes and, for a built-in dataset, the image size
+    training on it uses), else ImageNet's; a value the user set that contradicts the data is refused."""
+    data = cfg.dataset
+    if data is None:
+        classes, size = IMAGENET
+    elif str(data) in SPECS and str(data) != "imagefolder":
+        classes, size = SPECS[str(data)].num_classes, SPECS[str(data)].img_size
+    else:
+        check(str(data) != "imagefolder", "data=imagefolder: give the tree's folder instead, data=/path/to/tree")
+        classes, size = _class_folders(Path(str(data)).expanduser()), None
+    for key, value in (("num_classes", classes), ("img_size", size)):
+        given = cfg[key]
+        if given is None:
+            cfg[key] = value if value is not None else IMAGENET[1]  # an ImageFolder tree's images: any size
+            continue
+        check_number(given, key, integer=True)
+        check(data is None or value is None or given == value,
+              f"data={data} has {key}={value}; {key}={given} contradicts it (leave {key} out)")
+    check(cfg.num_classes >= 1, f"num_classes must be at least 1, got {cfg.num_classes}")
+
+
 def timing_options(cfg: DictConfig) -> dict[str, Any]:
     """``run_cost_metrics`` keyword arguments, checked before any model is built."""
-    check_number(cfg.num_classes, "num_classes", integer=True)
-    check(cfg.num_classes >= 1, f"num_classes must be at least 1, got {cfg.num_classes}")
+    from attn_bench.devices import resolve_device
+    from attn_bench.metrics.latency import resolve_amp
+
     for key in ("threads", "throughput.batch_size"):
         value = OmegaConf.select(cfg, key)
         if value is not None:
@@ -95,6 +144,9 @@ def timing_options(cfg: DictConfig) -> dict[str, Any]:
 
 
 def profile_block(cfg: DictConfig, block: str, options: dict[str, Any]) -> dict[str, Any]:
+    from attn_bench.metrics.cost import run_cost_metrics
+    from attn_bench.metrics.latency import BusyDeviceWarning
+
     model, placement = build(cfg, block)
     with warnings.catch_warnings():  # the table marks busy rows itself
         warnings.simplefilter("ignore", BusyDeviceWarning)
@@ -153,7 +205,9 @@ def columns(rows: list[dict[str, Any]]) -> list[Column]:
 
 def caption(cfg: DictConfig, rows: list[dict[str, Any]]) -> str:
     r = rows[0]
-    text = (f"{cfg.model.backbone} @ {cfg.img_size} px, {cfg.num_classes} classes; MACs/FLOPs: batch 1, eval; "
+    classes = f"{cfg.num_classes} classes ({cfg.dataset})" if cfg.dataset is not None else \
+        f"{cfg.num_classes} classes (ImageNet's; data= for your data's)"
+    text = (f"{cfg.model.backbone} @ {cfg.img_size} px, {classes}; MACs/FLOPs: batch 1, eval; "
             f"timing on {r['device']} ({r['device_name']}), {r['dtype']}, {r['num_threads']} threads, "
             f"torch {r['torch_version']}; latency = median of batch-1 passes")
     if any(row["latency_busy"] or row["throughput_busy"] for row in rows):
@@ -175,12 +229,15 @@ def profile_table(cfg: DictConfig, rows: list[dict[str, Any]]) -> Table:
 
 
 def output_dir(cfg: DictConfig) -> Path:
-    """``out_dir``, or a folder named after the backbone as configured (its timm arguments included) and the
-    image size: ``model=resnet18`` and ``model=resnet18_tiny`` never overwrite each other's tables."""
+    """``out_dir``, or a folder named after the backbone as configured (its timm arguments included), the image
+    size and a digest of every other setting (stem, placement, block arguments, classes, device, timing): two
+    profiles share a folder only when they measure the same thing."""
     if cfg.out_dir is not None:
         return Path(str(cfg.out_dir))
     slug = re.sub(r"[^A-Za-z0-9.+-]+", "_", _backbone(cfg)).strip("_")
-    return outputs_root() / "profile" / f"{slug}_{cfg.img_size}px"
+    settings = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "out_dir"}
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return outputs_root() / "profile" / f"{slug}_{cfg.img_size}px_{digest}"
 
 
 def write_outputs(cfg: DictConfig, rows: list[dict[str, Any]]) -> Path:
@@ -198,7 +255,7 @@ def print_help() -> None:
 
     defaults = (resources.files(CONFIG_MODULE) / f"{CONFIG_NAME}.yaml").read_text()
     text = f"{__doc__}\nKeys (override as key=value) and defaults:\n\n{defaults}"
-    Console(highlight=False, soft_wrap=True).print(text, markup=False)
+    Console(highlight=False, soft_wrap=True).print(plain_text(text), markup=False)
 
 
 def main(argv: list[str]) -> int:
@@ -207,6 +264,7 @@ def main(argv: list[str]) -> int:
         return 0
     cfg = compose(CONFIG_NAME, with_aliases(argv))
     OmegaConf.resolve(cfg)
+    resolve_data(cfg)
     blocks = checked_blocks(cfg)
     options = timing_options(cfg)
     for block in blocks:  # every model checked before anything is measured

@@ -1,7 +1,23 @@
-"""Model assembly: timm backbone + stem + attention placement."""
-from attn_bench.models.backbones import SUPPORTED_BACKBONES
-from attn_bench.models.build import Placed, build_model, build_placed, check, model_as_recorded, model_from_config
-from attn_bench.models.placement import Slot, attention_modules, find_slots
+"""Model assembly: timm backbone + stem + attention placement.
 
-__all__ = ["SUPPORTED_BACKBONES", "Placed", "Slot", "attention_modules", "build_model", "build_placed", "check",
-           "find_slots", "model_as_recorded", "model_from_config"]
+The names below load on first use (PEP 562), so that the torch-free parts of the package (``labels``: how a
+run's model is named in tables and figures) import without torch and timm; the backbones of this package
+register with timm when the first of them is used."""
+from __future__ import annotations
+
+import importlib
+
+_SOURCES = {
+    "SUPPORTED_BACKBONES": "backbones", "Placed": "build", "build_model": "build", "build_placed": "build",
+    "check": "build", "model_as_recorded": "build", "model_from_config": "build", "Slot": "placement",
+    "attention_modules": "placement", "find_slots": "placement",
+}
+__all__ = sorted(_SOURCES)
+
+
+def __getattr__(name: str):
+    if name not in _SOURCES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_SOURCES[name]}"), name)
+    globals()[name] = value  # found directly from now on
+    return value

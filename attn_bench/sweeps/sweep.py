@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Sequence
 
 from omegaconf import OmegaConf
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -20,6 +19,7 @@ from attn_bench.errors import check
 from attn_bench.io import atomic_write_json
 from attn_bench.rundir import is_completed, read_record
 from attn_bench.sweeps.queue import Job, Slot, cpu_slots, gpu_slots, run_queue
+from attn_bench.tables import wide_console
 
 log = logging.getLogger("attn_bench")
 SUMMARY_FILE = "sweep_summary.json"
@@ -180,7 +180,7 @@ def _print_summary(jobs: list[Job], sweep_dir: Path) -> None:
         table.add_row(str(job.index), job.status, _final_top1(job), job.device or "cpu" if job.started else "-", took,
                       escape(" ".join(o for o in job.overrides if o not in shared)), escape(job.reason or ""),
                       style=style)
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    console = wide_console(stderr=True, highlight=False, soft_wrap=True)
     console.print(table)
     where = shlex.quote(str(sweep_dir))
     console.print(f"next: attn-bench report {where}\n"

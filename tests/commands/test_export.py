@@ -30,6 +30,20 @@ class MedianGate(nn.Module):
         return x * torch.sigmoid(self.scale.view(1, -1, 1, 1) * median[..., None, None])
 '''
 
+BATCH_GATE = '''
+from torch import nn
+
+
+class BatchGate(nn.Module):
+    """Halves its input except in a batch of two: Python control flow that torch.jit.trace freezes."""
+
+    def __init__(self, channels):
+        super().__init__()
+
+    def forward(self, x):
+        return x if x.shape[0] == 2 else 0.5 * x
+'''
+
 
 @pytest.fixture(scope="module")
 def se_run(tmp_path_factory):
@@ -92,6 +106,23 @@ def test_torchscript_export_loads_without_attn_bench_and_gives_the_same_logits(s
     with torch.no_grad():
         expected = _trained_network(se_run)(images)
     torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_an_export_whose_logits_differ_from_pytorchs_is_refused_and_leaves_no_file(tmp_path, monkeypatch):
+    """The trace runs the example batch of 2, so the traced network keeps the batch-of-2 branch; on the check's
+    batch of 4 PyTorch halves the features: the comparison must catch it."""
+    from attn_bench.commands.export import export_run
+    from attn_bench.errors import ConfigError
+
+    (tmp_path / "batch_gate.py").write_text(BATCH_GATE)
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "gate"
+    run_training(_compose_train(SMALL + [f"model.attn={tmp_path / 'batch_gate.py'}:BatchGate"]), run_dir)
+    with pytest.raises(ConfigError, match=r"the torchscript network's logits differ from PyTorch's on a batch of 4: "
+                                          r"max \|difference\| [0-9.e+-]+ \(allowed 1e-05 \+ 0.0001 x \|logit\|\); "
+                                          r"nothing was written"):
+        export_run(run_dir, "torchscript")
+    assert list((run_dir / "export").iterdir()) == []
 
 
 def test_a_block_that_cannot_be_exported_is_one_line_naming_the_op_and_leaves_no_file(tmp_path, attn_bench_cli,

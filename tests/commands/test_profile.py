@@ -51,9 +51,45 @@ def test_profile_rows_say_where_the_block_went(tmp_path):
     assert read_csv(tmp_path / "profile.csv")[0]["label"] == "gc"
 
 
-def test_help_prints_the_keys_and_defaults(capsys):
+def test_help_prints_the_keys_and_defaults_as_plain_text(capsys):
     assert main(["profile", "--help"]) == 0
-    assert "throughput:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "throughput:" in out and "dataset: null" in out and "data=cifar100" in out
+    assert ":func:" not in out and "``" not in out  # no Sphinx markup in a terminal
+
+
+def test_the_head_has_the_classes_of_the_data_given(tmp_path):
+    """The head profiled is the one training builds: CIFAR-100's 100 classes, an ImageFolder tree's class
+    folders counted, ImageNet's 1000 without data= (the caption says which)."""
+    from conftest import make_imagefolder
+
+    def params(*args):
+        out = tmp_path / "out"
+        assert main(["profile", *TINY, "blocks=[none]", f"out_dir={out}", *args]) == 0
+        return int(read_csv(out / "profile.csv")[0]["params"]), (out / "profile.md").read_text()
+
+    imagenet, md = params()
+    assert "1000 classes (ImageNet's" in md
+    cifar10, md = params("data=cifar10")
+    cifar100, md = params("dataset=cifar100")
+    assert "100 classes (cifar100)" in md
+    tree, _ = params(f"data={make_imagefolder(tmp_path / 'tree')}")
+    width = 128 + 1  # the head of the TINY network: 128 features and a bias per class
+    assert cifar100 - cifar10 == 90 * width and imagenet - cifar100 == 900 * width and cifar10 - tree == 8 * width
+
+
+@pytest.mark.parametrize("args, message", [
+    (["data=cifar100", "num_classes=10"], "data=cifar100 has num_classes=100; num_classes=10 contradicts it"),
+    (["data=cifar10", "img_size=64"], "data=cifar10 has img_size=32; img_size=64 contradicts it"),
+    (["data=imagefolder"], "data=imagefolder: give the tree's folder instead"),
+    (["data=/no/such/tree"], "data=/no/such/tree: no such folder; give synthetic, cifar10, cifar100 or a folder"),
+])
+def test_data_that_cannot_be_profiled_is_one_line(tmp_path, capsys, args, message):
+    tiny = [a for a in TINY if not a.startswith("img_size=")]
+    assert main(["profile", *tiny, *args, f"out_dir={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -74,16 +110,28 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, args, message):
     assert not (tmp_path / "out").exists()
 
 
-def test_two_models_of_one_backbone_never_share_an_output_folder(tmp_path, monkeypatch):
-    """model=resnet18 and model=resnet18_tiny (timm's resnet18 with other widths) were both written to
-    profile/resnet18_224px, the second overwriting the first's table."""
-    from attn_bench.commands.profile import output_dir
+def test_profiles_of_different_settings_never_share_an_output_folder(tmp_path, monkeypatch):
+    """model=resnet18 and model=resnet18_tiny were both written to profile/resnet18_224px, the second
+    overwriting the first's table; so were two stems, two data sets or two devices of one backbone."""
+    from attn_bench.commands.profile import output_dir, resolve_data, with_aliases
     from attn_bench.config import compose
 
     monkeypatch.setenv("ATTN_BENCH_OUTPUTS", str(tmp_path))
-    folders = {m: output_dir(compose("profile", [f"model={m}"])) for m in ("resnet18", "resnet18_tiny")}
-    assert folders["resnet18"] == tmp_path / "profile" / "resnet18_224px"
-    assert folders["resnet18_tiny"] == tmp_path / "profile" / "resnet18_channels_16_32_64_128_224px"
+
+    def folder(*overrides):
+        cfg = compose("profile", with_aliases(list(overrides)))
+        resolve_data(cfg)
+        return output_dir(cfg)
+
+    settings = [(), ("model=resnet18",), ("model=resnet18_tiny",), ("model.stem=small",), ("data=cifar100",),
+                ("data=cifar100", "model.stem=small"), ("device=cuda",), ("attn_args={rd_ratio:0.5}",),
+                ("placement=uniform",), ("latency.repeats=50",)]
+    folders = [folder(*s) for s in settings]
+    assert len(set(folders)) == len(settings)
+    assert folder() == folders[0] and folder("img_size=224") == folders[0]  # the same profile: the same folder
+    assert all(f.parent == tmp_path / "profile" for f in folders)
+    assert folders[2].name.startswith("resnet18_channels_16_32_64_128_224px_")  # readable: what the model changes
+    assert folders[4].name.startswith("resnet50_32px_")
     assert output_dir(compose("profile", [f"out_dir={tmp_path / 'mine'}"])) == tmp_path / "mine"
 
 

@@ -338,9 +338,11 @@ def test_figures_mark_the_baseline_name_the_timing_device_show_mmacs_and_keep_on
     points = sorted((round(float(c.lines[0].get_xdata()[0]), 4), c.lines[0].get_marker(), c.lines[0].get_color())
                     for c in macs.containers)  # each block's error bar: its point, marker and colour
     assert [(x, marker) for x, marker, _ in points] == [(44.5, "s"), (44.5012, "o")] and points[0][2] == "black"
-    labels = [t.get_text() for t in macs.texts]
-    assert "none (baseline)" in labels and "se" in labels
-    assert "latency (ms, batch 1, test cpu)" in figures
+    for ax in (macs, figures["latency (ms, batch 1, test cpu)"]):  # the device named in the latency axis
+        markers = sorted((c.lines[0].get_marker(), c.lines[0].get_color()) for c in ax.containers)
+        assert markers[1] == ("s", "black") and markers[0][0] == "o" and markers[0][1] != "black"
+        labels = [t.get_text() for t in ax.texts]
+        assert "none (baseline)" in labels and "se" in labels
     curves = figures["epoch"]
     legend = [t.get_text() for t in curves.get_legend().get_texts()]
     assert legend == ["none (baseline) (n=2)", "se (n=2)"]
@@ -409,7 +411,8 @@ def test_a_seed_that_appears_twice_in_one_row_is_named(tmp_path, capsys):
     completed(tmp_path / "c", "se", 1, 81.0)
     main(["report", str(tmp_path)])
     err = capsys.readouterr().err
-    assert "synthetic" in err and "se: seed 0 appears in more than one run" in err
+    assert "synthetic" in err and f"se: seed 0 appears in more than one run: a, b (in {tmp_path})" in err
+    assert "seed 1" not in err
 
 
 def test_report_csv_carries_the_busy_flags_report_md_stars(tmp_path):

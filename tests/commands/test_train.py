@@ -140,6 +140,31 @@ def test_the_hparams_row_names_a_blocks_effective_arguments_defaults_included(sy
     assert "'rd_ratio': 0.0625" in values["attn_effective_args"] and "'gate_layer': 'hard_sigmoid'" in values["attn_effective_args"]
 
 
+def test_the_hparams_row_carries_the_recipe_and_the_settings_its_schedule_reads(synthetic_run):
+    from attn_bench.commands.train.records import hparams
+    from attn_bench.rundir import RunRecord
+
+    _, metrics, cfg = synthetic_run
+    record = RunRecord.from_dict(metrics)
+    recipe = cfg.copy()
+    recipe.data.augment, recipe.data.random_erasing, recipe.model.drop_path_rate = "randaugment", 0.25, 0.05
+    recipe.trainer.label_smoothing, recipe.trainer.accumulate_steps = 0.1, 2
+    recipe.trainer.mixup.mixup_alpha, recipe.trainer.mixup.cutmix_alpha = 0.2, 1.0
+    recipe.trainer.optimizer.lr_base, recipe.trainer.scheduler.name = 0.4, "plateau"
+    values, _ = hparams(recipe, record)
+    assert {k: values[k] for k in ("augment", "random_erasing", "drop_path_rate", "label_smoothing", "accumulate_steps",
+                                   "mixup_alpha", "cutmix_alpha", "lr_base", "lr_base_size", "lr_base_scale",
+                                   "scheduler", "patience_epochs", "decay_rate")} == {
+        "augment": "randaugment", "random_erasing": 0.25, "drop_path_rate": 0.05, "label_smoothing": 0.1,
+        "accumulate_steps": 2, "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "lr_base": 0.4, "lr_base_size": 256,
+        "lr_base_scale": "auto", "scheduler": "plateau", "patience_epochs": 10, "decay_rate": 0.1}
+    assert "step_epochs" not in values and "decay_epochs" not in values  # read by other schedules only
+    recipe.trainer.scheduler.name = "multistep"
+    assert hparams(recipe, record)[0]["decay_epochs"] == "[30, 60, 90]"
+    plain, _ = hparams(cfg, record)  # cosine, lr given directly
+    assert not {"decay_rate", "lr_base_size", "lr_base_scale"} & set(plain) and plain["lr_base"] == "None"
+
+
 def test_cost_figures_are_recorded_in_metrics(synthetic_run):
     _, metrics, _ = synthetic_run
     cost = metrics["cost"]

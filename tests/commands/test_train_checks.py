@@ -16,6 +16,10 @@ from attn_bench.errors import ConfigError
     (["trainer.precision=fp8"], "unknown trainer.precision 'fp8'; valid choices: fp32, bf16, fp16"),
     (["trainer.accumulate_steps=0"], "trainer.accumulate_steps must be a positive integer, got 0"),
     (["trainer.accumulate_steps=1.5"], "trainer.accumulate_steps must be an integer, got 1.5"),
+    (["trainer.clip_grad=0"], "trainer.clip_grad must be positive (null = no clipping), got 0"),
+    (["trainer.clip_grad=-1.0"], "trainer.clip_grad must be positive (null = no clipping), got -1.0"),
+    (["trainer.clip_grad=big"], "trainer.clip_grad must be a number, got 'big'"),
+    (["trainer.clip_grad=1.0", "trainer.clip_mode=max"], "unknown trainer.clip_mode 'max'; valid choices: norm, value, agc"),
     (["model.stem=imagenet", "model=resnet50", "data.img_size=32"], None),  # 32 px >= stride 32: fine
     (["model.stem=imagenet", "model=resnet50", "data=imagefolder", "data.root=x", "data.num_classes=2",
       "data.img_size=16"], "img_size=16 is too small for resnet50 with the imagenet stem"),

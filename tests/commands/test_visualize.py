@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from attn_bench.cli import main
 from attn_bench.commands.train import run_training
-from attn_bench.commands.visualize import cams
+from attn_bench.commands.visualize import cams, grid
 from attn_bench.models import model_from_config
 
 pytest.importorskip("pytorch_grad_cam")
@@ -82,12 +82,17 @@ def test_images_are_the_same_class_balanced_set_for_every_run():
     assert cams.balanced_indices(labels, 6) == [3, 1, 6, 0, 5, 2]  # classes 0, 1, 2, 3, then 0, 1 again
 
 
-def test_the_command_draws_the_grid_writes_tensorboard_and_skips_bad_runs_in_one_line(trained, tmp_path, capsys):
+def test_the_command_draws_the_grid_writes_tensorboard_and_skips_bad_runs_in_one_line(trained, tmp_path, capsys,
+                                                                                      monkeypatch):
     shutil.copytree(trained / "cbam", tmp_path / "cbam_no_ckpt")
     (tmp_path / "cbam_no_ckpt" / "last.pt").unlink()
     out = tmp_path / "figures"
+    drawn, draw = [], grid.draw
+    monkeypatch.setattr(grid, "draw", lambda raw, labels, names, rows, *a, **k: drawn.append(rows) or
+                        draw(raw, labels, names, rows, *a, **k))
     assert main(["visualize", str(trained / "none"), str(tmp_path), "--images", "4", "--out", str(out)]) == 0
     captured = capsys.readouterr()
+    assert [row.label for row in drawn[0]] == ["none (baseline)\nseed 0"]  # named as in the report's figures
     assert (out / "heatmaps.png").stat().st_size > 10_000 and (out / "heatmaps.pdf").read_bytes()[:4] == b"%PDF"
     for pdf in out.glob("*.pdf"):  # TrueType fonts embedded, never Type 3 (journals' PDF checks)
         assert b"/Type3" not in pdf.read_bytes() and b"/FontFile2" in pdf.read_bytes(), pdf.name
@@ -213,7 +218,7 @@ def test_without_the_viz_extra_it_is_one_line_saying_how_to_install_it(trained, 
 
 
 CIFAR100_LIKE = ["apple", "aquarium_fish", "automobile", "sweet_pepper", "pickup_truck", "willow_tree", "dog", "lawn_mower"]
-LONG_LABELS = ["none\nseed 0", "eca (kernel_size by stage 3/5/5/7)\nseed 0",
+LONG_LABELS = ["none (baseline)\nseed 0", "eca (kernel_size by stage 3/5/5/7)\nseed 0",
                "my_gate.py:MyGate@1a2b3c4d (rd_ratio=0.0625, site=pre)\nseed 1"]
 
 

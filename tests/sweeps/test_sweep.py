@@ -349,13 +349,14 @@ def test_a_sweep_of_your_own_experiment_runs_it_in_every_job(tmp_path, sweep, ho
 def test_the_summary_says_the_overrides_every_job_shares_once(tmp_path, capsys, monkeypatch):
     from attn_bench.sweeps.sweep import _print_summary, shared_overrides
 
-    monkeypatch.setenv("COLUMNS", "300")  # one line per row, so that the counts below see whole values
-    fixed = ["data=cifar100", "trainer.epochs=200", "model.attn_stages=[2,3]"]
+    monkeypatch.delenv("COLUMNS", raising=False)  # piped: rows and caption are not wrapped at 80 columns
+    fixed = ["data=cifar100", "trainer.epochs=200", "model.attn_stages=[2,3]", "model.attn_args.rd_ratio=0.125",
+             "trainer.optimizer.lr=0.05"]
     jobs = [Job(index=i, overrides=[f"model.attn={a}", f"seed={s}", *fixed], run_dir=tmp_path / f"{a}{s}",
                 status="skipped") for i, (a, s) in enumerate([("none", 0), ("se", 0), ("se", 1)])]
     assert shared_overrides(jobs) == fixed and shared_overrides(jobs[:1]) == []
     _print_summary(jobs, tmp_path)
     err = capsys.readouterr().err
     assert err.count("trainer.epochs=200") == 1 and "every job: data=cifar100 trainer.epochs=200 " \
-                                                       "model.attn_stages=[2,3]" in err
+        "model.attn_stages=[2,3] model.attn_args.rd_ratio=0.125 trainer.optimizer.lr=0.05" in err
     assert "model.attn=se seed=1" in err and err.count("seed=0") == 2

@@ -2,6 +2,7 @@
 with the baseline block by Welch's test (:mod:`attn_bench.sweeps.stats`)."""
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import replace
 from typing import Any, Iterable
@@ -112,10 +113,20 @@ def pooling_warnings(runs: list[RunRecord]) -> list[str]:
         if differing:
             warnings.append(f"{'/'.join(key)}: runs pooled as seeds differ in {', '.join(differing[:5])}"
                             f"{' ...' if len(differing) > 5 else ''}")
-        repeated = [s for s, count in Counter(run.seed for run in members).items() if count > 1]
-        if repeated:
-            warnings.append(f"{'/'.join(key)}: seed {repeated[0]} appears in more than one run")
+        for seed, count in Counter(run.seed for run in members).items():
+            if count > 1:
+                folders = _folders([run.run_dir for run in members if run.seed == seed])
+                warnings.append(f"{'/'.join(key)}: seed {seed} appears in more than one run: {folders}")
     return warnings
+
+
+def _folders(run_dirs: list[str | None]) -> str:
+    """``a, b (in /sweeps/x)``: the folders that hold one seed twice, named where they differ."""
+    paths = [str(d) for d in run_dirs if d]
+    if len(paths) < len(run_dirs):
+        return ", ".join(str(d) for d in run_dirs)
+    common = os.path.commonpath(paths)
+    return f"{', '.join(os.path.relpath(p, common) for p in paths)} (in {common})"
 
 
 def varying_keys(rows: list[dict[str, Any]]) -> list[str]:

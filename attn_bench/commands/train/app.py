@@ -9,12 +9,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rich.console import Console
-
-from attn_bench.config import (CONFIG_GROUPS, CONFIG_MODULE, check_override_keys, group_options, unescape_override,
-                               user_config_dirs)
+from attn_bench.config import (CONFIG_GROUPS, CONFIG_MODULE, check_override_keys, check_unread_keys, group_options,
+                               unescape_override, user_config_dirs)
 from attn_bench.errors import ConfigError, fail
 from attn_bench.rundir import OUTPUTS_ENV, RunRecord, outputs_root
+from attn_bench.tables import wide_console
 
 
 def check_overrides(overrides: list[str]) -> None:
@@ -52,7 +51,7 @@ def print_config_tree(cfg) -> None:
         tree.add(f"[bold]{key}[/]").add(Syntax(OmegaConf.to_yaml(cfg[key], resolve=True), "yaml", theme="ansi_dark"))
     rest = OmegaConf.masked_copy(cfg, [key for key in cfg if key not in groups])
     tree.add("[bold]top level[/]").add(Syntax(OmegaConf.to_yaml(rest, resolve=True), "yaml", theme="ansi_dark"))
-    Console().print(tree)
+    wide_console().print(tree)
 
 
 def print_run_summary(record: RunRecord) -> None:
@@ -81,7 +80,7 @@ def print_run_summary(record: RunRecord) -> None:
     ]
     for name, value in rows:
         table.add_row(name, value)
-    Console().print(table)
+    wide_console().print(table)
     runs = Path(record.run_dir).parent
     run_dir = shlex.quote(str(record.run_dir))
     print(f"next: tensorboard --logdir {run_dir}\n"
@@ -155,12 +154,13 @@ def main(argv: list[str]) -> int:
 
     @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")
     def train(cfg) -> float | None:
-        from attn_bench.commands.train.run import run_training  # torch and timm: only when a run starts
-
         hc = HydraConfig.get()
-        if hc.mode != RunMode.MULTIRUN and cfg.print_config and int(os.environ.get("RANK", 0)) == 0:
-            print_config_tree(cfg)
         try:
+            check_unread_keys(cfg)  # a mistyped +key: one line before the tree, and before torch loads
+            if hc.mode != RunMode.MULTIRUN and cfg.print_config and int(os.environ.get("RANK", 0)) == 0:
+                print_config_tree(cfg)
+            from attn_bench.commands.train.run import run_training  # torch and timm: only when a run starts
+
             metrics = run_training(cfg, hc.runtime.output_dir)
         except ConfigError as err:
             if hc.mode == RunMode.MULTIRUN:

@@ -27,6 +27,10 @@ HPARAM_KEYS = {  # every setting that tells two runs of a sweep apart
     "augment": "data.augment", "random_erasing": "data.random_erasing", "crop_padding": "data.crop_padding",
     "mixup_alpha": "trainer.mixup.mixup_alpha", "cutmix_alpha": "trainer.mixup.cutmix_alpha",
 }
+SCHEDULER_HPARAMS = {  # the settings each schedule reads (the others would only look like differences)
+    "multistep": ("decay_epochs", "decay_rate"), "step": ("step_epochs", "decay_rate"),
+    "plateau": ("patience_epochs", "decay_rate"),
+}
 
 
 def library_versions() -> dict[str, str]:
@@ -89,6 +93,10 @@ def _effective_args(attn: str, args: dict[str, Any]) -> dict[str, Any]:
 def hparams(cfg: DictConfig, record: RunRecord) -> tuple[dict[str, Any], dict[str, float]]:
     """The HParams row: the run's settings, and its results as ``hparam/...`` metrics."""
     values = {name: OmegaConf.select(cfg, key) for name, key in HPARAM_KEYS.items()}
+    scheduler, optimizer = cfg.trainer.scheduler, cfg.trainer.optimizer
+    values.update({key: scheduler[key] for key in SCHEDULER_HPARAMS.get(scheduler.name, ())})
+    if optimizer.get("lr_base") is not None:  # the lr was derived: from what
+        values.update(lr_base_size=optimizer.lr_base_size, lr_base_scale=optimizer.lr_base_scale)
     values = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in values.items()}
     if record.images:  # what the splits held (a subset, a size, skipped files): the numbers, not the settings
         values.update(train_images=record.images["train"], test_images=record.images["test"])

@@ -33,7 +33,7 @@ _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    from attn_bench.commands.visualize.cams import METHODS
+    from attn_bench.commands.visualize.methods import METHODS
 
     parser = OneLineParser(prog="attn-bench visualize", description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories")
@@ -101,10 +101,10 @@ def _require_extras() -> None:
 
 
 def main(argv: list[str]) -> int:
-    from attn_bench.commands.visualize import cams, grid
-
     args = _parse(argv)
     _require_extras()
+    from attn_bench.commands.visualize import cams, grid  # torch, timm and grad-cam: not for --help
+
     runs = _chosen_runs(args.dirs, args.seed)
     data = runs[0].config["data"]
     images = cams.eval_images(data, args.images, args.split)
@@ -125,6 +125,7 @@ def main(argv: list[str]) -> int:
                 _err.print(f"visualize: skipped: {err}")
                 continue
             label = block_label(run.config["model"], run.block, run.placement) if one_backbone else _row_label(run)
+            label += " (baseline)" if is_baseline(run.config["model"]["attn"]) else ""  # as the report's figures
             rows.append(grid.Row(f"{label}\nseed {run.config.get('seed')}", maps, probs))
             drawn.append(Path(run.run_dir))
             block_map = cams.block_maps(model, images.inputs)

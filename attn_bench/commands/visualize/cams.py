@@ -12,15 +12,13 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from attn_bench.commands.visualize.methods import METHODS
 from attn_bench.data import synthetic
 from attn_bench.data.datasets import ImageTensors, class_folders, load_tensors
 from attn_bench.errors import ConfigError
 from attn_bench.models.placement import placed_attention, stage_paths
 from attn_bench.rundir import LAST_CKPT
 from attn_bench.training.checkpoint import load_run_model
-
-METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "eigencam": "EigenCAM", "layercam": "LayerCAM",
-           "xgradcam": "XGradCAM", "scorecam": "ScoreCAM", "hirescam": "HiResCAM"}
 
 
 @dataclass
