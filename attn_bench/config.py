@@ -90,16 +90,24 @@ def check_override_keys(overrides: list[str]) -> None:
     choices are left to Hydra; so is everything when the user's own config folders are in play."""
     if user_config_dirs(overrides) or {"-sc", "--shell-completion"} & set(overrides):  # completion: not overrides
         return
+    def is_key(key: str) -> bool:
+        return key not in CONFIG_GROUPS and not key.startswith("hydra.") and "@" not in key and "/" not in key
+
     keys = [a.partition("=")[0] for a in overrides if "=" in a and not a.startswith(("+", "~", "-"))]
-    keys = [k for k in keys if k not in CONFIG_GROUPS and not k.startswith("hydra.") and "@" not in k and "/" not in k]
-    if not keys:
+    keys = [k for k in keys if is_key(k)]
+    # keys added with one +: composed in, so that one nothing reads is refused before Hydra makes a run folder
+    added = [a for a in overrides if "=" in a and a.startswith("+") and not a.startswith("++")
+             and is_key(a[1:].partition("=")[0])]
+    if not keys and not added:
         return
     groups = [f"{a.partition('=')[0]}={a.partition('=')[2].split(',')[0]}" for a in overrides
               if a.partition("=")[0] in CONFIG_GROUPS]  # a swept group: its first choice has the same keys
     try:
-        cfg = compose("train", groups)
+        cfg = compose("train", groups + added)
     except ConfigError:
-        return  # a bad group choice: said elsewhere, in its own line
+        return  # a bad group choice or value: said elsewhere, in its own line
+    if added:
+        check_unread_keys(cfg)
     for key in keys:
         node, done = cfg, []
         for part in key.split("."):

@@ -79,9 +79,11 @@ def test_unknown_names_list_the_valid_choices(args, fragments, capsys):
 ])
 def test_invalid_values_are_rejected_before_training(override, fragment, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ATTN_BENCH_OUTPUTS", str(tmp_path))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["trainer.progress=false", *override.split()])
-    assert exit_info.value.code == 2
+    try:  # refused before Hydra starts (a +key nothing reads: a return code) or inside the run (an exit)
+        code = main(["trainer.progress=false", *override.split()])
+    except SystemExit as stop:
+        code = stop.code
+    assert code == 2
     err = capsys.readouterr().err
     assert fragment in err and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.rglob("*.pt")), "nothing was trained"
@@ -273,6 +275,14 @@ def test_help_completion_and_key_errors_answer_without_loading_torch(argv, env, 
                           env={**os.environ, **env})
     assert proc.stdout.split("MODULES")[-1].split() == ["False", "False"], proc.stderr[-2000:]
     assert expect in proc.stdout + proc.stderr
+
+
+def test_an_added_key_nothing_reads_is_refused_before_a_run_folder_is_made(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ATTN_BENCH_OUTPUTS", str(tmp_path / "outputs"))
+    assert main(["+trainer.epoch=2", "data.train_size=100"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown key trainer.epoch: nothing reads it; did you mean 'trainer.epochs'" in err
+    assert not (tmp_path / "outputs").exists()  # Hydra made outputs/runs/+trainer.epoch=2/ when the run refused it
 
 
 def test_blocks_piped_keeps_each_backbone_on_one_line(capsys, monkeypatch):
