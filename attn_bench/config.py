@@ -16,7 +16,9 @@ from attn_bench.errors import ConfigError, did_you_mean
 
 CONFIG_MODULE = "attn_bench.configs"
 CONFIG_GROUPS = ("model", "data", "trainer", "experiment", "debug")
-MODEL_FREE_FORM = ("attn_args", "timm_kwargs")  # the block's and timm's own arguments: any key
+# where each group's keys are defined: every trainer recipe starts from quick, a data node's file is its dataset's;
+# under model, the block's and timm's own arguments take any key
+GROUP_SCHEMAS = {"trainer": ("trainer/quick.yaml", ()), "model": ("_model.yaml", ("attn_args", "timm_kwargs"))}
 
 
 def group_options(group: str, config_dirs: list[Path] = ()) -> list[str]:
@@ -75,13 +77,19 @@ def check_known_keys(node: DictConfig, prefix: str, known: set[str], free_form: 
                           f"reads it; {hint}valid keys under {prefix}: {', '.join(sorted(known | set(free_form)))}")
 
 
+def check_group_keys(group: str, node: DictConfig) -> None:
+    """The run's ``model``, ``data`` or ``trainer`` node holds only keys its shipped config defines."""
+    schema, free_form = GROUP_SCHEMAS.get(group, (f"data/{node.get('name')}.yaml", ()))
+    check_known_keys(node, group, shipped_keys(schema), free_form)
+
+
 def check_unread_keys(cfg: DictConfig) -> None:
     """The composed run config's keys that nothing reads (``+trainer.epoch=2``), found before torch is imported
-    and before the config is printed: the checks that training.validate, data.spec and models.build repeat."""
-    check_known_keys(cfg.trainer, "trainer", shipped_keys("trainer/quick.yaml"))  # every recipe starts from quick
-    check_known_keys(cfg.model, "model", shipped_keys("_model.yaml"), free_form=MODEL_FREE_FORM)
+    and before the config is printed (training.validate, data.spec and models.build check their own node again)."""
+    check_group_keys("trainer", cfg.trainer)
+    check_group_keys("model", cfg.model)
     if cfg.data.get("name") in group_options("data"):  # an unknown dataset is the data checks' line
-        check_known_keys(cfg.data, "data", shipped_keys(f"data/{cfg.data.name}.yaml"))
+        check_group_keys("data", cfg.data)
 
 
 def check_override_keys(overrides: list[str]) -> None:

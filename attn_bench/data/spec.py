@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
-from attn_bench.config import check_known_keys, shipped_keys
+from attn_bench.config import check_group_keys
 from attn_bench.errors import check as require
 from attn_bench.errors import check_number
 
@@ -72,7 +72,7 @@ def augment_policy(cfg: DictConfig):
 def check(cfg: DictConfig) -> None:
     """Every mistake a ``data`` node can hold that shows without reading the data."""
     spec = dataset_spec(cfg.name)
-    check_known_keys(cfg, "data", shipped_keys(f"data/{spec.name}.yaml"))
+    check_group_keys("data", cfg)
     check_number(cfg.num_classes, "data.num_classes", integer=True)
     check_number(cfg.img_size, "data.img_size", integer=True)
     require(cfg.num_classes > 1, f"data.num_classes must be at least 2, got {cfg.num_classes}")

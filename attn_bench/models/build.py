@@ -17,7 +17,7 @@ from torch import nn
 from attn_bench.attention import BASELINE, block_defaults, is_baseline
 from attn_bench.attention.registry import is_builtin
 from attn_bench.attention.contract import check_contract
-from attn_bench.config import MODEL_FREE_FORM, check_known_keys, shipped_keys
+from attn_bench.config import check_group_keys
 from attn_bench.errors import check as require
 from attn_bench.models.backbones import CIFAR_NETS, check_stem, create_backbone, resolve_stem, use_small_stem
 from attn_bench.models.placement import find_slots, place_attention, slot_map_sizes
@@ -155,7 +155,7 @@ def check(model_cfg: DictConfig, num_classes: int, img_size: int) -> dict[str, A
     checks that ``img_size`` covers the backbone's output stride (else the last feature map
     would be smaller than 1x1).
     """
-    check_known_keys(model_cfg, "model", shipped_keys("_model.yaml"), free_form=MODEL_FREE_FORM)
+    check_group_keys("model", model_cfg)
     require(isinstance(img_size, int) and not isinstance(img_size, bool) and img_size >= 1,
             f"img_size={img_size!r} must be a positive integer")
     _check_pretrained(model_cfg)

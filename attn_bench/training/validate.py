@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from attn_bench.config import check_known_keys, shipped_keys
+from attn_bench.config import check_group_keys
 from attn_bench.errors import check as require
 from attn_bench.errors import check_number
 from attn_bench.precision import resolve_precision
@@ -69,7 +69,7 @@ def _check_scheduler(s: DictConfig) -> None:
 
 def check(t: DictConfig) -> None:
     """Every mistake a ``trainer`` node can hold that shows without a device or data."""
-    check_known_keys(t, "trainer", shipped_keys("trainer/quick.yaml"))  # every recipe starts from quick
+    check_group_keys("trainer", t)
     _check_types(t)
     _choice(t.optimizer.name, OPTIMIZERS, "optimizer")
     _choice(t.scheduler.name, SCHEDULERS, "scheduler")
