@@ -109,13 +109,15 @@ def tiny_train() -> list[str]:
 
 
 TINY_TRAIN = [
-    "data.train_size=1000",
-    "data.test_size=500",
+    "data.train_size=500",
+    "data.test_size=250",
     "trainer.epochs=2",
-    "trainer.batch_size=50",
+    "trainer.batch_size=25",
     "trainer.progress=false",
+    "measure_cost=false",
 ]
-LEARN = ["data.train_size=2000", "trainer.epochs=4", "trainer.scheduler.warmup_epochs=0.5"]  # learns the task
+LEARN = ["data.train_size=2000", "data.test_size=500", "trainer.epochs=4", "trainer.batch_size=50",
+         "trainer.scheduler.warmup_epochs=0.5"]  # learns the task
 
 
 @pytest.fixture(scope="session")
@@ -125,7 +127,7 @@ def learned_synthetic(tmp_path_factory):
     from attn_bench.commands.train import run_training
 
     run_dir = tmp_path_factory.mktemp("synthetic")
-    cfg = _compose_train(TINY_TRAIN + LEARN)
+    cfg = _compose_train(TINY_TRAIN + LEARN + ["measure_cost=true"])
     return run_dir, run_training(cfg, run_dir), cfg
 
 

@@ -2,7 +2,7 @@
 
 Commands are taken from README.md itself, and so are the example files it shows (``my_blocks.py``,
 ``myconf/experiment/gc_ablation.yaml``), so the text and this test cannot drift. Each ``attn-bench``
-command runs in-process with the same words plus small sizes (50 synthetic images, one epoch of one step;
+command runs in-process with the same words plus small sizes (20 synthetic images, one epoch of one step;
 short timings for ``profile``), in a temporary working directory whose ``outputs/`` it writes. Placeholders
 (``<run>``, ``<sweep dir>``, ``RUN_A RUN_B``) are filled with the runs the earlier commands made. A command
 that cannot run here is listed in ``NOT_HERE`` with its reason, and the test fails when that list and the
@@ -23,7 +23,7 @@ from conftest import REPO, SHARED_CIFAR10
 README = (REPO / "README.md").read_text()
 
 # small sizes added to every training command (and to each job of a sweep)
-SMALL_TRAIN = ["data.train_size=50", "data.test_size=20", "trainer.epochs=1", "trainer.batch_size=50",
+SMALL_TRAIN = ["data.train_size=20", "data.test_size=20", "trainer.epochs=1", "trainer.batch_size=20",
                "measure_cost=false", "trainer.progress=false", "print_config=false"]
 SMALL_PROFILE = ["img_size=32", "latency.warmup_s=0", "latency.budget_s=0.05", "latency.min_repeats=1",
                  "throughput.warmup_s=0", "throughput.budget_s=0.05", "throughput.batch_size=2"]

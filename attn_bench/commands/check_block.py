@@ -8,6 +8,7 @@ block's arguments (as ``+model.attn_args.key=value`` would give them), values pa
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ from attn_bench.tables import wide_console
 
 if TYPE_CHECKING:
     from attn_bench.attention.contract import Check
+    from attn_bench.metrics.complexity import OpCount
 # the checks need torch and timm, imported where they run: --help and a bad argument answer without them
 
 USAGE = "usage: attn-bench check-block SPEC [key=value ...]  (SPEC: a block name, file.py:Class or module:Class)"
@@ -29,13 +31,30 @@ COST_CHECK = f"cost on {COST_BACKBONE} at {IMG} px"
 LATENCY_CHECK = f"CPU latency on {LATENCY_BACKBONE} at {IMG} px"
 
 
-def _compared(backbone: str, spec: str, kwargs: dict):
-    """(name, model) for no block, SE (the reference) and the block under test, on ``backbone``, each built
-    as a run builds it (``placement=paper``: SA's and SGE's groups fitted to ResNet-18's 64-channel stage)."""
+def _build(backbone: str, spec: str, kwargs: dict | None = None):
+    """``spec`` on ``backbone``, built as a run builds it (``placement=paper``: SA's and SGE's groups fitted
+    to ResNet-18's 64-channel stage)."""
     from attn_bench.models import build_model
 
-    for name, args in ((BASELINE, None), ("se", None), (spec, kwargs or None)):
-        yield name, build_model(backbone, name, 1000, attn_args=args, placement="paper")
+    return build_model(backbone, spec, 1000, attn_args=kwargs or None, placement="paper")
+
+
+def _compared(backbone: str, spec: str, kwargs: dict):
+    """(name, model) for no block, SE (the reference) and the block under test, on ``backbone``."""
+    for name, args in ((BASELINE, None), ("se", None), (spec, kwargs)):
+        yield name, _build(backbone, name, args)
+
+
+def _counted(model) -> tuple[int, OpCount]:
+    from attn_bench.metrics.complexity import count_ops, count_params
+
+    return count_params(model)["params"], count_ops(model, IMG)
+
+
+@functools.lru_cache(maxsize=None)
+def _reference_cost(name: str) -> tuple[int, OpCount]:
+    """No block's and SE's row of the cost check: the same for every block, so counted once per process."""
+    return _counted(_build(COST_BACKBONE, name))
 
 
 def _parse(argv: list[str]) -> tuple[str, dict]:
@@ -55,13 +74,9 @@ def _parse(argv: list[str]) -> tuple[str, dict]:
 
 def _cost(spec: str, kwargs: dict) -> Check:
     from attn_bench.attention.contract import Check
-    from attn_bench.metrics.complexity import count_ops, count_params
 
-    rows = {name: (count_params(model)["params"], count_ops(model, IMG))
-            for name, model in _compared(COST_BACKBONE, spec, kwargs)}
-    base_params, base_ops = rows[BASELINE]
-    params, ops = rows[spec]
-    se_params, se_ops = rows["se"]
+    (base_params, base_ops), (se_params, se_ops) = _reference_cost(BASELINE), _reference_cost("se")
+    params, ops = _counted(_build(COST_BACKBONE, spec, kwargs))
     detail = (f"+{params - base_params:,} params, +{(ops.macs - base_ops.macs) / 1e6:,.1f} M MACs, "
               f"+{(ops.flops - base_ops.flops) / 1e6:,.1f} M FLOPs (SE: +{se_params - base_params:,}, "
               f"+{(se_ops.macs - base_ops.macs) / 1e6:,.1f} M, +{(se_ops.flops - base_ops.flops) / 1e6:,.1f} M)")

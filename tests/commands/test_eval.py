@@ -9,14 +9,11 @@ from attn_bench.cli import main
 from attn_bench.commands.train import run_training
 from conftest import TINY_TRAIN, _compose_train, make_imagefolder
 
-SHORT = TINY_TRAIN + ["measure_cost=false", "trainer.epochs=2"]
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     for attn in ("none", "se"):
-        run_training(_compose_train(SHORT + [f"model.attn={attn}"]), root / attn)
+        run_training(_compose_train(TINY_TRAIN + [f"model.attn={attn}"]), root / attn)
     return root
 
 
@@ -25,7 +22,7 @@ def test_eval_reproduces_the_recorded_final_top1_exactly(runs, capsys):
     assert main(["eval", str(runs / "none")]) == 0
     written = json.loads((runs / "none" / "eval_synthetic_test.json").read_text())
     assert written["top1"] == recorded["top1"] and written["loss"] == pytest.approx(recorded["loss"], rel=1e-12)
-    assert written["images"] == 500 and written["epoch"] == 2
+    assert written["images"] == 250 and written["epoch"] == 2
     assert f"{recorded['top1']:.2f} %" in capsys.readouterr().out
 
 
@@ -136,8 +133,8 @@ def test_eval_writes_per_class_top1_the_confusion_matrix_and_its_figure_and_tta_
     assert main(["eval", str(runs / "se")]) == 0
     plain = json.loads((runs / "se" / "eval_synthetic_test.json").read_text())
     confusion = plain["confusion"]
-    assert len(confusion) == 10 and sum(map(sum, confusion)) == plain["images"] == 500
-    assert sum(confusion[c][c] for c in range(10)) == pytest.approx(plain["top1"] * 500 / 100)
+    assert len(confusion) == 10 and sum(map(sum, confusion)) == plain["images"] == 250
+    assert sum(confusion[c][c] for c in range(10)) == pytest.approx(plain["top1"] * 250 / 100)
     assert plain["per_class_top1"] == [pytest.approx(100 * confusion[c][c] / sum(confusion[c])) for c in range(10)]
     assert plain["tta"] == "off"
     for suffix in (".png", ".pdf"):
@@ -147,7 +144,7 @@ def test_eval_writes_per_class_top1_the_confusion_matrix_and_its_figure_and_tta_
     assert "confusion_synthetic_test.png" in capsys.readouterr().out
     assert main(["eval", str(runs / "se"), "--tta", "flip"]) == 0
     flipped = json.loads((runs / "se" / "eval_synthetic_test_flip.json").read_text())
-    assert flipped["tta"] == "flip" and flipped["images"] == 500 and flipped["confusion"] != confusion
+    assert flipped["tta"] == "flip" and flipped["images"] == 250 and flipped["confusion"] != confusion
     assert (runs / "se" / "confusion_synthetic_test_flip.png").exists()
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-TINY = ["data.train_size=300", "data.test_size=200", "trainer.epochs=1", "trainer.batch_size=50",
+TINY = ["data.train_size=150", "data.test_size=200", "trainer.epochs=1", "trainer.batch_size=25",
         "measure_cost=false", "hydra.launcher.cpu_workers=2"]
 
 

@@ -14,7 +14,7 @@ from attn_bench.config import compose
 
 from attn_bench.sweeps.queue import Job, cpu_slots, gpu_slots, run_queue
 
-TINY = ["data.train_size=300", "data.test_size=100", "trainer.epochs=1", "trainer.batch_size=50",
+TINY = ["data.train_size=150", "data.test_size=50", "trainer.epochs=1", "trainer.batch_size=25",
         "measure_cost=false"]
 
 
