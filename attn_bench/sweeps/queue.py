@@ -75,16 +75,20 @@ def gpu_slots(devices: Sequence[str | int], cores: int | None = None) -> list[Sl
 
 def run_queue(jobs: list[Job], slots: list[Slot], command: Callable[[Job], list[str]],
               on_event: Callable[[str, Job], None] = lambda event, job: None) -> list[Job]:
-    """Run every pending job; a job waits until a slot is free. Returns the jobs, updated."""
+    """Run every pending job; a job waits until a slot is free. Returns the jobs, updated. SIGINT/SIGTERM
+    stop the sweep: no job starts after it, every running job gets the signal, and KeyboardInterrupt is
+    raised once they have stopped."""
     pending = [j for j in jobs if j.status == "pending"]
     running: dict[int, tuple[Job, subprocess.Popen, object]] = {}
     free = list(range(len(slots)))
-    with _forward_signals(running):
+    with _stop_requests() as stop:
         while pending or running:
-            while pending and free:
+            while pending and free and not stop:
                 slot_id, job = free.pop(0), pending.pop(0)
                 running[slot_id] = _start(job, slots[slot_id], command(job))
                 on_event("start", job)
+            if stop:
+                _stop_jobs([proc for _, proc, _ in running.values()], stop)
             time.sleep(POLL_S)
             for slot_id, (job, proc, handle) in list(running.items()):
                 if proc.poll() is None:
@@ -93,38 +97,40 @@ def run_queue(jobs: list[Job], slots: list[Slot], command: Callable[[Job], list[
                 del running[slot_id]
                 free.append(slot_id)
                 on_event("end", job)
+        if stop:  # it came as the last job ended
+            _stop_jobs([], stop)
     return jobs
 
 
 @contextmanager
-def _forward_signals(running: dict):
-    """SIGINT/SIGTERM to the sweep reach every running job (each in its own process group), and the
-    sweep waits for them to stop before it exits, so that a re-run finds their directories free.
-    kill -9 cannot be caught; for it each job carries a parent-death signal (:func:`_die_with_parent`)."""
-    stopping = []
-
-    def forward(signum, frame):
-        procs = [proc for _, proc, _ in list(running.values())]
-        if stopping:  # a second signal while waiting: stop every job at once
-            _kill_all(procs, signal.SIGKILL)
-            raise KeyboardInterrupt
-        stopping.append(signum)
-        _kill_all(procs, signum)
-        deadline = time.monotonic() + STOP_WAIT_S  # one deadline for all jobs, not one each
-        while any(proc.poll() is None for proc in procs) and time.monotonic() < deadline:
-            time.sleep(POLL_S)
-        _kill_all([proc for proc in procs if proc.poll() is None], signal.SIGKILL)
-        raise KeyboardInterrupt
-
+def _stop_requests():
+    """The SIGINT/SIGTERM signals the sweep received, in a list the queue's loop reads. The handler only
+    records: raised in it, KeyboardInterrupt could land in code that swallows it (logging's fork hook
+    runs as Popen starts a job), and the sweep went on starting jobs after a SIGTERM."""
+    received: list[int] = []
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield
+        yield received
         return
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield received
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _stop_jobs(procs: list, received: list[int]) -> None:
+    """Every running job gets the signal the sweep got (each is its own process group), and the sweep waits
+    for them to stop, so that a re-run finds their directories free; a second signal, or STOP_WAIT_S, and
+    they are killed. kill -9 cannot be caught; for it each job carries a parent-death signal
+    (:func:`_die_with_parent`)."""
+    _kill_all(procs, received[0])
+    deadline = time.monotonic() + STOP_WAIT_S  # one deadline for all jobs, not one each
+    while any(proc.poll() is None for proc in procs) and time.monotonic() < deadline and len(received) == 1:
+        time.sleep(POLL_S)
+    _kill_all([proc for proc in procs if proc.poll() is None], signal.SIGKILL)
+    raise KeyboardInterrupt
 
 
 def _kill_all(procs: list, signum: int) -> None:

@@ -65,6 +65,33 @@ def test_queue_gives_every_job_a_device_and_never_shares_one(tmp_path):
     assert [i for e, i, _ in events if e == "start"] == list(range(7))  # in the sweep's order
 
 
+def test_a_stop_signal_that_comes_as_a_job_starts_stops_the_sweep(tmp_path, monkeypatch):
+    """SIGTERM while Popen starts a job: the queue's handler used to raise KeyboardInterrupt there, where
+    logging's fork hook swallowed it, and the sweep went on starting (and finishing) jobs after it. Now no
+    job starts after the signal, the running one gets it, and the queue raises KeyboardInterrupt."""
+    import threading
+    from contextlib import suppress
+
+    from attn_bench.sweeps import queue
+
+    assert threading.current_thread() is threading.main_thread()  # else the signal would reach pytest itself
+    started, real_popen = [], subprocess.Popen
+
+    def popen_then_signal(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        with suppress(BaseException):  # code that swallows what a handler raises, as logging's fork hook does
+            signal.raise_signal(signal.SIGTERM)
+        return started[-1]
+
+    monkeypatch.setattr(queue.subprocess, "Popen", popen_then_signal)
+    jobs = [Job(i, [], tmp_path / f"job{i}") for i in range(3)]
+    with pytest.raises(KeyboardInterrupt):
+        run_queue(jobs, cpu_slots(2), lambda job: [sys.executable, "-c", "import time; time.sleep(60)"])
+    monkeypatch.undo()
+    assert len(started) == 1 and [j.status for j in jobs] == ["running", "pending", "pending"]
+    assert started[0].wait(timeout=30) == -signal.SIGTERM
+
+
 def test_cpu_slots_share_the_cores_and_hide_gpus():
     slots = cpu_slots(2, cores=8)
     assert [s.env for s in slots] == [{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "4"}] * 2
